@@ -1,0 +1,1 @@
+"""Turning one representation of a network into another: checkpoint -> IR -> Lava process graph."""

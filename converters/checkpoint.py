@@ -1,0 +1,56 @@
+"""Checkpoint (or in-memory model) -> IR.
+
+The IR carries exactly the integers the model's eval forward uses (``QuantDense.integer_weight`` and
+the LIF's vth, du, dv): conversion adds no rounding of its own. What the target cannot hold is refused
+by ``Network.validate`` with the layer, field, value and limit.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from qsnn_lava.errors import QsnnError
+from qsnn_lava.io import load_checkpoint
+from qsnn_lava.ir import LIF, Dense, Layer, Network
+from qsnn_lava.models import QSNN, build_model, check_config
+
+
+def model_to_ir(model: QSNN, meta: dict | None = None) -> Network:
+    layers = []
+    for layer in model.layers:
+        n = layer.neuron
+        layers.append(Layer(
+            name=layer.name,
+            synapse=Dense(weight=layer.synapse.integer_weight().numpy(), weight_exp=0),
+            neuron=LIF(n=n.n, vth=n.vth, du=n.du, dv=n.dv),
+            weight_bits=layer.synapse.bits,
+        ))
+    cfg = model.config
+    net = Network(input_shape=(int(cfg["sizes"][0]),), layers=layers, timesteps=int(cfg["timesteps"]),
+                  meta={"quant": cfg["quant"], "bits": int(cfg["bits"]), "neuron": cfg["neuron"],
+                        **(meta or {})})
+    try:
+        return net.validate()
+    except QsnnError as e:
+        raise QsnnError(f"cannot deploy this model: {e}") from None
+
+
+def load_model(path):
+    """(model in eval mode, checkpoint dict) from a checkpoint file; QsnnError on any bad input."""
+    ckpt = load_checkpoint(path)
+    try:
+        check_config(ckpt["config"])
+    except QsnnError as e:
+        raise QsnnError(f"'{path}': {e}") from None
+    model = build_model(ckpt["config"], ckpt["state_dict"])
+    return model.eval(), ckpt
+
+
+def checkpoint_to_ir(path) -> Network:
+    model, ckpt = load_model(path)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    meta = {"source_checkpoint_sha256": digest, "dataset": ckpt.get("meta", {}).get("dataset", "")}
+    try:
+        return model_to_ir(model, meta)
+    except QsnnError as e:
+        raise QsnnError(f"'{path}': {e}") from None

@@ -1,0 +1,89 @@
+"""IR -> a Lava process graph of bit-accurate Dense and LIFReset processes (built directly, not via netx).
+
+Lava is imported here and in deploy/ only. This module builds; deploy.backends.lava runs and reads.
+
+Delays: every Dense sends, at step t, what it accumulated from the spikes of step t-1, so layer i
+(0-based) first sees sample data at Lava step i + 2. Each layer is a ``LIFReset`` with
+``reset_interval = T`` and ``reset_offset = (i + 2) % T``: its u and v are zeroed just before each
+sample's first real step. That makes many samples in one run exactly equal to independent runs, also
+with biases (which otherwise integrate during the pipeline's warm-up steps), with no padding between
+samples. Sample k's output of layer i at zero-delay step tau appears at Lava step k*T + tau + i + 2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qsnn_lava.ir import Network
+
+
+def lava_dense_weights(weight: np.ndarray, weight_exp: int) -> tuple[np.ndarray, int]:
+    """Integer weights and exponent to hand Lava's Dense so that it computes exactly the IR's sum.
+
+    Lava's bit-accurate Dense (num_weight_bits = 8) drops the lowest bit of every weight when signs
+    are mixed. Odd mixed weights therefore go in doubled with the exponent one lower: the shift acts
+    on the sum, so ``(sum 2w) >> 1 == sum w`` exactly (netx's optimize_weight_bits does the same).
+    """
+    weight = np.asarray(weight, np.int64)
+    mixed = weight.size and weight.min() < 0 < weight.max()
+    if mixed and np.any(weight % 2):
+        return 2 * weight, weight_exp - 1
+    return weight, weight_exp
+
+
+@dataclass
+class LavaGraph:
+    source: object
+    denses: list
+    lifs: list
+    sinks: list
+    steps: int
+
+    @property
+    def processes(self) -> list:
+        return [self.source, *self.denses, *self.lifs, *self.sinks]
+
+
+def steps_needed(net: Network, n_samples: int) -> int:
+    return n_samples * net.timesteps + len(net.layers)
+
+
+def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGraph:
+    """Graph that runs input spikes [T, N, n_in] sample after sample; sinks record layer spikes."""
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIFReset
+
+    T, N, n_in = spikes.shape
+    steps = steps_needed(net, N)
+    data = np.zeros((n_in, steps), np.int32)
+    data[:, : N * T] = np.transpose(spikes, (2, 1, 0)).reshape(n_in, N * T)  # column = k*T + t
+    source = Source(data=data)
+    prev, denses, lifs, sinks = source.s_out, [], [], []
+    for i, layer in enumerate(net.layers):
+        w, e = lava_dense_weights(layer.synapse.weight, layer.synapse.weight_exp)
+        dense = Dense(weights=w, weight_exp=e, num_weight_bits=8, name=f"{layer.name}_dense")
+        nrn = layer.neuron
+        lif = LIFReset(shape=(nrn.n,), vth=nrn.vth, du=nrn.du, dv=nrn.dv, bias_mant=nrn.bias_mant,
+                       bias_exp=nrn.bias_exp, reset_interval=net.timesteps,
+                       reset_offset=(i + 2) % net.timesteps, name=f"{layer.name}_lif")
+        prev.connect(dense.s_in)
+        dense.a_out.connect(lif.a_in)
+        if record_all or i == len(net.layers) - 1:
+            sink = Sink(shape=(nrn.n,), buffer=steps)
+            lif.s_out.connect(sink.a_in)
+            sinks.append(sink)
+        prev = lif.s_out
+        denses.append(dense)
+        lifs.append(lif)
+    return LavaGraph(source, denses, lifs, sinks, steps)
+
+
+def unpack(net: Network, raw: np.ndarray, layer_index: int, n_samples: int) -> np.ndarray:
+    """A sink's buffer [n, steps] -> zero-delay spikes [T, N, n] of layer ``layer_index``."""
+    T = net.timesteps
+    lo = layer_index + 1  # buffer column of Lava step (layer_index + 2)
+    block = raw[:, lo: lo + n_samples * T].reshape(raw.shape[0], n_samples, T)
+    return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(np.uint8)

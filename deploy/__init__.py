@@ -1,0 +1,1 @@
+"""Running and judging an IR: backends, verification (and later resources, energy, bundles)."""

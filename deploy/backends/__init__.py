@@ -1,0 +1,25 @@
+"""Backends by name; each is ``run(net, spikes [T, N, n_in], progress=False) -> Record``."""
+from __future__ import annotations
+
+from qsnn_lava.errors import QsnnError
+
+
+def _reference(net, spikes, progress=False):
+    from qsnn_lava.reference import simulate
+
+    return simulate(net, spikes, progress=progress)
+
+
+def _lava(net, spikes, progress=False):
+    from .lava import run
+
+    return run(net, spikes, progress=progress)
+
+
+BACKENDS = {"reference": _reference, "lava": _lava}
+
+
+def get_backend(name: str):
+    if name not in BACKENDS:
+        raise QsnnError(f"unknown backend '{name}' (known: {', '.join(BACKENDS)})")
+    return BACKENDS[name]

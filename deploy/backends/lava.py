@@ -1,0 +1,91 @@
+"""Run an IR in Lava on CPU with the bit-accurate models: ``Loihi2SimCfg(select_tag='fixed_pt')``.
+
+All samples go through one graph in one run (see converters.lava_graph for the reset/delay scheme),
+in chunks so a progress bar can advance. Processes are stopped on success, on error and on Ctrl-C.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from converters import lava_graph
+from qsnn_lava.errors import QsnnError
+from qsnn_lava.ir import Network
+from qsnn_lava.record import Record
+
+
+def lava_available() -> bool:
+    try:
+        import lava.magma  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def import_lava() -> None:
+    """Import Lava's runtime, which calls ``multiprocessing.set_start_method('fork')`` without force.
+
+    That raises when anything (tqdm's lock, for one) already fixed the start method. When the
+    method in force is already 'fork' Lava's wish is met, so the import is repeated with the call
+    forced; any other method is a real conflict and is reported.
+    """
+    import multiprocessing as mp
+
+    if not lava_available():
+        raise QsnnError("the lava backend needs lava-nc 0.10.0: pip install 'qsnn-lava[lava]' (Python 3.10)")
+    try:
+        import lava.magma.runtime.runtime  # noqa: F401
+    except RuntimeError:
+        if mp.get_start_method() != "fork":
+            raise QsnnError(f"Lava needs the 'fork' multiprocessing start method, but "
+                            f"'{mp.get_start_method()}' is already set in this process") from None
+        original = mp.set_start_method
+        mp.set_start_method = lambda method, force=False: original(method, force=True)
+        try:
+            import lava.magma.runtime.runtime  # noqa: F401,F811
+        finally:
+            mp.set_start_method = original
+
+
+def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64) -> Record:
+    import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    spikes = np.asarray(spikes)
+    if spikes.ndim != 3 or spikes.shape[0] != net.timesteps or spikes.shape[2] != net.n_in:
+        raise QsnnError(f"input spikes have shape {spikes.shape}; this network takes "
+                        f"[T={net.timesteps}, N, {net.n_in}]")
+    n_samples = spikes.shape[1]
+    t0 = time.perf_counter()
+    graph = lava_graph.build(net, spikes)
+    t_build = time.perf_counter() - t0
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    chunk = max(1, chunk_samples) * net.timesteps
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=graph.steps, desc="lava", unit="step", leave=False)
+    runner = graph.lifs[-1]
+    try:
+        t1 = time.perf_counter()
+        done = 0
+        while done < graph.steps:
+            k = min(chunk, graph.steps - done)
+            runner.run(condition=RunSteps(num_steps=k), run_cfg=cfg)
+            done += k
+            if bar:
+                bar.update(k)
+        t_run = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        raw = [np.asarray(s.data.get()) for s in graph.sinks]
+        t_read = time.perf_counter() - t2
+    finally:
+        if bar:
+            bar.close()
+        runner.stop()  # a no-op when no runtime was created
+    spikes_out = [lava_graph.unpack(net, r, i, n_samples) for i, r in enumerate(raw)]
+    return Record("lava", [layer.name for layer in net.layers], spikes_out,
+                  info={"seconds": time.perf_counter() - t0, "build_s": t_build, "run_s": t_run,
+                        "read_s": t_read, "steps": graph.steps})

@@ -1,0 +1,293 @@
+"""The ``qsnn-lava`` command: train, convert, simulate, verify, and the end-to-end demo.
+
+Exit codes: 0 success (verify: equivalent), 1 verify found mismatches, 2 bad input (one line on
+stderr, no traceback, no partial output file), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import QsnnError
+
+EXIT_MISMATCH = 1
+EXIT_BAD_INPUT = 2
+
+
+# ---------------------------------------------------------------- shared pieces
+def load_target(path):
+    """A checkpoint or an IR file -> (Network, eval model or None)."""
+    from converters.checkpoint import load_model, model_to_ir
+    from .io import is_hdf5
+    from .ir import Network
+
+    p = Path(path)
+    if not p.is_file():
+        raise QsnnError(f"'{path}' not found; pass a checkpoint (qsnn-lava train) or an IR (qsnn-lava convert)")
+    if is_hdf5(p):
+        return Network.load(p), None
+    model, ckpt = load_model(p)
+    try:
+        return model_to_ir(model, {"dataset": ckpt.get("meta", {}).get("dataset", "")}), model
+    except QsnnError as e:
+        raise QsnnError(f"'{path}': {e}") from None
+
+
+def dataset_inputs(net, dataset: str, samples: int | None):
+    from .data import encoded, load_dataset
+
+    data = load_dataset(dataset)
+    if data.n_in != net.n_in:
+        raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
+    return encoded(data.test, net.timesteps, samples)
+
+
+def run_backends(net, model, spikes, backends: list[str], progress: bool):
+    from deploy.backends import get_backend
+    from .training import evaluate
+
+    records = []
+    for name in backends:
+        if name == "torch":
+            if model is None:
+                raise QsnnError("the torch backend needs the checkpoint: pass CKPT, or drop torch from --backends")
+            import time
+
+            t0 = time.perf_counter()
+            rec = evaluate(model, spikes)
+            rec.info["seconds"] = time.perf_counter() - t0
+        else:
+            rec = get_backend(name)(net, spikes, progress=progress)
+        records.append(rec)
+    return records
+
+
+def print_report(rep: dict) -> None:
+    for k, v in rep["accuracy"].items():
+        print(f"  accuracy {k:<10} {100 * v:6.2f} %  ({rep['samples_per_backend'][k]} samples)")
+    for k, c in rep["comparisons"].items():
+        line = f"  spikes   {k:<24} {c['mismatches']} mismatches over {c['samples']} samples"
+        if c["first_divergence"]:
+            fd = c["first_divergence"]
+            line += (f"; first at sample {fd['sample']}, layer {fd['layer']}, neuron {fd['neuron']}, "
+                     f"step {fd['timestep']}")
+        print(line)
+    print("  EQUIVALENT" if rep["equivalent"] else "  NOT EQUIVALENT")
+
+
+# ---------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    from .data import load_dataset
+    from .io import save_checkpoint
+    from .models import make_config
+    from .training import train
+
+    cfg = make_config(sizes=[64, *args.hidden, 10], quant=args.quant, bits=args.bits, theta=args.theta,
+                      timesteps=args.timesteps)
+    data = load_dataset(args.dataset)
+    cfg["sizes"] = [data.n_in, *args.hidden, data.n_classes]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    model, hist = train(cfg, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                        progress=not args.quiet)
+    save_checkpoint(args.out, cfg, model.state_dict(),
+                    {"dataset": args.dataset, "epochs": args.epochs, "seed": args.seed,
+                     "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"]})
+    print(f"trained {args.epochs} epochs in {hist['seconds']:.1f} s: test accuracy "
+          f"{100 * hist['test_acc'][-1]:.2f} % (integer eval model) -> {args.out}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from converters.checkpoint import checkpoint_to_ir
+
+    net = checkpoint_to_ir(args.checkpoint)
+    net.save(args.output)
+    sizes = " -> ".join([str(net.n_in)] + [str(layer.neuron.n) for layer in net.layers])
+    print(f"converted {args.checkpoint} -> {args.output}: {sizes}, T = {net.timesteps}")
+    return 0
+
+
+def _read_input(path, net) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise QsnnError(f"input spikes '{path}' not found")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise QsnnError(f"'{path}' is not a .npy array ({e.__class__.__name__})") from None
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1] != net.timesteps or x.shape[2] != net.n_in:
+        raise QsnnError(f"'{path}' has shape {x.shape}; expected [T={net.timesteps}, {net.n_in}] or "
+                        f"[N, {net.timesteps}, {net.n_in}]")
+    if not np.isin(x, (0, 1)).all():
+        raise QsnnError(f"'{path}' must hold binary spikes (0/1)")
+    return np.ascontiguousarray(np.transpose(x.astype(np.uint8), (1, 0, 2)))  # -> [T, N, n_in]
+
+
+def cmd_simulate(args) -> int:
+    from deploy.backends import get_backend
+    from .io import atomic_write
+    from .ir import Network
+
+    net = Network.load(args.ir)
+    labels = None
+    if args.input:
+        spikes = _read_input(args.input, net)
+    else:
+        spikes, labels = dataset_inputs(net, args.dataset, args.samples)
+    rec = get_backend(args.backend)(net, spikes, progress=not args.quiet)
+    msg = f"{args.backend}: {rec.samples} samples in {rec.info['seconds']:.2f} s"
+    if labels is not None:
+        msg += f", accuracy {100 * rec.accuracy(labels):.2f} %"
+    print(msg)
+    if args.output:
+        out = np.transpose(rec.spikes[-1], (1, 0, 2))  # [N, T, n_out]
+        with atomic_write(args.output) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, out)
+        print(f"output spikes [N, T, n] {out.shape} -> {args.output}")
+    return 0
+
+
+def _backends(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    known = ("torch", "reference", "lava")
+    bad = [b for b in names if b not in known]
+    if bad or len(names) < 2:
+        raise QsnnError(f"--backends needs two or more of {', '.join(known)}; got '{text}'")
+    return names
+
+
+def cmd_verify(args) -> int:
+    from deploy.verify import report
+    from .io import write_json
+
+    backends = _backends(args.backends)
+    net, model = load_target(args.target)
+    spikes, labels = dataset_inputs(net, args.dataset, args.samples)
+    records = run_backends(net, model, spikes, backends, progress=not args.quiet)
+    rep = report(records, labels)
+    print(f"verify {args.target}: {', '.join(backends)} on {rep['samples']} {args.dataset} test samples")
+    print_report(rep)
+    if args.report:
+        write_json(args.report, rep)
+    return 0 if rep["equivalent"] else EXIT_MISMATCH
+
+
+def cmd_demo(args) -> int:
+    from converters.checkpoint import checkpoint_to_ir
+    from deploy.plots import raster
+    from deploy.verify import report
+    from .data import encoded, load_dataset
+    from .io import save_checkpoint, write_json
+    from .ir import Network
+    from .models import make_config
+    from .training import train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset("digits")
+    cfg = make_config(sizes=[data.n_in, 256, data.n_classes], bits=4, timesteps=8)
+    print(f"[1/4] training a {'-'.join(map(str, cfg['sizes']))} QSNN, {cfg['bits']}-bit {cfg['quant']} "
+          f"weights, hard-reset LIF, T = {cfg['timesteps']}, on digits ({len(data.train.y)} train samples)")
+    model, hist = train(cfg, data, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    ckpt = out / "model.pt"
+    save_checkpoint(ckpt, cfg, model.state_dict(), {"dataset": "digits", "epochs": args.epochs,
+                                                      "seed": args.seed, "test_accuracy": hist["test_acc"][-1]})
+    print(f"[2/4] converting {ckpt} -> IR")
+    ir_path = out / "model.ir.h5"
+    checkpoint_to_ir(ckpt).save(ir_path)
+    net = Network.load(ir_path)  # what is deployed is what was written
+    spikes, labels = encoded(data.test, net.timesteps)
+    n_lava = min(args.lava_samples, spikes.shape[1])
+    print(f"[3/4] running torch (eval), reference and Lava fixed_pt on {spikes.shape[1]} test samples "
+          f"(Lava: {n_lava})")
+    records = run_backends(net, model, spikes, ["torch", "reference"], progress=not args.quiet)
+    records += run_backends(net, None, spikes[:, :n_lava], ["lava"], progress=not args.quiet)
+    rep = report(records, labels)
+    rep["train"] = {"epochs": args.epochs, "seconds": round(hist["seconds"], 2),
+                    "test_accuracy_per_epoch": hist["test_acc"]}
+    rep["network"] = {"sizes": cfg["sizes"], "bits": cfg["bits"], "quant": cfg["quant"],
+                      "timesteps": cfg["timesteps"], "vth": [layer.neuron.vth for layer in net.layers],
+                      "du": cfg["du"], "dv": cfg["dv"]}
+    rep["files"] = {"checkpoint": str(ckpt), "ir": str(ir_path), "raster": str(out / "raster.png")}
+    print("[4/4] verifying")
+    print_report(rep)
+    write_json(out / "report.json", rep)
+    raster([records[0], records[-1]], spikes, out / "raster.png")
+    print(f"wrote {out / 'report.json'}, {out / 'raster.png'}, {ckpt}, {ir_path}")
+    return 0 if rep["equivalent"] else EXIT_MISMATCH
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qsnn-lava", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="train, convert, run on torch/reference/Lava and verify, on digits")
+    d.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
+    d.add_argument("--epochs", type=int, default=30)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--lava-samples", type=int, default=360, help="test samples run through Lava")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train a QSNN and save a checkpoint")
+    t.add_argument("--dataset", default="digits", choices=["digits"])
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--out", required=True, help="checkpoint path (.pt)")
+    t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
+    t.add_argument("--quant", default="uniform")
+    t.add_argument("--bits", type=int, default=4)
+    t.add_argument("--theta", type=float, default=2.0, help="threshold in real weight units")
+    t.add_argument("--timesteps", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-2)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("convert", help="checkpoint -> IR (versioned HDF5)")
+    c.add_argument("checkpoint")
+    c.add_argument("-o", "--output", required=True)
+    c.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("simulate", help="run an IR on a backend")
+    s.add_argument("ir")
+    s.add_argument("--backend", default="reference", choices=["reference", "lava"])
+    s.add_argument("--dataset", default="digits")
+    s.add_argument("--samples", type=int, default=None)
+    s.add_argument("--input", help="input spikes .npy, [T, n_in] or [N, T, n_in]")
+    s.add_argument("--output", help="write the output layer's spikes [N, T, n] as .npy")
+    s.set_defaults(func=cmd_simulate)
+
+    v = sub.add_parser("verify", help="compare backends spike by spike (exit 0 equal, 1 not, 2 bad input)")
+    v.add_argument("target", metavar="CKPT_OR_IR")
+    v.add_argument("--dataset", default="digits")
+    v.add_argument("--samples", type=int, default=None)
+    v.add_argument("--backends", default="torch,reference,lava")
+    v.add_argument("--report", help="write the report as JSON here")
+    v.set_defaults(func=cmd_verify)
+
+    for sp in (d, t, s, v):
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except QsnnError as e:
+        print(f"qsnn-lava: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("qsnn-lava: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

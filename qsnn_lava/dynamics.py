@@ -1,0 +1,169 @@
+"""Loihi 2's fixed-point CUBA LIF neuron and Dense synapse, exactly as Lava's bit-accurate models compute them.
+
+This module is the single source of truth for the integer arithmetic. It is used by
+  * the torch model's eval/deploy forward (int64 tensors),
+  * the batched reference simulator (int64 tensors),
+  * the torch model's training forward (float64 tensors holding integers),
+and the Lava backend is checked against it.
+
+Source: lava-nc 0.10.0, ``lava/proc/lif/models.py`` (``AbstractPyLifModelFixed``) and
+``lava/proc/dense/models.py`` (``AbstractPyDenseModelBitAcc``). Per time step, for one neuron:
+
+    a   = (sum_j w_ij * s_j) << weight_exp            (>> -weight_exp if negative: floor)
+    u   = wrap24( rtz(u * (4096 - (du + 1)) / 4096) + (a << 6) )
+    v   = sat24(  rtz(v * (4096 - dv) / 4096) + u + (bias_mant << bias_exp) )
+    s   = v > (vth << 6)                               (strict)
+    v   = 0 where s                                    (u is never reset)
+
+rtz rounds toward zero; wrap24 maps (2^23, ...) down by 2^24 and (..., -2^23] up by 2^24, once, as
+Lava does (so +2^23 itself survives); sat24 clips to +-(2^23 - 1). "Zero-delay" time is used here:
+a layer at step t sees the spikes its source emitted at step t. Lava's one-step-per-synapse delay is
+handled in exactly one place, the Lava backend.
+
+Two number types, one code path: with int64 tensors every operation is exact integer arithmetic.
+With float64 tensors holding integer values the forward values are bit-identical (all intermediate
+magnitudes stay far below 2^53), rounding passes gradients straight through and the spike uses a
+triangular surrogate gradient; that is how training sees exactly the arithmetic it will be deployed on.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+DECAY_SHIFT = 12
+DECAY_UNITY = 1 << DECAY_SHIFT  # 4096: du/dv are 12-bit fractions of this
+ACT_SHIFT = 6  # synaptic input is MSB-aligned by 6 bits
+VTH_SHIFT = 6  # so is the threshold
+UV_BITS = 24
+UV_MAX = 1 << (UV_BITS - 1)  # 2^23
+V_LIMIT = UV_MAX - 1
+
+
+class LIFParams(NamedTuple):
+    """Integer parameters of a CUBA LIF population, in Lava's names and units.
+
+    vth: threshold mantissa (compared against v as vth << 6); du, dv: 12-bit decays
+    (du = 4095 keeps no current, dv = 0 keeps all voltage); bias: the effective bias
+    ``bias_mant << bias_exp`` per neuron (a tensor broadcastable to the population).
+    """
+
+    vth: int
+    du: int
+    dv: int
+    bias: torch.Tensor | int = 0
+
+
+class LIFState(NamedTuple):
+    u: torch.Tensor
+    v: torch.Tensor
+
+
+def effective_bias(bias_mant, bias_exp: int):
+    """``bias_mant << bias_exp`` (arithmetic >> for a negative exponent), as Lava's scale_bias."""
+    b = torch.as_tensor(bias_mant, dtype=torch.int64)
+    return b << bias_exp if bias_exp >= 0 else b >> (-bias_exp)
+
+
+def rtz_decay(x: torch.Tensor, decay: int) -> torch.Tensor:
+    """``rtz(x * (4096 - decay) / 4096)``: the decay product rounded toward zero."""
+    keep = DECAY_UNITY - decay
+    if x.is_floating_point():
+        y = x * (keep / DECAY_UNITY)  # exact: keep/4096 is a dyadic fraction, |x*keep| < 2^36
+        return y + (torch.trunc(y) - y).detach()
+    p = x * keep
+    return torch.sign(p) * (p.abs() >> DECAY_SHIFT)
+
+
+def wrap_u(u: torch.Tensor) -> torch.Tensor:
+    """Lava's 24-bit wrap of the current: one conditional shift by 2^24 either way."""
+    w = torch.where(u > UV_MAX, u - 2 * UV_MAX, u)
+    return torch.where(w <= -UV_MAX, u + 2 * UV_MAX, w)
+
+
+def saturate_v(v: torch.Tensor) -> torch.Tensor:
+    return v.clamp(-V_LIMIT, V_LIMIT)
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside of ``x > 0`` forward; triangular surrogate ``max(1 - |x|/w, 0) / w`` backward."""
+
+    @staticmethod
+    def forward(ctx, x, width):
+        ctx.save_for_backward(x)
+        ctx.width = width
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        w = ctx.width
+        return grad * (1.0 - x.abs() / w).clamp(min=0.0) / w, None
+
+
+def fire(v: torch.Tensor, vth: int) -> torch.Tensor:
+    """Spikes (0/1 in v's dtype) where ``v > vth << 6``; surrogate of width ``vth << 6`` when training."""
+    thr = vth << VTH_SHIFT
+    if v.is_floating_point():
+        return _SpikeFn.apply(v - thr, float(max(thr, 1 << VTH_SHIFT)))
+    return (v > thr).to(v.dtype)
+
+
+def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams) -> tuple[torch.Tensor, LIFState]:
+    """One time step of the CUBA LIF for synaptic input ``a`` (integer units before the << 6)."""
+    u = wrap_u(rtz_decay(state.u, p.du + 1) + a * (1 << ACT_SHIFT))
+    v = saturate_v(rtz_decay(state.v, p.dv) + u + p.bias)
+    s = fire(v, p.vth)
+    v = v * (1 - s)  # hard reset of v only
+    return s, LIFState(u, v)
+
+
+def lif_init(shape, like: torch.Tensor) -> LIFState:
+    z = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    return LIFState(z, z.clone())
+
+
+def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False):
+    """Run the LIF over time-major input ``a`` [T, ...]; returns spikes [T, ...] (and u, v traces)."""
+    state = lif_init(a.shape[1:], a)
+    spikes, us, vs = [], [], []
+    for t in range(a.shape[0]):
+        s, state = lif_step(a[t], state, p)
+        spikes.append(s)
+        if trace:
+            us.append(state.u)
+            vs.append(state.v)
+    out = torch.stack(spikes)
+    if trace:
+        return out, torch.stack(us), torch.stack(vs)
+    return out
+
+
+def shift_exp(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
+    """Apply the per-layer weight exponent to an accumulated sum (floor for negative exponents)."""
+    if weight_exp == 0:
+        return acc
+    if acc.is_floating_point():
+        y = acc * (2.0 ** weight_exp)
+        return y if weight_exp > 0 else y + (torch.floor(y) - y).detach()
+    return acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
+
+
+# Partial sums of integer weights times 0/1 spikes are exact in float64 below 2^53.
+_F64_EXACT = 1 << 53
+
+
+def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
+    """Synaptic input ``(spikes @ weight.T)`` shifted by ``weight_exp``; spikes [..., n_in], weight [n_out, n_in].
+
+    Integer weights are summed with a float64 BLAS matmul, which is exact because every partial sum
+    is bounded by ``max_i sum_j |w_ij| < 2^53`` (checked), then returned as int64.
+    """
+    if weight.is_floating_point():
+        return shift_exp(spikes.to(weight.dtype) @ weight.t(), weight_exp)
+    bound = int(weight.abs().sum(dim=1).max()) if weight.numel() else 0
+    if bound >= _F64_EXACT:  # pragma: no cover - needs absurd weights; stay exact anyway
+        acc = spikes.to(torch.int64) @ weight.t()
+    else:
+        acc = (spikes.to(torch.float64) @ weight.t().to(torch.float64)).to(torch.int64)
+    return shift_exp(acc, weight_exp)

@@ -1,0 +1,81 @@
+"""Quantization-aware BPTT on the deployed integer dynamics.
+
+The forward pass is the integer network (float64 tensors holding integers, see qsnn_lava.dynamics);
+gradients flow through straight-through rounding and the triangular surrogate spike. The loss is
+cross-entropy on the output layer's spike counts, the same quantity deployed inference classifies by,
+so the model that is evaluated is exactly the model that is deployed.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Dataset, encoded
+from .models import QSNN, build_model
+from .record import Record
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 1024) -> Record:
+    """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record."""
+    model.eval()
+    outs = None
+    with torch.no_grad():
+        for lo in range(0, spikes.shape[1], batch_size):
+            layer_out = model(torch.from_numpy(spikes[:, lo:lo + batch_size].astype(np.int64)))
+            chunk = [s.numpy().astype(np.uint8) for s in layer_out]
+            outs = chunk if outs is None else [np.concatenate([a, b], axis=1) for a, b in zip(outs, chunk)]
+    return Record("torch", [layer.name for layer in model.layers], outs)
+
+
+def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
+          progress: bool = True, log=print) -> tuple[QSNN, dict]:
+    set_seed(seed)
+    model = build_model(cfg)
+    T = int(cfg["timesteps"])
+    x_train, y_train = encoded(data.train, T)
+    x_test, y_test = encoded(data.test, T)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    gen = torch.Generator().manual_seed(seed)
+    history = {"epoch": [], "loss": [], "train_acc": [], "test_acc": []}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=epochs, desc="train", unit="epoch")
+    t0 = time.perf_counter()
+    xt, yt = torch.from_numpy(x_train.astype(np.float64)), torch.from_numpy(y_train)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(yt), generator=gen)
+        total, correct, loss_sum = 0, 0, 0.0
+        for lo in range(0, len(perm), batch_size):
+            idx = perm[lo:lo + batch_size]
+            counts = model(xt[:, idx])[-1].sum(0)
+            loss = F.cross_entropy(counts, yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss) * len(idx)
+            correct += int((counts.argmax(-1) == yt[idx]).sum())
+            total += len(idx)
+        sched.step()
+        test_acc = evaluate(model, x_test).accuracy(y_test)
+        for k, v in (("epoch", epoch + 1), ("loss", loss_sum / total), ("train_acc", correct / total),
+                     ("test_acc", test_acc)):
+            history[k].append(v)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / total:.3f}", test=f"{test_acc:.3f}")
+    if bar:
+        bar.close()
+    history["seconds"] = time.perf_counter() - t0
+    model.eval()
+    return model, history
