@@ -95,7 +95,8 @@ class Dense:
     def validate(self, where: str) -> None:
         lo, hi = weight_limits(self.weight)
         check_range(where, "weight", self.weight, lo, hi,
-                    "retrain with fewer weight bits or let the converter choose a weight_exp")
+                    "retrain with fewer weight bits (mixed-sign odd mantissas hold at most 7 bits "
+                    "plus sign on Loihi 2)")
         check_range(where, "weight_exp", self.weight_exp, *WEIGHT_EXP_RANGE, "rescale weights and vth")
         worst = int(np.abs(self.weight).sum(axis=1).max()) if self.weight.size else 0
         worst = worst << self.weight_exp if self.weight_exp >= 0 else worst >> -self.weight_exp

@@ -1,0 +1,117 @@
+"""The command line as a user meets it: end to end, and every bad input -> one line, exit 2, no file."""
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from qsnn_lava.io import save_checkpoint
+from qsnn_lava.models import build_model, make_config
+
+
+def cli(*args, cwd=None):
+    p = subprocess.run([sys.executable, "-m", "qsnn_lava.cli", *map(str, args)], capture_output=True,
+                       text=True, cwd=cwd, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    code, out, err = cli("train", "--dataset", "digits", "--epochs", 3, "--hidden", 32, "--out", d / "m.pt", "-q")
+    assert code == 0, err
+    code, out, err = cli("convert", d / "m.pt", "-o", d / "m.h5")
+    assert code == 0, err
+    return d
+
+
+def test_verify_all_backends_equivalent(trained):
+    code, out, err = cli("verify", trained / "m.pt", "--dataset", "digits", "--samples", 30,
+                         "--backends", "torch,reference,lava", "--report", trained / "r.json", "-q")
+    assert code == 0, out + err
+    rep = json.loads((trained / "r.json").read_text())
+    assert rep["spike_mismatches"] == {"trained_vs_reference": 0, "reference_vs_lava": 0}
+    assert rep["samples"] == 30
+    assert rep["accuracy"]["trained"] == rep["accuracy"]["reference"] == rep["accuracy"]["lava"]
+
+
+def test_simulate_ir_with_input_file(trained):
+    x = (np.random.default_rng(0).random((3, 8, 64)) < 0.3).astype(np.uint8)
+    np.save(trained / "in.npy", x)
+    outs = []
+    for backend in ("reference", "lava"):
+        code, out, err = cli("simulate", trained / "m.h5", "--backend", backend, "--input", trained / "in.npy",
+                             "--output", trained / f"{backend}.npy", "-q")
+        assert code == 0, err
+        outs.append(np.load(trained / f"{backend}.npy"))
+    assert outs[0].shape == (3, 8, 10) and np.array_equal(outs[0], outs[1])
+
+
+def test_verify_ir_cannot_use_torch(trained):
+    code, out, err = cli("verify", trained / "m.h5", "--backends", "torch,reference", "--samples", 5)
+    assert code == 2 and "needs the checkpoint" in err
+
+
+def assert_clean_error(code, err, *words):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qsnn-lava: error:"), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0]
+
+
+def test_missing_checkpoint(tmp_path):
+    code, _, err = cli("convert", tmp_path / "nope.pt", "-o", tmp_path / "x.h5")
+    assert_clean_error(code, err, "not found")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"\x00garbage" * 50)
+    code, _, err = cli("convert", tmp_path / "bad.pt", "-o", tmp_path / "x.h5")
+    assert_clean_error(code, err, "bad.pt")
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad.pt"]
+
+
+def test_checkpoint_whose_weights_do_not_fit(tmp_path):
+    cfg = make_config(sizes=[64, 8, 10], bits=8)
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.layers[0].synapse.weight[0, :2] = torch.tensor([1.0, -1.0])
+    save_checkpoint(tmp_path / "w8.pt", cfg, model.state_dict())
+    code, _, err = cli("convert", tmp_path / "w8.pt", "-o", tmp_path / "x.h5")
+    assert_clean_error(code, err, "fc1", "weight", "Loihi 2 range")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_checkpoint_with_mismatched_weights(tmp_path):
+    cfg = make_config(sizes=[64, 8, 10])
+    sd = build_model(cfg).state_dict()
+    sd["layers.0.synapse.weight"] = torch.zeros(3, 3)
+    save_checkpoint(tmp_path / "m.pt", cfg, sd)
+    code, _, err = cli("convert", tmp_path / "m.pt", "-o", tmp_path / "x.h5")
+    assert_clean_error(code, err, "do not match")
+
+
+def test_non_hdf5_and_wrong_version_ir(tmp_path, trained):
+    (tmp_path / "t.h5").write_text("hello")
+    code, _, err = cli("simulate", tmp_path / "t.h5", "--samples", 3)
+    assert_clean_error(code, err, "not an HDF5 file")
+    import shutil
+    shutil.copy(trained / "m.h5", tmp_path / "v.h5")
+    with h5py.File(tmp_path / "v.h5", "a") as f:
+        f.attrs["version"] = 7
+    code, _, err = cli("simulate", tmp_path / "v.h5", "--samples", 3, "--output", tmp_path / "o.npy")
+    assert_clean_error(code, err, "version 7")
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_wrong_input_shape(tmp_path, trained):
+    np.save(tmp_path / "in.npy", np.zeros((2, 8, 63), np.uint8))
+    code, _, err = cli("simulate", trained / "m.h5", "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy")
+    assert_clean_error(code, err, "shape")
+    assert not (tmp_path / "o.npy").exists()

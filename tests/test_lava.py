@@ -1,0 +1,84 @@
+"""The Lava path against real Lava processes (Loihi2SimCfg fixed_pt), no mocks."""
+import numpy as np
+import pytest
+
+from converters.lava_graph import lava_dense_weights
+from deploy.backends.lava import run as run_lava
+from deploy.verify import compare
+from netgen import random_network, random_spikes
+from qsnn_lava.errors import QsnnError
+from qsnn_lava.ir import LIF, Dense, Layer, Network
+from qsnn_lava.reference import simulate
+
+pytestmark = pytest.mark.lava
+
+
+def assert_equal_spikes(net, x):
+    ref, lava = simulate(net, x), run_lava(net, x)
+    c = compare(ref, lava)
+    assert c["mismatches"] == 0, c["first_divergence"]
+    assert sum(int(s.sum()) for s in ref.spikes) > 0  # a silent network proves nothing
+    return ref
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_networks_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, sizes=(16, 12, 9, 5), timesteps=int(rng.integers(1, 7)))
+    assert_equal_spikes(net, random_spikes(rng, net, n_samples=9))
+
+
+def test_excitatory_only_and_even_256_weights():
+    rng = np.random.default_rng(7)
+    net = random_network(rng, sizes=(10, 8, 4), wmax=255, exc_only=True, bias=False)
+    assert_equal_spikes(net, random_spikes(rng, net, 6))
+    w = 2 * rng.integers(-128, 128, (6, 10))
+    net = Network((10,), [Layer("even", Dense(w), LIF(6, vth=300, du=100, dv=50))], 4).validate()
+    assert_equal_spikes(net, random_spikes(rng, net, 6))
+
+
+def test_near_24_bit_limits_wrap_and_saturation():
+    """Weights and exponent chosen so that u wraps and v saturates; Lava and reference still agree."""
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (8, 64))
+    w[:4] = 127  # these rows drive u past 2^23 (64 * 127 << 4 << 6 > 2^23)
+    net = Network((64,), [Layer("hot", Dense(w, weight_exp=4), LIF(8, vth=(1 << 17) - 1, du=0, dv=0))], 6)
+    x = np.ones((6, 3, 64), np.uint8)
+    x[:, 1] = random_spikes(rng, net, 1)[:, 0]
+    from qsnn_lava import dynamics as dyn
+    import torch
+    a = dyn.dense_accumulate(torch.from_numpy(x.astype(np.int64)), torch.from_numpy(w), 4)
+    _, u, v = dyn.lif_run(a, dyn.LIFParams(vth=(1 << 17) - 1, du=0, dv=0), trace=True)
+    assert (u.abs() > (1 << 22)).any() and (v.abs() == (1 << 23) - 1).any()  # the limits are reached
+    ref, lava = simulate(net, x), run_lava(net, x)
+    assert compare(ref, lava)["mismatches"] == 0
+
+
+def test_perturbed_weight_is_located():
+    """Change one weight on the Lava side only: the comparison names layer, neuron and first step."""
+    rng = np.random.default_rng(11)
+    net = random_network(rng, sizes=(16, 10, 6), timesteps=6, bias=False)
+    x = random_spikes(rng, net, 4, rate=0.6)
+    bad = Network(net.input_shape, [Layer(layer.name, Dense(layer.synapse.weight.copy(),
+                                                            layer.synapse.weight_exp), layer.neuron)
+                                    for layer in net.layers], net.timesteps)
+    bad.layers[1].synapse.weight[3] += 60  # neuron 3 of the second layer gets much more input
+    c = compare(simulate(net, x), run_lava(bad, x))
+    fd = c["first_divergence"]
+    assert c["mismatches"] > 0 and fd["layer"] == net.layers[1].name and fd["neuron"] == 3
+    assert c["per_layer"][net.layers[0].name] == 0
+
+
+def test_dense_weight_encoding_is_exact_for_mixed_odd_weights():
+    w = np.array([[3, -5, 127, -128]])
+    lw, le = lava_dense_weights(w, 0)
+    assert le == -1 and np.array_equal(lw, 2 * w)
+    lw, le = lava_dense_weights(np.array([[2, -4]]), 1)
+    assert le == 1  # even or one-sign weights pass unchanged
+
+
+def test_wrong_input_shape_is_refused_before_building():
+    rng = np.random.default_rng(0)
+    net = random_network(rng)
+    with pytest.raises(QsnnError, match="input spikes have shape"):
+        run_lava(net, np.zeros((net.timesteps, 2, net.n_in + 1), np.uint8))

@@ -1,0 +1,58 @@
+"""Trained = deployed: the torch model's eval forward equals the IR on the reference simulator."""
+import numpy as np
+import pytest
+import torch
+
+from converters.checkpoint import model_to_ir
+from deploy.verify import compare
+from qsnn_lava.data import encoded, load_dataset, rate_encode
+from qsnn_lava.errors import QsnnError
+from qsnn_lava.models import build_model, make_config
+from qsnn_lava.reference import simulate
+from qsnn_lava.training import evaluate, train
+
+
+def test_rate_encoding_is_deterministic_and_proportional():
+    s = rate_encode(np.array([[0, 4, 8, 16]]), 16, 8)
+    assert s.sum(0).tolist() == [[0, 2, 4, 8]]
+    with pytest.raises(QsnnError):
+        rate_encode(np.array([[17]]), 16, 8)
+
+
+def test_train_forward_equals_eval_forward():
+    torch.manual_seed(0)
+    model = build_model(make_config(sizes=[64, 32, 10]))
+    x = torch.from_numpy(encoded(load_dataset("digits").test, 8, 50)[0].astype(np.int64))
+    model.train()
+    with torch.no_grad():
+        train_out = [s.to(torch.int64) for s in model(x)]
+    model.eval()
+    eval_out = model(x)
+    for a, b in zip(train_out, eval_out):
+        assert torch.equal(a, b)
+    assert sum(int(s.sum()) for s in eval_out) > 0
+
+
+def test_trained_model_matches_its_ir_on_reference():
+    data = load_dataset("digits")
+    model, hist = train(make_config(sizes=[64, 32, 10]), data, epochs=2, progress=False)
+    net = model_to_ir(model)
+    x, y = encoded(data.test, net.timesteps)
+    rec_t, rec_r = evaluate(model, x), simulate(net, x)
+    assert compare(rec_t, rec_r)["mismatches"] == 0
+    assert rec_t.accuracy(y) == rec_r.accuracy(y) == pytest.approx(hist["test_acc"][-1])
+    assert rec_t.accuracy(y) > 0.5  # two epochs already learn something
+
+
+def test_8bit_uniform_levels_are_refused_for_loihi():
+    model = build_model(make_config(sizes=[64, 8, 10], bits=8))
+    with torch.no_grad():
+        model.layers[0].synapse.weight[0, 0] = 1.0  # level 255: odd, needs 9 bits with mixed signs
+        model.layers[0].synapse.weight[0, 1] = -1.0
+    with pytest.raises(QsnnError, match="weight = -?255 is outside the Loihi 2 range"):
+        model_to_ir(model)
+
+
+def test_threshold_must_be_whole_weight_units():
+    with pytest.raises(QsnnError, match="not a whole number"):
+        build_model(make_config(theta=0.55))
