@@ -51,7 +51,6 @@ def import_lava() -> None:
 def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64) -> Record:
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
 
     spikes = np.asarray(spikes)
     if spikes.ndim != 3 or spikes.shape[0] != net.timesteps or spikes.shape[2] != net.n_in:
@@ -61,7 +60,8 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
     t0 = time.perf_counter()
     graph = lava_graph.build(net, spikes)
     t_build = time.perf_counter() - t0
-    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    cfg = lava_graph.run_config()
+    raw = [np.zeros((sink.in_port.shape[0], graph.steps), np.uint8) for sink in graph.sinks]
     chunk = max(1, chunk_samples) * net.timesteps
     bar = None
     if progress:
@@ -73,14 +73,15 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
         done = 0
         while done < graph.steps:
             k = min(chunk, graph.steps - done)
-            runner.run(condition=RunSteps(num_steps=k), run_cfg=cfg)
+            runner.run(condition=RunSteps(num_steps=k, blocking=False), run_cfg=cfg)
+            for step in range(done, done + k):  # drain all extractors step by step: none may fill up
+                for buf, sink in zip(raw, graph.sinks):
+                    buf[:, step] = sink.receive()
+            runner.wait()
             done += k
             if bar:
                 bar.update(k)
         t_run = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        raw = [np.asarray(s.data.get()) for s in graph.sinks]
-        t_read = time.perf_counter() - t2
     finally:
         if bar:
             bar.close()
@@ -88,4 +89,4 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
     spikes_out = [lava_graph.unpack(net, r, i, n_samples) for i, r in enumerate(raw)]
     return Record("lava", [layer.name for layer in net.layers], spikes_out,
                   info={"seconds": time.perf_counter() - t0, "build_s": t_build, "run_s": t_run,
-                        "read_s": t_read, "steps": graph.steps})
+                        "steps": graph.steps})
