@@ -68,11 +68,14 @@ def effective_bias(bias_mant, bias_exp: int):
 def rtz_decay(x: torch.Tensor, decay: int) -> torch.Tensor:
     """``rtz(x * (4096 - decay) / 4096)``: the decay product rounded toward zero."""
     keep = DECAY_UNITY - decay
+    if keep == 0:  # full decay (e.g. du = 4095): nothing is kept
+        return torch.zeros_like(x)
+    if keep == DECAY_UNITY:  # no decay
+        return x
     if x.is_floating_point():
         y = x * (keep / DECAY_UNITY)  # exact: keep/4096 is a dyadic fraction, |x*keep| < 2^36
         return y + (torch.trunc(y) - y).detach()
-    p = x * keep
-    return torch.sign(p) * (p.abs() >> DECAY_SHIFT)
+    return torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")  # == sign(p) * (|p| >> 12)
 
 
 def wrap_u(u: torch.Tensor) -> torch.Tensor:
@@ -126,17 +129,14 @@ def lif_init(shape, like: torch.Tensor) -> LIFState:
 def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False):
     """Run the LIF over time-major input ``a`` [T, ...]; returns spikes [T, ...] (and u, v traces)."""
     state = lif_init(a.shape[1:], a)
-    spikes, us, vs = [], [], []
+    spikes = torch.empty_like(a)
+    us, vs = (torch.empty_like(a), torch.empty_like(a)) if trace else (None, None)
     for t in range(a.shape[0]):
         s, state = lif_step(a[t], state, p)
-        spikes.append(s)
+        spikes[t] = s
         if trace:
-            us.append(state.u)
-            vs.append(state.v)
-    out = torch.stack(spikes)
-    if trace:
-        return out, torch.stack(us), torch.stack(vs)
-    return out
+            us[t], vs[t] = state.u, state.v
+    return (spikes, us, vs) if trace else spikes
 
 
 def shift_exp(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
@@ -149,21 +149,24 @@ def shift_exp(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
     return acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
 
 
-# Partial sums of integer weights times 0/1 spikes are exact in float64 below 2^53.
+# Partial sums of integer weights times 0/1 spikes are exact in float32 below 2^24, float64 below 2^53.
+_F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 
 
 def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
     """Synaptic input ``(spikes @ weight.T)`` shifted by ``weight_exp``; spikes [..., n_in], weight [n_out, n_in].
 
-    Integer weights are summed with a float64 BLAS matmul, which is exact because every partial sum
-    is bounded by ``max_i sum_j |w_ij| < 2^53`` (checked), then returned as int64.
+    Integer weights are summed with a BLAS matmul, which is exact because every partial sum is bounded
+    by ``max_i sum_j |w_ij|``: float32 when that bound is below 2^24, float64 below 2^53, else int64.
     """
     if weight.is_floating_point():
         return shift_exp(spikes.to(weight.dtype) @ weight.t(), weight_exp)
     bound = int(weight.abs().sum(dim=1).max()) if weight.numel() else 0
-    if bound >= _F64_EXACT:  # pragma: no cover - needs absurd weights; stay exact anyway
-        acc = spikes.to(torch.int64) @ weight.t()
-    else:
+    if bound < _F32_EXACT:
+        acc = (spikes.to(torch.float32) @ weight.t().to(torch.float32)).to(torch.int64)
+    elif bound < _F64_EXACT:
         acc = (spikes.to(torch.float64) @ weight.t().to(torch.float64)).to(torch.int64)
+    else:  # pragma: no cover - needs absurd weights; stay exact anyway
+        acc = spikes.to(torch.int64) @ weight.t()
     return shift_exp(acc, weight_exp)

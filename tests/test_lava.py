@@ -82,3 +82,43 @@ def test_wrong_input_shape_is_refused_before_building():
     net = random_network(rng)
     with pytest.raises(QsnnError, match="input spikes have shape"):
         run_lava(net, np.zeros((net.timesteps, 2, net.n_in + 1), np.uint8))
+
+
+def _children():
+    """PIDs of this process's live child processes (Lava runs each leaf process as one)."""
+    import os
+    me, kids = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+                cmd = open(f"/proc/{d}/cmdline").read()
+            except OSError:
+                continue
+            # multiprocessing's resource tracker is one per interpreter and reaps shared memory at exit
+            if int(fields[1]) == me and fields[0] != "Z" and "resource_tracker" not in cmd:
+                kids.append(int(d))
+    return kids
+
+
+def _shm():
+    import os
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def test_processes_stopped_after_interrupt_and_error():
+    rng = np.random.default_rng(5)
+    net = random_network(rng, sizes=(8, 6, 4), timesteps=4)
+    x = random_spikes(rng, net, 6)
+    before_kids, before_shm = set(_children()), _shm()
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_lava(net, x, chunk_samples=2, on_chunk=interrupt)
+    run_lava(net, x)  # a normal run afterwards still works
+    import time
+    time.sleep(0.5)
+    assert set(_children()) - before_kids == set()
+    assert _shm() - before_shm == set()

@@ -48,7 +48,12 @@ def import_lava() -> None:
             mp.set_start_method = original
 
 
-def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64) -> Record:
+def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64,
+        on_chunk=None) -> Record:
+    """Run input spikes [T, N, n_in] through ``net`` in one Lava graph; every layer's spikes as a Record.
+
+    ``on_chunk(steps_done, steps_total)`` is called after each chunk (a hook for progress and tests).
+    """
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
 
@@ -81,6 +86,8 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
             done += k
             if bar:
                 bar.update(k)
+            if on_chunk:
+                on_chunk(done, graph.steps)
         t_run = time.perf_counter() - t1
     finally:
         if bar:
