@@ -33,3 +33,58 @@ def raster(records: list[Record], inputs: np.ndarray, path, sample: int = 0) -> 
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def mismatch_heatmap(records: list[Record], path) -> None:
+    """Per consecutive pair of backends: mismatching events per (layer, timestep), summed over samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = list(zip(records[:-1], records[1:]))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 2.6), squeeze=False)
+    for ax, (a, b) in zip(axes[0], pairs):
+        n = min(a.samples, b.samples)
+        grid = np.array([(sa[:, :n] != sb[:, :n]).sum(axis=(1, 2)) for sa, sb in zip(a.spikes, b.spikes)])
+        im = ax.imshow(grid, aspect="auto", cmap="Reds", vmin=0, vmax=max(1, grid.max()))
+        ax.set_yticks(range(len(a.layer_names)), a.layer_names, fontsize=8)
+        ax.set_xlabel("time step")
+        ax.set_title(f"{a.backend} vs {b.backend}: {int(grid.sum())} mismatches", fontsize=9)
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def html_report(rep: dict, images: dict, path) -> None:
+    """A self-contained report.html: summary tables and the PNGs embedded as base64."""
+    import base64
+    import html
+    import json
+
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{100 * v:.2f} %</td></tr>" for k, v in rep["accuracy"].items())
+    comp = ""
+    for k, c in rep["comparisons"].items():
+        fd = c["first_divergence"]
+        where = "-" if fd is None else (f"sample {fd['sample']}, layer {html.escape(fd['layer'])}, "
+                                        f"neuron {fd['neuron']}, step {fd['timestep']}")
+        cause = c.get("diagnosis", {}).get("likely_cause", "-")
+        comp += (f"<tr><td>{html.escape(k)}</td><td>{c['samples']}</td><td>{c['mismatches']}</td>"
+                 f"<td>{where}</td><td>{html.escape(cause)}</td></tr>")
+    imgs = "".join(
+        f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,"
+        f"{base64.b64encode(open(p, 'rb').read()).decode()}'/>" for title, p in images.items())
+    verdict = "EQUIVALENT" if rep["equivalent"] else "NOT EQUIVALENT"
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>qsnn-lava verify</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+table{{border-collapse:collapse}}</style></head><body>
+<h1>qsnn-lava verify: {verdict}</h1>
+<table><tr><th>backend</th><th>accuracy</th></tr>{rows}</table>
+<h2>Spike comparison</h2>
+<table><tr><th>pair</th><th>samples</th><th>mismatches</th><th>first divergence</th><th>likely cause</th></tr>
+{comp}</table>{imgs}
+<h2>Full report</h2><pre>{html.escape(json.dumps(rep, indent=1, sort_keys=True))}</pre></body></html>"""
+    with atomic_write(path) as tmp:
+        tmp.write_text(doc)

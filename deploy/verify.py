@@ -52,3 +52,59 @@ def report(records: list[Record], labels: np.ndarray) -> dict:
         "seconds": {label(r.backend): round(r.info.get("seconds", 0.0), 4) for r in records},
         "equivalent": all(c["mismatches"] == 0 for c in comparisons.values()),
     }
+
+
+CAUSES = ("24-bit wrap of u", "voltage saturation", "rounding of decay", "weight exponent",
+          "threshold comparison", "reset", "delay offset", "synaptic input (weights)", "unknown")
+
+
+def likely_cause(ua, va, ub, vb, vth: int, t: int) -> str:
+    """Best guess at why neuron traces a and b (u, v [T]) lead to different spikes at step ``t``.
+
+    The first divergence is the earliest differing spike, so the layer's inputs agreed up to ``t``:
+    the difference is in this layer's own arithmetic or parameters.
+    """
+    from qsnn_lava.dynamics import UV_MAX, V_LIMIT
+
+    du, dv = np.nonzero(ua != ub)[0], np.nonzero(va != vb)[0]
+    if du.size == 0 and dv.size == 0:
+        return "threshold comparison" if (va[t] == vth << 6 or vb[t] == vth << 6) else "unknown"
+    if du.size and (dv.size == 0 or du[0] <= dv[0]):
+        k = du[0]
+        d = int(ub[k]) - int(ua[k])
+        if abs(d) == 2 * UV_MAX or max(abs(int(ua[k])), abs(int(ub[k]))) >= UV_MAX - (1 << 16):
+            return "24-bit wrap of u"
+        if (k + 1 < len(ua) and ub[k] == ua[k + 1]) or (k > 0 and ub[k] == ua[k - 1]):
+            return "delay offset"
+        if ua[k] and ub[k] and ua[k] % 2 == 0 and ub[k] % 2 == 0:
+            r = abs(int(ub[k]) / int(ua[k]))
+            if r != 1 and np.log2(r).is_integer():
+                return "weight exponent"
+        if abs(d) <= 1:
+            return "rounding of decay"
+        return "synaptic input (weights)"
+    k = dv[0]
+    if max(abs(int(va[k])), abs(int(vb[k]))) >= V_LIMIT:
+        return "voltage saturation"
+    if 0 in (int(va[k]), int(vb[k])) and k > 0:
+        return "reset"
+    if abs(int(vb[k]) - int(va[k])) <= 1:
+        return "rounding of decay"
+    return "unknown"
+
+
+def diagnose(net, spikes: np.ndarray, first: dict, trace_a, trace_b, window: int = 3) -> dict:
+    """u/v traces of the first diverging neuron on both sides around the divergence, and a likely cause.
+
+    ``trace_x(net, spikes [T, 1, n_in], layer_index) -> (u, v) [T, n]`` for each side.
+    """
+    k, li, j, t = first["sample"], first["layer_index"], first["neuron"], first["timestep"]
+    one = spikes[:, k:k + 1]
+    (ua, va), (ub, vb) = trace_a(net, one, li), trace_b(net, one, li)
+    ua, va, ub, vb = ua[:, j], va[:, j], ub[:, j], vb[:, j]
+    lo, hi = max(0, t - window), min(net.timesteps, t + window + 1)
+    return {"steps": list(range(lo, hi)),
+            "a": {"u": ua[lo:hi].tolist(), "v": va[lo:hi].tolist()},
+            "b": {"u": ub[lo:hi].tolist(), "v": vb[lo:hi].tolist()},
+            "vth_internal": net.layers[li].neuron.vth << 6,
+            "likely_cause": likely_cause(ua, va, ub, vb, net.layers[li].neuron.vth, t)}

@@ -164,19 +164,68 @@ def _backends(text: str) -> list[str]:
 
 
 def cmd_verify(args) -> int:
+    from deploy.overflow import flagged, static_bounds
     from deploy.verify import report
-    from .io import write_json
 
     backends = _backends(args.backends)
     net, model = load_target(args.target)
+    if args.against:
+        if model is not None:
+            raise QsnnError("--against compares an IR with its checkpoint: pass the IR as the target")
+        from converters.checkpoint import load_model
+        model, _ = load_model(args.against)
+        if [layer.neuron.n for layer in model.layers] != [layer.neuron.n for layer in net.layers]:
+            raise QsnnError(f"'{args.target}' and '{args.against}' have different layer sizes")
+    bounds = static_bounds(net)
+    for name in flagged(bounds):
+        b = bounds[name]
+        print(f"  warning: layer {name} can {'wrap u' if b['u_can_wrap'] else ''}"
+              f"{' and ' if b['u_can_wrap'] and b['v_can_saturate'] else ''}"
+              f"{'saturate v' if b['v_can_saturate'] else ''} (worst case |u| <= {b['u_bound']}, "
+              f"|v| <= {b['v_bound']}; 24-bit limit 8388608)")
     spikes, labels = dataset_inputs(net, args.dataset, args.samples)
     records = run_backends(net, model, spikes, backends, progress=not args.quiet)
     rep = report(records, labels)
-    print(f"verify {args.target}: {', '.join(backends)} on {rep['samples']} {args.dataset} test samples")
+    rep["overflow"] = {"static": bounds,
+                       "runtime": next((r.info["overflow"] for r in records if "overflow" in r.info), None)}
+    if not rep["equivalent"]:
+        _diagnose(rep, net, model, spikes, records)
+    print(f"verify {args.target}{' against ' + args.against if args.against else ''}: {', '.join(backends)} "
+          f"on {rep['samples']} {args.dataset} test samples")
     print_report(rep)
-    if args.report:
-        write_json(args.report, rep)
+    if args.out:
+        _write_verify_outputs(rep, records, spikes, Path(args.out))
     return 0 if rep["equivalent"] else EXIT_MISMATCH
+
+
+def _diagnose(rep, net, model, spikes, records) -> None:
+    from converters.checkpoint import model_to_ir
+    from deploy.backends.lava import trace as lava_trace
+    from deploy.verify import diagnose
+    from .reference import trace as ref_trace
+
+    torch_net = model_to_ir(model) if model is not None else None
+    tracers = {"torch": lambda n, s, li: ref_trace(torch_net, s, li), "reference": ref_trace, "lava": lava_trace}
+    for (key, comp), (a, b) in zip(rep["comparisons"].items(), zip(records[:-1], records[1:])):
+        if comp["first_divergence"]:
+            comp["diagnosis"] = diagnose(net, spikes, comp["first_divergence"], tracers[a.backend],
+                                         tracers[b.backend])
+            print(f"  {key}: likely cause: {comp['diagnosis']['likely_cause']}")
+
+
+def _write_verify_outputs(rep, records, spikes, out: Path) -> None:
+    from deploy.plots import html_report, mismatch_heatmap, raster
+    from .io import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    first = next((c["first_divergence"] for c in rep["comparisons"].values() if c["first_divergence"]), None)
+    sample = first["sample"] if first else 0
+    raster(records, spikes, out / "raster.png", sample=sample)
+    mismatch_heatmap(records, out / "mismatch_heatmap.png")
+    write_json(out / "report.json", rep)
+    html_report(rep, {f"Spike rasters, sample {sample}": out / "raster.png",
+                      "Mismatches per layer and time step": out / "mismatch_heatmap.png"}, out / "report.html")
+    print(f"wrote {out / 'report.json'}, {out / 'report.html'}")
 
 
 def cmd_demo(args) -> int:
@@ -269,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dataset", default="digits")
     v.add_argument("--samples", type=int, default=None)
     v.add_argument("--backends", default="torch,reference,lava")
-    v.add_argument("--report", help="write the report as JSON here")
+    v.add_argument("--against", metavar="CKPT", help="compare an IR with the checkpoint it came from "
+                   "(torch side from CKPT, reference and Lava from the IR)")
+    v.add_argument("--out", help="directory for report.json, report.html and plots")
     v.set_defaults(func=cmd_verify)
 
     for sp in (d, t, s, v):

@@ -112,10 +112,20 @@ def fire(v: torch.Tensor, vth: int) -> torch.Tensor:
     return (v > thr).to(v.dtype)
 
 
-def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams) -> tuple[torch.Tensor, LIFState]:
-    """One time step of the CUBA LIF for synaptic input ``a`` (integer units before the << 6)."""
-    u = wrap_u(rtz_decay(state.u, p.du + 1) + a * (1 << ACT_SHIFT))
-    v = saturate_v(rtz_decay(state.v, p.dv) + u + p.bias)
+def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams,
+             counts: dict | None = None) -> tuple[torch.Tensor, LIFState]:
+    """One time step of the CUBA LIF for synaptic input ``a`` (integer units before the << 6).
+
+    If ``counts`` is a dict, the number of u wraps and v saturations of this step are added to its
+    ``"u_wraps"`` and ``"v_saturations"`` entries.
+    """
+    u_raw = rtz_decay(state.u, p.du + 1) + a * (1 << ACT_SHIFT)
+    u = wrap_u(u_raw)
+    v_raw = rtz_decay(state.v, p.dv) + u + p.bias
+    v = saturate_v(v_raw)
+    if counts is not None:
+        counts["u_wraps"] = counts.get("u_wraps", 0) + int((u != u_raw).sum())
+        counts["v_saturations"] = counts.get("v_saturations", 0) + int((v != v_raw).sum())
     s = fire(v, p.vth)
     v = v * (1 - s)  # hard reset of v only
     return s, LIFState(u, v)
@@ -126,13 +136,13 @@ def lif_init(shape, like: torch.Tensor) -> LIFState:
     return LIFState(z, z.clone())
 
 
-def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False):
+def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | None = None):
     """Run the LIF over time-major input ``a`` [T, ...]; returns spikes [T, ...] (and u, v traces)."""
     state = lif_init(a.shape[1:], a)
     spikes = torch.empty_like(a)
     us, vs = (torch.empty_like(a), torch.empty_like(a)) if trace else (None, None)
     for t in range(a.shape[0]):
-        s, state = lif_step(a[t], state, p)
+        s, state = lif_step(a[t], state, p, counts)
         spikes[t] = s
         if trace:
             us[t], vs[t] = state.u, state.v

@@ -30,9 +30,10 @@ def trained(tmp_path_factory):
 
 def test_verify_all_backends_equivalent(trained):
     code, out, err = cli("verify", trained / "m.pt", "--dataset", "digits", "--samples", 30,
-                         "--backends", "torch,reference,lava", "--report", trained / "r.json", "-q")
+                         "--backends", "torch,reference,lava", "--out", trained / "v", "-q")
     assert code == 0, out + err
-    rep = json.loads((trained / "r.json").read_text())
+    rep = json.loads((trained / "v" / "report.json").read_text())
+    assert (trained / "v" / "report.html").stat().st_size > 1000
     assert rep["spike_mismatches"] == {"trained_vs_reference": 0, "reference_vs_lava": 0}
     assert rep["samples"] == 30
     assert rep["accuracy"]["trained"] == rep["accuracy"]["reference"] == rep["accuracy"]["lava"]
@@ -115,3 +116,22 @@ def test_wrong_input_shape(tmp_path, trained):
     code, _, err = cli("simulate", trained / "m.h5", "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy")
     assert_clean_error(code, err, "shape")
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_verify_against_checkpoint_finds_a_modified_ir(trained, tmp_path):
+    import shutil
+    shutil.copy(trained / "m.h5", tmp_path / "mod.h5")
+    with h5py.File(tmp_path / "mod.h5", "a") as f:
+        w = f["layers/0/synapse/weight"]
+        col = w[()]
+        col[5] = np.clip(col[5] + 6, -15, 15)  # neuron 5 of fc1 gets more input
+        w[...] = col
+    code, out, err = cli("verify", tmp_path / "mod.h5", "--against", trained / "m.pt", "--samples", 20,
+                         "--backends", "torch,reference,lava", "--out", tmp_path / "v", "-q")
+    assert code == 1, out + err
+    rep = json.loads((tmp_path / "v" / "report.json").read_text())
+    c = rep["comparisons"]["trained_vs_reference"]
+    assert c["first_divergence"]["layer"] == "fc1" and c["first_divergence"]["neuron"] == 5
+    assert c["diagnosis"]["likely_cause"] == "synaptic input (weights)"
+    assert rep["spike_mismatches"]["reference_vs_lava"] == 0  # the IR itself still runs exactly
+    assert "likely cause" in out

@@ -122,3 +122,34 @@ def test_processes_stopped_after_interrupt_and_error():
     time.sleep(0.5)
     assert set(_children()) - before_kids == set()
     assert _shm() - before_shm == set()
+
+
+def test_divergence_is_diagnosed_with_traces_and_cause():
+    from deploy.backends.lava import trace as lava_trace
+    from deploy.verify import diagnose
+    from qsnn_lava.reference import trace as ref_trace
+
+    rng = np.random.default_rng(11)
+    net = random_network(rng, sizes=(16, 10, 6), timesteps=6, bias=False)
+    x = random_spikes(rng, net, 4, rate=0.6)
+    bad = Network(net.input_shape, [Layer(layer.name, Dense(layer.synapse.weight.copy(),
+                                                            layer.synapse.weight_exp), layer.neuron)
+                                    for layer in net.layers], net.timesteps)
+    bad.layers[1].synapse.weight[3] += 60
+    fd = compare(simulate(net, x), run_lava(bad, x))["first_divergence"]
+    d = diagnose(net, x, fd, ref_trace, lambda n, s, li: lava_trace(bad, s, li))
+    assert d["likely_cause"] == "synaptic input (weights)"
+    assert fd["timestep"] in d["steps"] and d["a"]["u"] != d["b"]["u"]
+
+
+@pytest.mark.parametrize("ua,va,ub,vb,t,cause", [
+    ([0, 100], [0, 100], [0, 100 - (1 << 24)], [0, 100], 1, "24-bit wrap of u"),
+    ([64, 64], [64, 128], [64, 64], [64, 129], 1, "rounding of decay"),
+    ([0, 640, 640], [0, 640, 0], [0, 0, 640], [0, 0, 640], 1, "delay offset"),
+    ([0, 128], [0, 128], [0, 256], [0, 256], 1, "weight exponent"),
+    ([64, 64], [(1 << 23) - 1, 5], [64, 64], [(1 << 23) - 10, 5], 0, "voltage saturation"),
+    ([64, 64], [64, 640], [64, 64], [64, 640], 1, "threshold comparison"),
+])
+def test_likely_cause_rules(ua, va, ub, vb, t, cause):
+    from deploy.verify import likely_cause
+    assert likely_cause(*(np.array(z) for z in (ua, va, ub, vb)), vth=10, t=t) == cause

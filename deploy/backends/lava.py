@@ -97,3 +97,33 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
     return Record("lava", [layer.name for layer in net.layers], spikes_out,
                   info={"seconds": time.perf_counter() - t0, "build_s": t_build, "run_s": t_run,
                         "steps": graph.steps})
+
+
+def trace(net: Network, spikes: np.ndarray, layer_index: int):
+    """u and v [T, n] of one layer for one sample (spikes [T, 1, n_in]) as Lava computes them.
+
+    Runs that sample alone with Monitors on the layer's u and v (few values, so Var reads are cheap)
+    and undoes the pipeline delay: zero-delay step tau is Lava step tau + layer_index + 2.
+    """
+    import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.monitor.process import Monitor
+
+    spikes = np.asarray(spikes).reshape(net.timesteps, 1, net.n_in)
+    graph = lava_graph.build(net, spikes, record_all=False)
+    lif = graph.lifs[layer_index]
+    mon_u, mon_v = Monitor(), Monitor()
+    mon_u.probe(lif.u, graph.steps)
+    mon_v.probe(lif.v, graph.steps)
+    runner = graph.lifs[-1]
+    try:
+        runner.run(condition=RunSteps(num_steps=graph.steps, blocking=False), run_cfg=lava_graph.run_config())
+        for _ in range(graph.steps):
+            graph.sinks[-1].receive()
+        runner.wait()
+        u = np.asarray(mon_u.get_data()[lif.name]["u"])
+        v = np.asarray(mon_v.get_data()[lif.name]["v"])
+    finally:
+        runner.stop()
+    lo = layer_index + 1
+    return u[lo: lo + net.timesteps].astype(np.int64), v[lo: lo + net.timesteps].astype(np.int64)

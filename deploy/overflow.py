@@ -1,0 +1,41 @@
+"""Where a network can leave Loihi's 24-bit state: a static bound from the weights, and runtime counts.
+
+Static bound per layer, over one sample window of T steps, from |rtz(x)| <= |x|:
+    A     = max over neurons of max(sum of positive, -sum of negative) weights, after weight_exp
+    |u_t| <= r_u |u_{t-1}| + 64 A           r_u = (4096 - du - 1) / 4096
+    |v_t| <= r_v |v_{t-1}| + |u_t| + |b|    r_v = (4096 - dv) / 4096
+so u_max = 64 A sum_{k<T} r_u^k and v_max = sum_{k<T} r_v^k (u_max + b_max). Resets only lower |v|.
+u can wrap when u_max > 2^23; v can saturate when v_max > 2^23 - 1. The bound is conservative: a
+flagged layer may never overflow on real data, which the runtime counters (reference simulator) show.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from qsnn_lava.dynamics import UV_MAX, V_LIMIT
+from qsnn_lava.ir import Network
+
+
+def _shift(x: int, e: int) -> int:
+    return x << e if e >= 0 else x >> -e
+
+
+def static_bounds(net: Network) -> dict:
+    out = {}
+    T = net.timesteps
+    for layer in net.layers:
+        w, e, n = layer.synapse.weight, layer.synapse.weight_exp, layer.neuron
+        pos = int(np.clip(w, 0, None).sum(axis=1).max()) if w.size else 0
+        neg = int(-np.clip(w, None, 0).sum(axis=1).min()) if w.size else 0
+        a_max = max(abs(_shift(pos, e)), abs(_shift(-neg, e)))
+        r_u, r_v = (4096 - n.du - 1) / 4096, (4096 - n.dv) / 4096
+        u_max = 64 * a_max * sum(r_u ** k for k in range(T))
+        b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0
+        v_max = sum(r_v ** k for k in range(T)) * (u_max + b_max)
+        out[layer.name] = {"u_bound": int(u_max), "v_bound": int(v_max), "u_can_wrap": u_max > UV_MAX,
+                           "v_can_saturate": v_max > V_LIMIT}
+    return out
+
+
+def flagged(bounds: dict) -> list[str]:
+    return [name for name, b in bounds.items() if b["u_can_wrap"] or b["v_can_saturate"]]
