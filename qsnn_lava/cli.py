@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import DATASETS
 from .errors import QsnnError
 
 EXIT_MISMATCH = 1
@@ -37,10 +38,10 @@ def load_target(path):
         raise QsnnError(f"'{path}': {e}") from None
 
 
-def dataset_inputs(net, dataset: str, samples: int | None):
+def dataset_inputs(net, dataset: str, samples: int | None, data_dir=None):
     from .data import encoded, load_dataset
 
-    data = load_dataset(dataset)
+    data = load_dataset(dataset, data_dir)
     if data.n_in != net.n_in:
         raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
     return encoded(data.test, net.timesteps, samples)
@@ -88,7 +89,7 @@ def cmd_train(args) -> int:
 
     cfg = make_config(sizes=[64, *args.hidden, 10], quant=args.quant, bits=args.bits, theta=args.theta,
                       timesteps=args.timesteps)
-    data = load_dataset(args.dataset)
+    data = load_dataset(args.dataset, args.data_dir)
     cfg["sizes"] = [data.n_in, *args.hidden, data.n_classes]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model, hist = train(cfg, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
@@ -139,7 +140,7 @@ def cmd_simulate(args) -> int:
     if args.input:
         spikes = _read_input(args.input, net)
     else:
-        spikes, labels = dataset_inputs(net, args.dataset, args.samples)
+        spikes, labels = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
     rec = get_backend(args.backend)(net, spikes, progress=not args.quiet)
     msg = f"{args.backend}: {rec.samples} samples in {rec.info['seconds']:.2f} s"
     if labels is not None:
@@ -183,7 +184,7 @@ def cmd_verify(args) -> int:
               f"{' and ' if b['u_can_wrap'] and b['v_can_saturate'] else ''}"
               f"{'saturate v' if b['v_can_saturate'] else ''} (worst case |u| <= {b['u_bound']}, "
               f"|v| <= {b['v_bound']}; 24-bit limit 8388608)")
-    spikes, labels = dataset_inputs(net, args.dataset, args.samples)
+    spikes, labels = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
     records = run_backends(net, model, spikes, backends, progress=not args.quiet)
     rep = report(records, labels)
     rep["overflow"] = {"static": bounds,
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train a QSNN and save a checkpoint")
-    t.add_argument("--dataset", default="digits", choices=["digits"])
+    t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--out", required=True, help="checkpoint path (.pt)")
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run an IR on a backend")
     s.add_argument("ir")
     s.add_argument("--backend", default="reference", choices=["reference", "lava"])
-    s.add_argument("--dataset", default="digits")
+    s.add_argument("--dataset", default="digits", choices=DATASETS)
     s.add_argument("--samples", type=int, default=None)
     s.add_argument("--input", help="input spikes .npy, [T, n_in] or [N, T, n_in]")
     s.add_argument("--output", help="write the output layer's spikes [N, T, n] as .npy")
@@ -315,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="compare backends spike by spike (exit 0 equal, 1 not, 2 bad input)")
     v.add_argument("target", metavar="CKPT_OR_IR")
-    v.add_argument("--dataset", default="digits")
+    v.add_argument("--dataset", default="digits", choices=DATASETS)
     v.add_argument("--samples", type=int, default=None)
     v.add_argument("--backends", default="torch,reference,lava")
     v.add_argument("--against", metavar="CKPT", help="compare an IR with the checkpoint it came from "
@@ -323,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", help="directory for report.json, report.html and plots")
     v.set_defaults(func=cmd_verify)
 
+    for sp in (t, s, v):
+        sp.add_argument("--data-dir", help="folder of the dataset's files (fashion-mnist: the idx .gz files)")
     for sp in (d, t, s, v):
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p

@@ -3,6 +3,10 @@
 digits: scikit-learn's 1,797 8x8 handwritten digits (values 0..16), embedded, no download. Fixed
 stratified split: 20 % test (360 samples), ``random_state = 0``.
 
+fashion-mnist: the real 60,000 / 10,000 28x28 images (values 0..255), read from the idx files the
+Debian package ``dataset-fashion-mnist`` installs in /usr/share/datasets/fashion-mnist (or a folder
+given as ``data_dir`` / ``$QSNN_FASHION_DIR``). Official split.
+
 Encoding ("rate-if"): a deterministic integrate-and-fire rate code on the integer pixel values. For
 pixel x in 0..L (L = 16 for digits) an accumulator starts at L // 2 and each step adds x; a spike is
 emitted and L subtracted whenever the accumulator reaches L. So a pixel fires about ``T * x / L``
@@ -16,7 +20,8 @@ import numpy as np
 
 from .errors import QsnnError
 
-DATASETS = ("digits",)
+DATASETS = ("digits", "fashion-mnist")
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 
 
 @dataclass
@@ -35,7 +40,49 @@ class Dataset:
     n_classes: int
 
 
-def load_dataset(name: str) -> Dataset:
+def read_idx(path) -> np.ndarray:
+    """An idx file (optionally gzipped): big-endian magic (0, 0, dtype 0x08 = uint8, ndim), dims, data."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise QsnnError(f"cannot read '{path}' ({e.__class__.__name__}: {e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise QsnnError(f"'{path}' is not an unsigned-byte idx file")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise QsnnError(f"'{path}' is truncated: header says {dims}, found {data.size} values")
+    return data.reshape(dims)
+
+
+def load_fashion_mnist(data_dir=None) -> Dataset:
+    import os
+    from pathlib import Path
+
+    root = Path(data_dir or os.environ.get("QSNN_FASHION_DIR") or FASHION_DIR)
+    files = {k: root / f"{k}-ubyte.gz" for k in ("train-images-idx3", "train-labels-idx1",
+                                                 "t10k-images-idx3", "t10k-labels-idx1")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise QsnnError(f"Fashion-MNIST not found ({missing[0]} missing); install it with "
+                        "`apt-get install dataset-fashion-mnist` or point --data-dir at the idx .gz files")
+    arr = {k: read_idx(p) for k, p in files.items()}
+    split = {}
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        x = arr[f"{prefix}-images-idx3"].reshape(-1, 784).astype(np.int64)
+        y = arr[f"{prefix}-labels-idx1"].astype(np.int64)
+        if len(x) != len(y):
+            raise QsnnError(f"Fashion-MNIST {part}: {len(x)} images but {len(y)} labels")
+        split[part] = Split(x, y, 255)
+    return Dataset("fashion-mnist", split["train"], split["test"], n_in=784, n_classes=10)
+
+
+def load_dataset(name: str, data_dir=None) -> Dataset:
     if name == "digits":
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -45,6 +92,8 @@ def load_dataset(name: str) -> Dataset:
         xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
         return Dataset("digits", Split(xtr, ytr.astype(np.int64), 16), Split(xte, yte.astype(np.int64), 16),
                        n_in=64, n_classes=10)
+    if name == "fashion-mnist":
+        return load_fashion_mnist(data_dir)
     raise QsnnError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
 
 
