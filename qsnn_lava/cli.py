@@ -165,7 +165,7 @@ def _backends(text: str) -> list[str]:
 
 
 def cmd_verify(args) -> int:
-    from deploy.overflow import flagged, static_bounds
+    from .bounds import flagged, static_bounds
     from deploy.verify import report
 
     backends = _backends(args.backends)

@@ -52,6 +52,8 @@ class LIFParams(NamedTuple):
     du: int
     dv: int
     bias: torch.Tensor | int = 0
+    can_wrap: bool = True  # False only where a bound proves |u| never exceeds 2^23 (skips the wrap)
+    can_saturate: bool = True  # likewise for v and the saturation
 
 
 class LIFState(NamedTuple):
@@ -119,13 +121,16 @@ def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams,
     If ``counts`` is a dict, the number of u wraps and v saturations of this step are added to its
     ``"u_wraps"`` and ``"v_saturations"`` entries.
     """
-    u_raw = rtz_decay(state.u, p.du + 1) + a * (1 << ACT_SHIFT)
-    u = wrap_u(u_raw)
-    v_raw = rtz_decay(state.v, p.dv) + u + p.bias
-    v = saturate_v(v_raw)
-    if counts is not None:
-        counts["u_wraps"] = counts.get("u_wraps", 0) + int((u != u_raw).sum())
-        counts["v_saturations"] = counts.get("v_saturations", 0) + int((v != v_raw).sum())
+    u = rtz_decay(state.u, p.du + 1) + a * (1 << ACT_SHIFT)
+    if p.can_wrap:
+        u_raw, u = u, wrap_u(u)
+        if counts is not None:
+            counts["u_wraps"] = counts.get("u_wraps", 0) + int((u != u_raw).sum())
+    v = rtz_decay(state.v, p.dv) + u + p.bias
+    if p.can_saturate:
+        v_raw, v = v, saturate_v(v)
+        if counts is not None:
+            counts["v_saturations"] = counts.get("v_saturations", 0) + int((v != v_raw).sum())
     s = fire(v, p.vth)
     v = v * (1 - s)  # hard reset of v only
     return s, LIFState(u, v)

@@ -12,25 +12,30 @@ import numpy as np
 import torch
 
 from . import dynamics as dyn
+from .bounds import static_bounds
 from .ir import Network
 from .record import Record
 
 
-def layer_params(layer) -> tuple[torch.Tensor, int, dyn.LIFParams]:
+def layer_params(layer, bound: dict | None = None) -> tuple[torch.Tensor, int, dyn.LIFParams]:
+    """Weights, exponent and LIF parameters of an IR layer; with a static ``bound`` (qsnn_lava.bounds)
+    the wrap and saturation are skipped where the bound proves they cannot happen (exact, faster)."""
     n = layer.neuron
     bias = dyn.effective_bias(torch.from_numpy(n.bias_mant), n.bias_exp)
+    wrap, sat = (True, True) if bound is None else (bound["u_can_wrap"], bound["v_can_saturate"])
     return (torch.from_numpy(layer.synapse.weight), layer.synapse.weight_exp,
-            dyn.LIFParams(vth=n.vth, du=n.du, dv=n.dv, bias=bias))
+            dyn.LIFParams(vth=n.vth, du=n.du, dv=n.dv, bias=bias, can_wrap=wrap, can_saturate=sat))
 
 
-def simulate(net: Network, spikes: np.ndarray, batch_size: int = 2048, progress: bool = False) -> Record:
+def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: bool = False) -> Record:
     """Run input spikes [T, N, n_in] through ``net``; returns every layer's spikes [T, N, n] as uint8.
 
     ``info["overflow"]`` counts, per layer, the u wraps and v saturations that happened.
     """
     spikes = np.asarray(spikes)
     t0 = time.perf_counter()
-    params = [layer_params(layer) for layer in net.layers]
+    bounds = static_bounds(net)
+    params = [layer_params(layer, bounds[layer.name]) for layer in net.layers]
     n_samples = spikes.shape[1]
     outs = [np.zeros((spikes.shape[0], n_samples, layer.neuron.n), np.uint8) for layer in net.layers]
     counts = [{"u_wraps": 0, "v_saturations": 0} for _ in net.layers]

@@ -23,7 +23,7 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
 
 
-def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 1024) -> Record:
+def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
     """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record."""
     model.eval()
     outs = None

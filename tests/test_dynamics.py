@@ -63,3 +63,24 @@ def test_float_training_path_equals_integer_path(seed, du, dv, vth, exp):
     assert torch.equal(s_f.to(I), s_int) and torch.equal(u_f.to(I), u_int) and torch.equal(v_f.to(I), v_int)
     s_f.sum().backward()
     assert wf.grad is not None and torch.isfinite(wf.grad).all()
+
+
+def test_static_bound_is_never_exceeded_and_gates_the_fast_path():
+    """Where the bound says a layer is safe, skipping wrap/saturation changes nothing; where it is
+    reached, wraps really happen."""
+    import numpy as np
+    from qsnn_lava.bounds import static_bounds
+    from qsnn_lava.ir import LIF, Dense, Layer, Network
+    from qsnn_lava.reference import layer_params
+
+    w = np.full((2, 50), 127)
+    for exp, expect_wrap in ((0, False), (7, True)):
+        net = Network((50,), [Layer("l", Dense(w, exp), LIF(2, vth=(1 << 17) - 1, du=0, dv=0))], 8)
+        b = static_bounds(net)["l"]
+        assert b["u_can_wrap"] == expect_wrap
+        x = torch.ones(8, 1, 50, dtype=I)
+        wt, e, p = layer_params(net.layers[0])  # full checks
+        counts = {}
+        _, u, v = dyn.lif_run(dyn.dense_accumulate(x, wt, e), p, trace=True, counts=counts)
+        assert int(u.abs().max()) <= b["u_bound"] and int(v.abs().max()) <= b["v_bound"]
+        assert (counts["u_wraps"] > 0) == expect_wrap

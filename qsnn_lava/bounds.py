@@ -5,15 +5,16 @@ Static bound per layer, over one sample window of T steps, from |rtz(x)| <= |x|:
     |u_t| <= r_u |u_{t-1}| + 64 A           r_u = (4096 - du - 1) / 4096
     |v_t| <= r_v |v_{t-1}| + |u_t| + |b|    r_v = (4096 - dv) / 4096
 so u_max = 64 A sum_{k<T} r_u^k and v_max = sum_{k<T} r_v^k (u_max + b_max). Resets only lower |v|.
-u can wrap when u_max > 2^23; v can saturate when v_max > 2^23 - 1. The bound is conservative: a
-flagged layer may never overflow on real data, which the runtime counters (reference simulator) show.
+u can wrap when u_max reaches 2^23; v can saturate when v_max reaches 2^23 - 1. The bound is
+conservative: a flagged layer may never overflow on real data, which the runtime counters (reference
+simulator) show. Where it proves a layer safe, the reference skips that layer's wrap and saturation.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from qsnn_lava.dynamics import UV_MAX, V_LIMIT
-from qsnn_lava.ir import Network
+from .dynamics import UV_MAX, V_LIMIT
+from .ir import Network
 
 
 def _shift(x: int, e: int) -> int:
@@ -32,8 +33,9 @@ def static_bounds(net: Network) -> dict:
         u_max = 64 * a_max * sum(r_u ** k for k in range(T))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0
         v_max = sum(r_v ** k for k in range(T)) * (u_max + b_max)
-        out[layer.name] = {"u_bound": int(u_max), "v_bound": int(v_max), "u_can_wrap": u_max > UV_MAX,
-                           "v_can_saturate": v_max > V_LIMIT}
+        # u wraps at u > 2^23 or u <= -2^23; a margin of 2 covers float rounding of the geometric sums
+        out[layer.name] = {"u_bound": int(u_max), "v_bound": int(v_max), "u_can_wrap": u_max >= UV_MAX - 2,
+                           "v_can_saturate": v_max >= V_LIMIT - 2}
     return out
 
 
