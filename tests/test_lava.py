@@ -106,7 +106,7 @@ def _shm():
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 
-def test_processes_stopped_after_interrupt_and_error():
+def test_processes_stopped_after_interrupt_timeout_and_error():
     rng = np.random.default_rng(5)
     net = random_network(rng, sizes=(8, 6, 4), timesteps=4)
     x = random_spikes(rng, net, 6)
@@ -117,6 +117,8 @@ def test_processes_stopped_after_interrupt_and_error():
 
     with pytest.raises(KeyboardInterrupt):
         run_lava(net, x, chunk_samples=2, on_chunk=interrupt)
+    with pytest.raises(QsnnError, match="stopped after"):
+        run_lava(net, x, chunk_samples=1, timeout_s=0.0)
     run_lava(net, x)  # a normal run afterwards still works
     import time
     time.sleep(0.5)

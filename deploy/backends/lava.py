@@ -49,10 +49,12 @@ def import_lava() -> None:
 
 
 def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64,
-        on_chunk=None) -> Record:
+        on_chunk=None, timeout_s: float | None = None) -> Record:
     """Run input spikes [T, N, n_in] through ``net`` in one Lava graph; every layer's spikes as a Record.
 
     ``on_chunk(steps_done, steps_total)`` is called after each chunk (a hook for progress and tests).
+    ``timeout_s`` bounds the wall time, checked after each chunk; on expiry the processes are stopped
+    and a QsnnError says how far the run got.
     """
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
@@ -88,6 +90,9 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
                 bar.update(k)
             if on_chunk:
                 on_chunk(done, graph.steps)
+            if timeout_s is not None and done < graph.steps and time.perf_counter() - t0 > timeout_s:
+                raise QsnnError(f"Lava run stopped after {timeout_s} s at step {done} of {graph.steps}; "
+                                "raise the timeout or verify fewer samples")
         t_run = time.perf_counter() - t1
     finally:
         if bar:
