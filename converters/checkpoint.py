@@ -15,7 +15,7 @@ from qsnn_lava.ir import LIF, Dense, Layer, Network
 from qsnn_lava.models import QSNN, build_model, check_config
 
 
-def model_to_ir(model: QSNN, meta: dict | None = None) -> Network:
+def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) -> Network:
     layers = []
     for layer in model.layers:
         n = layer.neuron
@@ -29,6 +29,9 @@ def model_to_ir(model: QSNN, meta: dict | None = None) -> Network:
     net = Network(input_shape=(int(cfg["sizes"][0]),), layers=layers, timesteps=int(cfg["timesteps"]),
                   meta={"quant": cfg["quant"], "bits": int(cfg["bits"]), "neuron": cfg["neuron"],
                         **(meta or {})})
+    if not validate:
+        net.check_structure()
+        return net
     try:
         return net.validate()
     except QsnnError as e:

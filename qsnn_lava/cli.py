@@ -1,7 +1,8 @@
 """The ``qsnn-lava`` command: train, convert, simulate, verify, and the end-to-end demo.
 
 Exit codes: 0 success (verify: equivalent), 1 verify found mismatches, 2 bad input (one line on
-stderr, no traceback, no partial output file), 130 interrupted.
+stderr, no traceback, no partial output file), 3 deploy --target loihi2 without lava-loihi (the bundle
+is written), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -20,20 +21,24 @@ EXIT_BAD_INPUT = 2
 
 
 # ---------------------------------------------------------------- shared pieces
-def load_target(path):
-    """A checkpoint or an IR file -> (Network, eval model or None)."""
+def load_target(path, validate: bool = True):
+    """A checkpoint, an IR file or a bundle folder -> (Network, eval model or None)."""
     from converters.checkpoint import load_model, model_to_ir
+    from deploy.bundle import is_bundle
     from .io import is_hdf5
     from .ir import Network
 
     p = Path(path)
+    if is_bundle(p):
+        p = p / "model.ir.h5"
     if not p.is_file():
-        raise QsnnError(f"'{path}' not found; pass a checkpoint (qsnn-lava train) or an IR (qsnn-lava convert)")
+        raise QsnnError(f"'{path}' not found; pass a checkpoint (qsnn-lava train), an IR (qsnn-lava convert) "
+                        "or a bundle (qsnn-lava deploy)")
     if is_hdf5(p):
-        return Network.load(p), None
+        return Network.load(p, validate=validate), None
     model, ckpt = load_model(p)
     try:
-        return model_to_ir(model, {"dataset": ckpt.get("meta", {}).get("dataset", "")}), model
+        return model_to_ir(model, {"dataset": ckpt.get("meta", {}).get("dataset", "")}, validate=validate), model
     except QsnnError as e:
         raise QsnnError(f"'{path}': {e}") from None
 
@@ -165,11 +170,22 @@ def _backends(text: str) -> list[str]:
 
 
 def cmd_verify(args) -> int:
-    from .bounds import flagged, static_bounds
+    from deploy.bundle import is_bundle, modified_files
     from deploy.verify import report
+    from .bounds import flagged, static_bounds
 
-    backends = _backends(args.backends)
+    if is_bundle(args.target):
+        bad = modified_files(args.target)
+        if bad:
+            print(f"verify {args.target}: files changed since deployment (sha256 differs from the manifest): "
+                  f"{', '.join(bad)}")
+            print("  NOT EQUIVALENT")
+            return EXIT_MISMATCH
+        print(f"bundle {args.target}: every file matches its manifest hash")
     net, model = load_target(args.target)
+    if args.backends is None:
+        args.backends = "torch,reference,lava" if (model is not None or args.against) else "reference,lava"
+    backends = _backends(args.backends)
     if args.against:
         if model is not None:
             raise QsnnError("--against compares an IR with its checkpoint: pass the IR as the target")
@@ -227,6 +243,81 @@ def _write_verify_outputs(rep, records, spikes, out: Path) -> None:
     html_report(rep, {f"Spike rasters, sample {sample}": out / "raster.png",
                       "Mismatches per layer and time step": out / "mismatch_heatmap.png"}, out / "report.html")
     print(f"wrote {out / 'report.json'}, {out / 'report.html'}")
+
+
+def cmd_deploy(args) -> int:
+    from deploy.bundle import EXIT_NO_LOIHI, loihi_installed, run_bundle, write_bundle
+    from deploy.drc import design_rule_check, format_violations
+    from .bounds import static_bounds
+
+    net, _ = load_target(args.target, validate=False)
+    drc = design_rule_check(net)
+    if not drc["passed"]:
+        raise QsnnError(f"'{args.target}' breaks {len(drc['violations'])} Loihi 2 design rule(s); no bundle "
+                        f"written:\n{format_violations(drc)}")
+    print(f"design rules: passed ({len(drc['rules'])} rules, {len(net.layers)} layers)")
+    resources = _resources(net, args.chip_model)
+    spikes, _ = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
+    manifest = write_bundle(net, args.out, spikes, drc, resources, args.target_kind)
+    manifest["overflow"] = static_bounds(net)
+    netx = manifest["netx"]["file"] or f"none ({manifest['netx']['reason']})"
+    print(f"bundle {args.out}: IR, netx {netx}, manifest, run.py, {spikes.shape[1]} sample inputs")
+    if args.target_kind == "loihi2":
+        if not loihi_installed():
+            print(f"qsnn-lava: Loihi 2 not available: Intel's lava-loihi extension is not installed (it is "
+                  f"distributed to INRC members only). The bundle is ready in '{args.out}': copy it to a "
+                  f"system with lava-loihi and run `python {args.out}/run.py`.", file=sys.stderr)
+            return EXIT_NO_LOIHI
+        return run_bundle(args.out, hardware=True)
+    return run_bundle(args.out, hardware=False)
+
+
+def _resources(net, chip_json):
+    from deploy.resources import ChipModel, estimate, format_table, shapes_from_ir
+
+    chip = ChipModel.from_json(chip_json) if chip_json else ChipModel()
+    est = estimate(shapes_from_ir(net), chip)
+    print(format_table(est))
+    return est
+
+
+def cmd_export_netx(args) -> int:
+    from converters.netx import export_netx
+
+    net, _ = load_target(args.target)
+    export_netx(net, args.output)
+    print(f"exported {args.target} -> {args.output} (lava-dl netx HDF5; load it with "
+          f"lava.lib.dl.netx.hdf5.Network(path, reset_interval={net.timesteps}, reset_offset=1))")
+    return 0
+
+
+def cmd_energy(args) -> int:
+    from deploy.backends import get_backend
+    from deploy.energy import (TABLES, compare_table, count_ops, energy, energy_bar_chart, load_cost_table,
+                               neurobench_metrics)
+    from .io import write_json
+
+    net, _ = load_target(args.target)
+    spikes, _ = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
+    counts = count_ops(net, spikes, get_backend("reference")(net, spikes, progress=not args.quiet))
+    if args.check_lava:
+        lava_counts = count_ops(net, spikes, get_backend("lava")(net, spikes, progress=not args.quiet))
+        same = lava_counts == counts
+        print(f"operation counts from Lava {'equal' if same else 'DIFFER from'} the reference's")
+        if not same:
+            return EXIT_MISMATCH
+    tables = [TABLES[name] for name in args.tables.split(",") if name] + [load_cost_table(p) for p in args.cost_table]
+    results = [energy(counts, t) for t in tables]
+    print(f"energy per inference, {counts['samples']} {args.dataset} samples (estimates from operation counts):")
+    print(compare_table(results))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "energy.json", {"counts": counts, "neurobench": neurobench_metrics(counts),
+                                         "energy": results})
+        energy_bar_chart(results, out / "energy.png")
+        print(f"wrote {out / 'energy.json'}, {out / 'energy.png'}")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -315,18 +406,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     v = sub.add_parser("verify", help="compare backends spike by spike (exit 0 equal, 1 not, 2 bad input)")
-    v.add_argument("target", metavar="CKPT_OR_IR")
+    v.add_argument("target", metavar="CKPT_IR_OR_BUNDLE")
     v.add_argument("--dataset", default="digits", choices=DATASETS)
     v.add_argument("--samples", type=int, default=None)
-    v.add_argument("--backends", default="torch,reference,lava")
+    v.add_argument("--backends", default=None,
+                   help="default torch,reference,lava for a checkpoint or with --against, else reference,lava")
     v.add_argument("--against", metavar="CKPT", help="compare an IR with the checkpoint it came from "
                    "(torch side from CKPT, reference and Lava from the IR)")
     v.add_argument("--out", help="directory for report.json, report.html and plots")
     v.set_defaults(func=cmd_verify)
 
-    for sp in (t, s, v):
+    dp = sub.add_parser("deploy", help="design-rule check, resource estimate and a deployment bundle")
+    dp.add_argument("target", metavar="IR_OR_CKPT")
+    dp.add_argument("--target", dest="target_kind", choices=["cpu", "loihi2"], default="cpu",
+                    help="cpu: run the bundle on Lava's CPU models; loihi2: on the chip (needs lava-loihi; "
+                         f"exit code 3 when it is missing)")
+    dp.add_argument("--out", required=True, help="bundle folder")
+    dp.add_argument("--dataset", default="digits", choices=DATASETS, help="where the sample inputs come from")
+    dp.add_argument("--samples", type=int, default=8, help="sample inputs stored in the bundle")
+    dp.add_argument("--chip-model", help="JSON file overriding the resource model's parameters")
+    dp.set_defaults(func=cmd_deploy)
+
+    x = sub.add_parser("export-netx", help="IR or checkpoint -> lava-dl netx HDF5 (dense networks)")
+    x.add_argument("target", metavar="IR_OR_CKPT")
+    x.add_argument("-o", "--output", required=True)
+    x.set_defaults(func=cmd_export_netx)
+
+    e = sub.add_parser("energy", help="operation counts from simulation and energy per inference by cost table")
+    e.add_argument("target", metavar="IR_OR_CKPT")
+    e.add_argument("--dataset", default="digits", choices=DATASETS)
+    e.add_argument("--samples", type=int, default=None)
+    e.add_argument("--tables", default="loihi1,cmos45_snn,ann_fp32,ann_int8",
+                   help="built-in cost tables, comma-separated")
+    e.add_argument("--cost-table", action="append", default=[], help="your own cost table (JSON), repeatable")
+    e.add_argument("--check-lava", action="store_true", help="also count on Lava and require equal counts")
+    e.add_argument("--out", help="directory for energy.json and energy.png")
+    e.set_defaults(func=cmd_energy)
+
+    for sp in (t, s, v, dp, e):
         sp.add_argument("--data-dir", help="folder of the dataset's files (fashion-mnist: the idx .gz files)")
-    for sp in (d, t, s, v):
+    for sp in (d, t, s, v, e):
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 

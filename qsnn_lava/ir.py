@@ -40,14 +40,31 @@ WEIGHT_EXP_RANGE = (-8, 7)
 INT32_SAFE = (1 << 31) - (1 << 23)  # |a << 6| must stay below this for Lava's int32 current update
 
 
-def check_range(where: str, field_name: str, value, lo: int, hi: int, fix: str) -> None:
+@dataclass
+class Violation:
+    """A value a Loihi 2 register cannot hold: where, which field, the value, the legal range, the fix."""
+
+    where: str
+    field: str
+    value: int
+    lo: int
+    hi: int
+    fix: str
+
+    def __str__(self) -> str:
+        return (f"{self.where}: {self.field} = {self.value} is outside the Loihi 2 range "
+                f"[{self.lo}, {self.hi}]; {self.fix}")
+
+
+def check_range(where: str, field_name: str, value, lo: int, hi: int, fix: str) -> list:
+    """[] when every value lies in [lo, hi], else one Violation naming the worst offender."""
     arr = np.asarray(value)
     if arr.size == 0:
-        return
+        return []
     vmin, vmax = int(arr.min()), int(arr.max())
     if vmin < lo or vmax > hi:
-        bad = vmin if vmin < lo else vmax
-        raise QsnnError(f"{where}: {field_name} = {bad} is outside the Loihi 2 range [{lo}, {hi}]; {fix}")
+        return [Violation(where, field_name, vmin if vmin < lo else vmax, lo, hi, fix)]
+    return []
 
 
 def weight_limits(weight: np.ndarray) -> tuple[int, int]:
@@ -92,17 +109,17 @@ class Dense:
     def n_out(self) -> int:
         return self.weight.shape[0]
 
-    def validate(self, where: str) -> None:
+    def violations(self, where: str) -> list:
         lo, hi = weight_limits(self.weight)
-        check_range(where, "weight", self.weight, lo, hi,
-                    "retrain with fewer weight bits (mixed-sign odd mantissas hold at most 7 bits "
-                    "plus sign on Loihi 2)")
-        check_range(where, "weight_exp", self.weight_exp, *WEIGHT_EXP_RANGE, "rescale weights and vth")
+        out = check_range(where, "weight", self.weight, lo, hi,
+                          "retrain with fewer weight bits (mixed-sign odd mantissas hold at most 7 bits "
+                          "plus sign on Loihi 2)")
+        out += check_range(where, "weight_exp", self.weight_exp, *WEIGHT_EXP_RANGE, "rescale weights and vth")
         worst = int(np.abs(self.weight).sum(axis=1).max()) if self.weight.size else 0
         worst = worst << self.weight_exp if self.weight_exp >= 0 else worst >> -self.weight_exp
-        if (worst << 6) >= INT32_SAFE:
-            raise QsnnError(f"{where}: worst-case synaptic input {worst} overflows Lava's 32-bit current "
-                            "update; lower weight_exp or the weights")
+        out += check_range(where, "worst-case synaptic input << 6", worst << 6, 0, INT32_SAFE - 1,
+                           "Lava's 32-bit current update would overflow; lower weight_exp or the weights")
+        return out
 
     def to_h5(self, g) -> None:
         g.attrs["type"] = self.type
@@ -132,12 +149,12 @@ class LIF:
         b = np.zeros(self.n, np.int64) if self.bias_mant is None else np.asarray(self.bias_mant)
         self.bias_mant = np.broadcast_to(b, (self.n,)).astype(np.int64).copy()
 
-    def validate(self, where: str) -> None:
-        check_range(where, "vth", self.vth, 0, VTH_MAX, "scale weights down or the threshold")
-        check_range(where, "du", self.du, 0, DECAY_MAX, "du is a 12-bit decay (4095 = no current memory)")
-        check_range(where, "dv", self.dv, 0, DECAY_MAX, "dv is a 12-bit decay")
-        check_range(where, "bias_mant", self.bias_mant, *BIAS_MANT_RANGE, "use a larger bias_exp")
-        check_range(where, "bias_exp", self.bias_exp, *BIAS_EXP_RANGE, "bias_exp is 3-bit unsigned")
+    def violations(self, where: str) -> list:
+        return (check_range(where, "vth", self.vth, 0, VTH_MAX, "scale weights down or the threshold")
+                + check_range(where, "du", self.du, 0, DECAY_MAX, "du is a 12-bit decay (4095 = no current memory)")
+                + check_range(where, "dv", self.dv, 0, DECAY_MAX, "dv is a 12-bit decay")
+                + check_range(where, "bias_mant", self.bias_mant, *BIAS_MANT_RANGE, "use a larger bias_exp")
+                + check_range(where, "bias_exp", self.bias_exp, *BIAS_EXP_RANGE, "bias_exp is 3-bit unsigned"))
 
     def to_h5(self, g) -> None:
         g.attrs["type"] = self.type
@@ -180,7 +197,8 @@ class Network:
     def n_in(self) -> int:
         return int(np.prod(self.input_shape))
 
-    def validate(self) -> "Network":
+    def check_structure(self) -> None:
+        """Shapes and counts that must hold for the network to mean anything (raises QsnnError)."""
         if not self.layers:
             raise QsnnError("network has no layers")
         if self.timesteps < 1:
@@ -194,9 +212,22 @@ class Network:
             if layer.synapse.n_out != layer.neuron.n:
                 raise QsnnError(f"{where}: synapse has {layer.synapse.n_out} outputs but the neuron "
                                 f"population has {layer.neuron.n}")
-            layer.synapse.validate(where)
-            layer.neuron.validate(where)
             n_prev = layer.neuron.n
+
+    def violations(self) -> list:
+        """Every register-width violation of every layer (the design-rule check's core)."""
+        self.check_structure()
+        out = []
+        for i, layer in enumerate(self.layers):
+            where = f"layer {i} ({layer.name})"
+            out += layer.synapse.violations(where) + layer.neuron.violations(where)
+        return out
+
+    def validate(self) -> "Network":
+        bad = self.violations()
+        if bad:
+            more = f" (and {len(bad) - 1} more; `qsnn-lava deploy` lists them all)" if len(bad) > 1 else ""
+            raise QsnnError(f"{bad[0]}{more}")
         return self
 
     def save(self, path) -> None:
@@ -219,7 +250,8 @@ class Network:
                     layer.neuron.to_h5(g.create_group("neuron"))
 
     @classmethod
-    def load(cls, path) -> "Network":
+    def load(cls, path, validate: bool = True) -> "Network":
+        """Read an IR file; with ``validate=False`` register widths are left to the caller's DRC."""
         import h5py
 
         path = Path(path)
@@ -256,7 +288,7 @@ class Network:
                 raise QsnnError(f"'{path}': IR is missing {e.args[0]}; the file is incomplete or "
                                 "corrupt, re-run `qsnn-lava convert`") from None
         try:
-            return net.validate()
+            return net.validate() if validate else (net.check_structure() or net)
         except QsnnError as e:
             raise QsnnError(f"'{path}': {e}") from None
 

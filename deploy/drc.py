@@ -1,0 +1,39 @@
+"""Design-rule check against Loihi 2's limits, listing every violation (layer, field, value, limit).
+
+The register widths are checked by the IR itself (``Network.violations``, one source of truth); this adds
+the rules that concern the chip as a whole, and formats the result for manifests and terminals.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from qsnn_lava.ir import Network
+
+NATIVE_NEURONS = {"lif": "CUBA LIF (native Loihi 2 neuron)"}
+RULES = [
+    "weights: at most 8-bit mantissa with sign mode (one sign: |w| <= 255; mixed: [-128, 127] or even "
+    "values in [-256, 254]) and a per-layer exponent in [-8, 7]",
+    "vth: 17-bit unsigned mantissa", "bias: 13-bit signed mantissa, 3-bit unsigned exponent",
+    "du, dv: 12-bit", "delays: 6-bit (this IR uses none)",
+    "state: u and v 24-bit (wrap / saturation is legal; see the overflow check)",
+    "synaptic input << 6 must fit Lava's 32-bit current update",
+    "neuron types the chip runs natively",
+]
+
+
+def design_rule_check(net: Network) -> dict:
+    violations = [asdict(v) for v in net.violations()]
+    for i, layer in enumerate(net.layers):
+        if layer.neuron.type not in NATIVE_NEURONS:
+            violations.append({"where": f"layer {i} ({layer.name})", "field": "neuron type",
+                               "value": layer.neuron.type, "lo": None, "hi": None,
+                               "fix": "CPU-only neuron model: deploy with --target cpu"})
+    return {"passed": not violations, "violations": violations, "rules": RULES}
+
+
+def format_violations(drc: dict) -> str:
+    lines = []
+    for v in drc["violations"]:
+        limit = f"[{v['lo']}, {v['hi']}]" if v["lo"] is not None else "not native"
+        lines.append(f"  {v['where']}: {v['field']} = {v['value']} (limit {limit}); {v['fix']}")
+    return "\n".join(lines)
