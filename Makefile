@@ -28,7 +28,10 @@ test: setup
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: setup
-	$(VENV)/bin/python bench/reference_vs_lava.py
+	$(VENV)/bin/python bench/reference_vs_lava.py --samples 360
+	$(VENV)/bin/python bench/lava_runner.py --samples 60
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then $(VENV)/bin/python bench/verify_fashion.py; \
+	 else echo "skipping bench/verify_fashion.py: apt-get install dataset-fashion-mnist"; fi
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
