@@ -54,15 +54,19 @@ def test_near_24_bit_limits_wrap_and_saturation():
     assert compare(ref, lava)["mismatches"] == 0
 
 
-def test_perturbed_weight_is_located():
-    """Change one weight on the Lava side only: the comparison names layer, neuron and first step."""
+def perturbed_case():
+    """A network, a copy whose neuron 3 of the second layer gets much more input, and inputs."""
     rng = np.random.default_rng(11)
     net = random_network(rng, sizes=(16, 10, 6), timesteps=6, bias=False)
-    x = random_spikes(rng, net, 4, rate=0.6)
-    bad = Network(net.input_shape, [Layer(layer.name, Dense(layer.synapse.weight.copy(),
-                                                            layer.synapse.weight_exp), layer.neuron)
-                                    for layer in net.layers], net.timesteps)
-    bad.layers[1].synapse.weight[3] += 60  # neuron 3 of the second layer gets much more input
+    bad = Network(net.input_shape, [Layer(layer.name, Dense(layer.synapse.weight.copy(), layer.synapse.weight_exp),
+                                          layer.neuron) for layer in net.layers], net.timesteps)
+    bad.layers[1].synapse.weight[3] += 60
+    return net, bad, random_spikes(rng, net, 4, rate=0.6)
+
+
+def test_perturbed_weight_is_located():
+    """Change one weight on the Lava side only: the comparison names layer, neuron and first step."""
+    net, bad, x = perturbed_case()
     c = compare(simulate(net, x), run_lava(bad, x))
     fd = c["first_divergence"]
     assert c["mismatches"] > 0 and fd["layer"] == net.layers[1].name and fd["neuron"] == 3
@@ -131,13 +135,7 @@ def test_divergence_is_diagnosed_with_traces_and_cause():
     from deploy.verify import diagnose
     from qsnn_lava.reference import trace as ref_trace
 
-    rng = np.random.default_rng(11)
-    net = random_network(rng, sizes=(16, 10, 6), timesteps=6, bias=False)
-    x = random_spikes(rng, net, 4, rate=0.6)
-    bad = Network(net.input_shape, [Layer(layer.name, Dense(layer.synapse.weight.copy(),
-                                                            layer.synapse.weight_exp), layer.neuron)
-                                    for layer in net.layers], net.timesteps)
-    bad.layers[1].synapse.weight[3] += 60
+    net, bad, x = perturbed_case()
     fd = compare(simulate(net, x), run_lava(bad, x))["first_divergence"]
     d = diagnose(net, x, fd, ref_trace, lambda n, s, li: lava_trace(bad, s, li))
     assert d["likely_cause"] == "synaptic input (weights)"
