@@ -61,7 +61,7 @@ def test_deploy_cpu_bundle_runs_and_reverifies(ir_file, tmp_path):
     m = json.loads((b / "manifest.json").read_text())
     assert m["format"] == "qsnn-lava-bundle" and m["design_rules"]["passed"] and m["netx"]["file"] == "model.net"
     assert set(m["files"]) == {"model.ir.h5", "model.net", "sample_input.npy", "expected_output.npy", "run.py"}
-    assert m["packages"]["lava-nc"] == "0.10.0" and m["resources"]["total"]["cores"] >= 1
+    assert m["packages"]["lava-nc"] == "0.10.0" and m["resources"]["totals"]["cores"] >= 1
     assert "0 output spike mismatches" in out
     # the bundle's own script, on CPU (no lava-loihi here): IR and netx file both equal the reference
     p = subprocess.run([sys.executable, b / "run.py", "--cpu"], capture_output=True, text=True, timeout=600)
@@ -105,3 +105,21 @@ def test_energy_cli_with_custom_table(ir_file, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"name": "bad", "kind": "snn", "synop_pJ": -1}))
     code, _, err = cli("energy", ir_file, "--samples", 5, "--cost-table", tmp_path / "bad.json")
     assert code == 2 and "bad.json" in err
+
+
+def test_estimate_shows_what_pruning_buys():
+    """Removing neurons (structured pruning) or zeroing synapses lowers the estimated cores."""
+    from deploy.resources import estimate, shapes_from_ir
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-7, 8, (100, 2560))
+    w[w == 0] = 1
+
+    def cores(weight):
+        net = Network((2560,), [Layer("fc", Dense(weight), LIF(weight.shape[0], vth=50, du=4095, dv=2048))], 4)
+        return estimate(shapes_from_ir(net))["totals"]["cores"]
+
+    full, half_neurons = cores(w), cores(w[:50])
+    sparse = w.copy()
+    sparse[:, rng.random(2560) < 0.7] = 0  # 70 % of input channels pruned away
+    assert half_neurons < full and cores(sparse) < full
