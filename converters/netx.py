@@ -69,3 +69,89 @@ def export_netx(net: Network, path) -> None:
                 ng = lg.create_group("neuron")
                 for k, v in spec["neuron"].items():
                     ng.create_dataset(k, data=v)
+
+
+# ------------------------------------------------------------------------------------------ import
+SUPPORTED_NEURONS = ("CUBA", "LOIHI")
+
+
+def _scalar(g, key):
+    v = g[key][()]
+    v = v.reshape(-1)[0] if isinstance(v, np.ndarray) else v
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _int_array(values, where: str, field: str) -> np.ndarray:
+    arr = np.asarray(values)
+    out = np.trunc(arr).astype(np.int64)  # netx reads weights with astype(int): truncation
+    if not np.array_equal(out, arr):
+        raise QsnnError(f"{where}: {field} holds non-integer values; netx would truncate them, so the file is "
+                        "not an integer network")
+    return out
+
+
+def import_netx(path, timesteps: int) -> Network:
+    """A lava-dl netx file of CUBA/LOIHI dense layers -> IR, with netx's own parameter mapping:
+    ``vth = vThMant, du = iDecay - 1, dv = vDecay, bias_mant = bias, bias_exp = 6`` and integer weights
+    (netx's optimize_weight_bits is exact, so the synaptic sum is the sum of these integers).
+    A netx file carries no time-step count: give the ``timesteps`` the network runs for."""
+    import h5py
+    from pathlib import Path
+
+    from qsnn_lava.ir import LIF, Dense, Layer
+
+    path = Path(path)
+    if not path.is_file():
+        raise QsnnError(f"netx file '{path}' not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise QsnnError(f"'{path}' is not an HDF5 file; pass a lava-dl netx .net file") from None
+    with f:
+        if "layer" not in f:
+            raise QsnnError(f"'{path}' has no /layer group: not a netx file")
+        g = f["layer"]
+        layers, input_shape = [], None
+        for i in sorted(int(k) for k in g):
+            lg, where = g[str(i)], f"'{path}' layer {i}"
+            kind = _scalar(lg, "type")
+            if kind == "input":
+                if "neuron" in lg:
+                    raise QsnnError(f"{where}: an input layer with a neuron group (graded input driven through "
+                                    "the bias) is not supported; qsnn-lava feeds binary spikes to the first "
+                                    "synapse layer")
+                input_shape = tuple(int(d) for d in np.atleast_1d(lg["shape"][()]))
+                continue
+            if kind == "flatten":
+                continue
+            if kind != "dense":
+                raise QsnnError(f"{where}: layer type '{kind}' is not supported by the qsnn-lava IR yet "
+                                "(dense only)")
+            for missing in ("weight", "neuron"):
+                if missing not in lg:
+                    raise QsnnError(f"{where}: dense layer without '{missing}'")
+            ng = lg["neuron"]
+            ntype = _scalar(ng, "type")
+            if ntype not in SUPPORTED_NEURONS:
+                raise QsnnError(f"{where}: neuron type '{ntype}' is not supported (only "
+                                f"{', '.join(SUPPORTED_NEURONS)}: SDNN, RF and ALIF neurons have no IR form)")
+            if "delay" in lg:
+                raise QsnnError(f"{where}: synaptic delays are not supported by the qsnn-lava IR")
+            if "gradedSpike" in ng and bool(_scalar(ng, "gradedSpike")):
+                raise QsnnError(f"{where}: graded spikes are not supported (binary spikes only)")
+            w = _int_array(lg["weight"][()], where, "weight")
+            if w.ndim == 1:
+                w = w.reshape(int(np.prod(lg["shape"][()])), -1)
+            bias = _int_array(lg["bias"][()], where, "bias") if "bias" in lg else None
+            neuron = LIF(w.shape[0], vth=int(_scalar(ng, "vThMant")), du=int(_scalar(ng, "iDecay")) - 1,
+                         dv=int(_scalar(ng, "vDecay")), bias_mant=bias, bias_exp=NETX_BIAS_EXP if bias is not None else 0)
+            bits = int(np.ceil(np.log2(int(np.abs(w).max()) + 1))) + 1 if w.size and np.abs(w).max() else 1
+            layers.append(Layer(f"layer{i}", Dense(w), neuron, weight_bits=min(bits, 9)))
+    if not layers:
+        raise QsnnError(f"'{path}' has no dense layers")
+    net = Network(input_shape or (layers[0].synapse.n_in,), layers, timesteps,
+                  meta={"imported_from": str(path), "format": "lava-dl netx"})
+    try:
+        return net.validate()
+    except QsnnError as e:
+        raise QsnnError(f"'{path}': {e}") from None

@@ -291,6 +291,16 @@ def cmd_export_netx(args) -> int:
     return 0
 
 
+def cmd_import_netx(args) -> int:
+    from converters.netx import import_netx
+
+    net = import_netx(args.netx, args.timesteps)
+    net.save(args.output)
+    sizes = " -> ".join([str(net.n_in)] + [str(layer.neuron.n) for layer in net.layers])
+    print(f"imported {args.netx} -> {args.output}: {sizes}, T = {net.timesteps}")
+    return 0
+
+
 def cmd_energy(args) -> int:
     from deploy.backends import get_backend
     from deploy.energy import (TABLES, compare_table, count_ops, energy, energy_bar_chart, load_cost_table,
@@ -431,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("target", metavar="IR_OR_CKPT")
     x.add_argument("-o", "--output", required=True)
     x.set_defaults(func=cmd_export_netx)
+
+    im = sub.add_parser("import-netx", help="lava-dl netx HDF5 (CUBA dense layers) -> IR")
+    im.add_argument("netx", metavar="NET")
+    im.add_argument("-o", "--output", required=True)
+    im.add_argument("--timesteps", type=int, required=True, help="time steps per sample (netx files carry none)")
+    im.set_defaults(func=cmd_import_netx)
 
     e = sub.add_parser("energy", help="operation counts from simulation and energy per inference by cost table")
     e.add_argument("target", metavar="IR_OR_CKPT")

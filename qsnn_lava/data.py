@@ -26,9 +26,12 @@ FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fash
 
 @dataclass
 class Split:
-    x: np.ndarray  # integer intensities [N, n_in]
+    """Intensities [N, n_in] in 0..levels (rate-coded on use), or, with ``levels = None``, spikes that are
+    already binned in time [N, T, n_in] (event data)."""
+
+    x: np.ndarray
     y: np.ndarray  # labels [N]
-    levels: int  # full-scale intensity L
+    levels: int | None
 
 
 @dataclass
@@ -117,4 +120,9 @@ def encoded(split: Split, timesteps: int, samples: int | None = None) -> tuple[n
     n = len(split.y) if samples is None else int(samples)
     if n < 1 or n > len(split.y):
         raise QsnnError(f"samples = {samples} must be in [1, {len(split.y)}]")
+    if split.levels is None:  # event data, binned already
+        if split.x.shape[1] != timesteps:
+            raise QsnnError(f"the event data are binned into {split.x.shape[1]} time steps but the network "
+                            f"runs {timesteps}; load the dataset with timesteps = {timesteps}")
+        return np.ascontiguousarray(np.transpose(split.x[:n], (1, 0, 2))).astype(np.uint8), split.y[:n]
     return rate_encode(split.x[:n], split.levels, timesteps), split.y[:n]

@@ -36,3 +36,50 @@ def test_netx_refuses_what_it_cannot_express(tmp_path, rng):
     with pytest.raises(QsnnError, match="layer 0 .*multiple of 64"):
         export_netx(net, tmp_path / "n.net")
     assert not (tmp_path / "n.net").exists()
+
+
+def slayer_netx(path, seed=0):
+    """A two-layer CUBA network trained by nobody, exported by lava-dl's own slayer blocks."""
+    import h5py
+    import torch
+    import lava.lib.dl.slayer as slayer
+
+    torch.manual_seed(seed)
+    p = {"threshold": 1.25, "current_decay": 0.25, "voltage_decay": 0.03, "requires_grad": False}
+    blocks = [slayer.block.cuba.Dense(p, 20, 16, weight_norm=False), slayer.block.cuba.Dense(p, 16, 5, weight_norm=False)]
+    x = (torch.rand(1, 20, 4) < 0.5).float()
+    for b in blocks:
+        x = b(x)  # slayer infers shapes on the first forward pass
+    with h5py.File(path, "w") as h:
+        g = h.create_group("layer")
+        for i, b in enumerate(blocks):
+            b.export_hdf5(g.create_group(str(i)))
+
+
+def test_import_slayer_export_matches_netx_on_lava(tmp_path):
+    from converters.netx import import_netx
+
+    slayer_netx(tmp_path / "s.net")
+    net = import_netx(tmp_path / "s.net", timesteps=6)
+    assert [layer.neuron.n for layer in net.layers] == [16, 5] and net.layers[0].neuron.du == 1023
+    x = (np.random.default_rng(0).random((6, 5, 20)) < 0.6).astype(np.uint8)
+    theirs = run_netx(tmp_path / "s.net", x, 6, 2)
+    ours = simulate(net, x)
+    assert sum(int(s.sum()) for s in ours.spikes) > 0 and np.array_equal(ours.spikes[-1], theirs)
+
+
+def test_import_refuses_unsupported_layers(tmp_path):
+    import h5py
+    from converters.netx import import_netx
+
+    slayer_netx(tmp_path / "s.net")
+    with h5py.File(tmp_path / "s.net", "a") as f:
+        del f["layer/1/neuron/type"]
+        f["layer/1/neuron/type"] = b"SDNN"
+    with pytest.raises(QsnnError, match="layer 1: neuron type 'SDNN' is not supported"):
+        import_netx(tmp_path / "s.net", timesteps=4)
+    with h5py.File(tmp_path / "s.net", "a") as f:
+        del f["layer/1/type"]
+        f["layer/1/type"] = b"conv"
+    with pytest.raises(QsnnError, match="layer 1: layer type 'conv'"):
+        import_netx(tmp_path / "s.net", timesteps=4)
