@@ -46,7 +46,7 @@ def load_target(path, validate: bool = True):
 def dataset_inputs(net, dataset: str, samples: int | None, data_dir=None):
     from .data import encoded, load_dataset
 
-    data = load_dataset(dataset, data_dir)
+    data = load_dataset(dataset, data_dir, net.timesteps)
     if data.n_in != net.n_in:
         raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
     return encoded(data.test, net.timesteps, samples)
@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
 
     cfg = make_config(sizes=[64, *args.hidden, 10], quant=args.quant, bits=args.bits, theta=args.theta,
                       timesteps=args.timesteps)
-    data = load_dataset(args.dataset, args.data_dir)
+    data = load_dataset(args.dataset, args.data_dir, args.timesteps)
     cfg["sizes"] = [data.n_in, *args.hidden, data.n_classes]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model, hist = train(cfg, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
@@ -460,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_energy)
 
     for sp in (t, s, v, dp, e):
-        sp.add_argument("--data-dir", help="folder of the dataset's files (fashion-mnist: the idx .gz files)")
+        sp.add_argument("--data-dir", help="folder of the dataset's files (fashion-mnist: the idx .gz files; "
+                                           "nmnist, ncaltech101, dvsgesture: the dataset's root folder)")
     for sp in (d, t, s, v, e):
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p

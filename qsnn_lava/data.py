@@ -7,6 +7,16 @@ fashion-mnist: the real 60,000 / 10,000 28x28 images (values 0..255), read from 
 Debian package ``dataset-fashion-mnist`` installs in /usr/share/datasets/fashion-mnist (or a folder
 given as ``data_dir`` / ``$QSNN_FASHION_DIR``). Official split.
 
+Event data (qsnn_lava.events reads the files; nothing is downloaded): each sample's events are binned
+into T count frames [T, 2, H, W] over its own duration, downsampled by summing k x k blocks, and fed as
+spikes where a count is > 0, flattened to [T, 2*H*W] (channel, row, column order).
+  nmnist       data_dir with Train/ and Test/ (<digit>/*.bin); 34x34 sensor, k = 2 -> 578 inputs
+  ncaltech101  data_dir with Caltech101/<class>/*.bin; 240x180 frame, k = 8 -> 1380 inputs; split:
+               qsnn_lava.events.ncaltech101_split (deterministic 80/20 per class)
+  dvsgesture   data_dir of IBM's release (trials_to_*.txt, *.aedat, *_labels.csv); 128x128, k = 4 -> 2048
+  synthetic-saccades  SYNTHETIC: the digits split turned into N-MNIST-style events by simulated saccades
+               (qsnn_lava.events.synthetic_saccades, seed 0); 12x12 sensor, k = 1 -> 288 inputs
+
 Encoding ("rate-if"): a deterministic integrate-and-fire rate code on the integer pixel values. For
 pixel x in 0..L (L = 16 for digits) an accumulator starts at L // 2 and each step adds x; a spike is
 emitted and L subtracted whenever the accumulator reaches L. So a pixel fires about ``T * x / L``
@@ -20,7 +30,10 @@ import numpy as np
 
 from .errors import QsnnError
 
-DATASETS = ("digits", "fashion-mnist")
+# Event datasets: (sensor (W, H), downsample factor, classes); frames are binarised (count > 0 -> spike).
+EVENT_DATASETS = {"synthetic-saccades": (None, 1, 10), "nmnist": ((34, 34), 2, 10),
+                  "ncaltech101": ((240, 180), 8, 101), "dvsgesture": ((128, 128), 4, 11)}
+DATASETS = ("digits", "fashion-mnist", *EVENT_DATASETS)
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 
 
@@ -85,7 +98,44 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
     return Dataset("fashion-mnist", split["train"], split["test"], n_in=784, n_classes=10)
 
 
-def load_dataset(name: str, data_dir=None) -> Dataset:
+def frames_split(samples, sensor, timesteps: int, downsample: int) -> Split:
+    """(events, label) pairs -> a spike Split [N, T, n_in] of binarised count frames."""
+    from .events import events_to_frames
+
+    xs, ys = [], []
+    for events, label in samples:
+        f = events_to_frames(events, sensor, timesteps, downsample=downsample)
+        xs.append((f > 0).reshape(timesteps, -1))
+        ys.append(label)
+    if not xs:
+        raise QsnnError("the event dataset has no samples in this split")
+    return Split(np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64), None)
+
+
+def load_events(name: str, data_dir, timesteps: int) -> Dataset:
+    from . import events as ev
+
+    sensor, k, n_classes = EVENT_DATASETS[name]
+    if name == "synthetic-saccades":
+        digits = load_dataset("digits")
+        splits = {}
+        for part, split in (("train", digits.train), ("test", digits.test)):
+            streams, sensor = ev.synthetic_saccades(split.x.reshape(-1, 8, 8), split.levels, timesteps, seed=0)
+            splits[part] = frames_split(zip(streams, split.y), sensor, timesteps, k)
+    else:
+        if data_dir is None:
+            raise QsnnError(f"dataset '{name}' is read from local files: pass --data-dir (see docs/events.md)")
+        readers = {"nmnist": ev.nmnist_samples, "ncaltech101": ev.ncaltech101_samples,
+                   "dvsgesture": ev.dvsgesture_samples}
+        splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k)
+                  for part in ("train", "test")}
+    return Dataset(name, splits["train"], splits["test"], n_in=splits["test"].x.shape[2], n_classes=n_classes)
+
+
+def load_dataset(name: str, data_dir=None, timesteps: int = 8) -> Dataset:
+    """A dataset by name; event datasets are binned into ``timesteps`` frames."""
+    if name in EVENT_DATASETS:
+        return load_events(name, data_dir, timesteps)
     if name == "digits":
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
