@@ -14,6 +14,8 @@ spikes where a count is > 0, flattened to [T, 2*H*W] (channel, row, column order
   ncaltech101  data_dir with Caltech101/<class>/*.bin; 240x180 frame, k = 8 -> 1380 inputs; split:
                qsnn_lava.events.ncaltech101_split (deterministic 80/20 per class)
   dvsgesture   data_dir of IBM's release (trials_to_*.txt, *.aedat, *_labels.csv); 128x128, k = 4 -> 2048
+  cifar10dvs   data_dir/<class>/*.aedat in AEDAT 3.1 (the original AEDAT 2.0 is refused); 128x128, k = 4;
+               deterministic 9:1 split per class
   synthetic-saccades  SYNTHETIC: the digits split turned into N-MNIST-style events by simulated saccades
                (qsnn_lava.events.synthetic_saccades, seed 0); 12x12 sensor, k = 1 -> 288 inputs
 
@@ -32,7 +34,8 @@ from .errors import QsnnError
 
 # Event datasets: (sensor (W, H), downsample factor, classes); frames are binarised (count > 0 -> spike).
 EVENT_DATASETS = {"synthetic-saccades": (None, 1, 10), "nmnist": ((34, 34), 2, 10),
-                  "ncaltech101": ((240, 180), 8, 101), "dvsgesture": ((128, 128), 4, 11)}
+                  "ncaltech101": ((240, 180), 8, 101), "dvsgesture": ((128, 128), 4, 11),
+                  "cifar10dvs": ((128, 128), 4, 10)}
 DATASETS = ("digits", "fashion-mnist", *EVENT_DATASETS)
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 
@@ -126,7 +129,7 @@ def load_events(name: str, data_dir, timesteps: int) -> Dataset:
         if data_dir is None:
             raise QsnnError(f"dataset '{name}' is read from local files: pass --data-dir (see docs/events.md)")
         readers = {"nmnist": ev.nmnist_samples, "ncaltech101": ev.ncaltech101_samples,
-                   "dvsgesture": ev.dvsgesture_samples}
+                   "dvsgesture": ev.dvsgesture_samples, "cifar10dvs": ev.cifar10dvs_samples}
         splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k)
                   for part in ("train", "test")}
     return Dataset(name, splits["train"], splits["test"], n_in=splits["test"].x.shape[2], n_classes=n_classes)

@@ -328,10 +328,10 @@ def _gesture_iter(trials, valid_only):
 # N-MNIST and N-Caltech101 folders
 # ---------------------------------------------------------------------------------------------------
 
-def _class_files(folder: Path, what: str) -> dict[str, list[Path]]:
-    classes = {d.name: sorted(d.glob("*.bin")) for d in sorted(folder.iterdir()) if d.is_dir()}
+def _class_files(folder: Path, what: str, suffix: str = ".bin") -> dict[str, list[Path]]:
+    classes = {d.name: sorted(d.glob(f"*{suffix}")) for d in sorted(folder.iterdir()) if d.is_dir()}
     if not any(classes.values()):
-        raise QsnnError(f"'{folder}' holds no <class>/*.bin files; expected {what}")
+        raise QsnnError(f"'{folder}' holds no <class>/*{suffix} files; expected {what}")
     return classes
 
 
@@ -398,6 +398,21 @@ def ncaltech101_samples(root, split: str | None = None, test_fraction: float = 0
         train, test = ncaltech101_split(files, test_fraction)
         files = train if _check_split(split) == "train" else test
     return ((read_nmnist_bin(f), label) for f, label in files)
+
+
+def cifar10dvs_samples(root, split: str, test_fraction: float = 0.1) -> Iterator[tuple[np.ndarray, int]]:
+    """(events, label) of CIFAR10-DVS recordings in AEDAT 3.1, ``root/<class>/*.aedat`` (10 classes,
+    labels = sorted folder names). No official split: the same deterministic per-class rule as
+    ``ncaltech101_split`` with 10 % test (the common 9:1). The original release is AEDAT 2.0, which
+    ``read_aedat31`` refuses by name; convert it to 3.1 first."""
+    root = Path(root)
+    layout = "root/<class>/*.aedat (AEDAT 3.1)"
+    if not root.is_dir():
+        raise QsnnError(f"'{root}' not found: a CIFAR10-DVS folder holds {layout}")
+    classes = _class_files(root, layout, ".aedat")
+    files = [(f, i) for i, n in enumerate(sorted(classes)) for f in classes[n]]
+    train, test = ncaltech101_split(files, test_fraction)
+    return ((read_aedat31(f), label) for f, label in (train if _check_split(split) == "train" else test))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -323,3 +323,19 @@ def test_synthetic_events_train_convert_verify_on_lava(tmp_path):
     rep = json.loads((tmp_path / "v" / "report.json").read_text())
     assert rep["spike_mismatches"] == {"trained_vs_reference": 0, "reference_vs_lava": 0}
     assert rep["accuracy"]["lava"] > 0.3
+
+
+def test_cifar10dvs_folder_split_and_frames(tmp_path):
+    from qsnn_lava.data import load_dataset
+
+    for c, name in enumerate(("airplane", "cat")):
+        d = tmp_path / name
+        d.mkdir()
+        for i in range(10):
+            (d / f"{i:04d}.aedat").write_bytes(AEDAT_HEADER + polarity_packet([(c, i, 1, 5), (100, 127, 0, 90)]))
+    data = load_dataset("cifar10dvs", tmp_path, timesteps=4)
+    assert data.test.y.tolist() == [0, 1] and len(data.train.y) == 18  # file 0009 of each class is test
+    assert data.n_in == 2 * 32 * 32 and int(data.test.x.sum()) == 4
+    (tmp_path / "cat" / "0000.aedat").write_bytes(b"#!AER-DAT2.0\r\n" + b"\0" * 16)
+    with pytest.raises(QsnnError, match="0000.aedat"):
+        load_dataset("cifar10dvs", tmp_path, timesteps=4)
