@@ -45,14 +45,13 @@ Caveats worth repeating next to every number:
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from qsnn_lava.errors import QsnnError
-from qsnn_lava.io import atomic_write
+from qsnn_lava.io import atomic_write, read_json_object
 from qsnn_lava.ir import Network
 from qsnn_lava.record import Record
 
@@ -147,14 +146,7 @@ def load_cost_table(path) -> dict:
     defaults to the file stem, ``label`` to "user cost table", ``source`` to the file path.
     """
     path = Path(path)
-    if not path.is_file():
-        raise QsnnError(f"cost table '{path}' not found")
-    try:
-        table = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise QsnnError(f"cost table '{path}' is not valid JSON ({e.__class__.__name__}: {e})") from None
-    if not isinstance(table, dict):
-        raise QsnnError(f"cost table '{path}' must be a JSON object with 'kind' and per-op energies in pJ")
+    table = read_json_object(path, "cost table")
     _check_table(table, f"cost table '{path}'")
     table = dict(table)
     table.setdefault("name", path.stem)

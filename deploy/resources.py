@@ -30,7 +30,6 @@ Chips = ceil(cores / cores_per_chip). Routing, axon memory, embedded cores and I
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from qsnn_lava.errors import QsnnError
+from qsnn_lava.io import read_json_object
 
 KINDS = ("input", "dense", "conv")
 
@@ -214,14 +214,7 @@ class ChipModel:
     def from_json(cls, path) -> "ChipModel":
         """Defaults overridden by a JSON object's keys; QsnnError naming the file and the bad key."""
         path = Path(path)
-        if not path.is_file():
-            raise QsnnError(f"chip model '{path}' not found")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise QsnnError(f"chip model '{path}' is not valid JSON ({e.__class__.__name__}: {e})") from None
-        if not isinstance(data, dict):
-            raise QsnnError(f"chip model '{path}' must be a JSON object of ChipModel keys")
+        data = read_json_object(path, "chip model")
         known = [f.name for f in fields(cls)]
         for key in data:
             if key not in known:

@@ -72,3 +72,17 @@ def load_checkpoint(path) -> dict:
 def is_hdf5(path) -> bool:
     with open(path, "rb") as f:
         return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def read_json_object(path, what: str) -> dict:
+    """A JSON object from a user's file; QsnnError naming ``what`` and the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise QsnnError(f"{what} '{path}' not found")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise QsnnError(f"{what} '{path}' is not valid JSON ({e.__class__.__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise QsnnError(f"{what} '{path}' must be a JSON object")
+    return data
