@@ -8,7 +8,6 @@ Needs `apt-get install dataset-fashion-mnist`. Usage: python bench/verify_fashio
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,13 +20,6 @@ from qsnn_lava.io import save_checkpoint, write_json  # noqa: E402
 from qsnn_lava.models import make_config  # noqa: E402
 from qsnn_lava.reference import simulate  # noqa: E402
 from qsnn_lava.training import evaluate, train  # noqa: E402
-
-
-def timed(fn, *a, **kw):
-    t0 = time.perf_counter()
-    rec = fn(*a, **kw)
-    rec.info["seconds"] = time.perf_counter() - t0
-    return rec
 
 
 def main():
@@ -52,9 +44,8 @@ def main():
     net = model_to_ir(model)
     x, y = encoded(data.test, net.timesteps)
     n_lava = args.lava_samples
-    lava_part = [timed(evaluate, model, x[:, :n_lava]), timed(simulate, net, x[:, :n_lava]),
-                 run_lava(net, x[:, :n_lava], progress=True)]
-    full = [timed(evaluate, model, x), timed(simulate, net, x, progress=True)]
+    lava_part = [evaluate(model, x[:, :n_lava]), simulate(net, x[:, :n_lava]), run_lava(net, x[:, :n_lava], progress=True)]
+    full = [evaluate(model, x), simulate(net, x, progress=True)]
     r_lava, r_full = report(lava_part, y), report(full, y)
     result = {
         "network": "784-256-10, 4-bit uniform, LIF, T = 8",

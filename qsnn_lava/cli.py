@@ -7,7 +7,6 @@ is written), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -61,11 +60,7 @@ def run_backends(net, model, spikes, backends: list[str], progress: bool):
         if name == "torch":
             if model is None:
                 raise QsnnError("the torch backend needs the checkpoint: pass CKPT, or drop torch from --backends")
-            import time
-
-            t0 = time.perf_counter()
             rec = evaluate(model, spikes)
-            rec.info["seconds"] = time.perf_counter() - t0
         else:
             rec = get_backend(name)(net, spikes, progress=progress)
         records.append(rec)
@@ -430,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("target", metavar="IR_OR_CKPT")
     dp.add_argument("--target", dest="target_kind", choices=["cpu", "loihi2"], default="cpu",
                     help="cpu: run the bundle on Lava's CPU models; loihi2: on the chip (needs lava-loihi; "
-                         f"exit code 3 when it is missing)")
+                         "exit code 3 when it is missing)")
     dp.add_argument("--out", required=True, help="bundle folder")
     dp.add_argument("--dataset", default="digits", choices=DATASETS, help="where the sample inputs come from")
     dp.add_argument("--samples", type=int, default=8, help="sample inputs stored in the bundle")

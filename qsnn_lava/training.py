@@ -26,13 +26,14 @@ def set_seed(seed: int) -> None:
 def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
     """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record."""
     model.eval()
+    t0 = time.perf_counter()
     outs = None
     with torch.no_grad():
         for lo in range(0, spikes.shape[1], batch_size):
             layer_out = model(torch.from_numpy(spikes[:, lo:lo + batch_size].astype(np.int64)))
             chunk = [s.numpy().astype(np.uint8) for s in layer_out]
             outs = chunk if outs is None else [np.concatenate([a, b], axis=1) for a, b in zip(outs, chunk)]
-    return Record("torch", [layer.name for layer in model.layers], outs)
+    return Record("torch", [layer.name for layer in model.layers], outs, info={"seconds": time.perf_counter() - t0})
 
 
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
