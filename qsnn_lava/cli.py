@@ -42,13 +42,14 @@ def load_target(path, validate: bool = True):
         raise QsnnError(f"'{path}': {e}") from None
 
 
-def dataset_inputs(net, dataset: str, samples: int | None, data_dir=None):
+def dataset_inputs(net, args):
+    """Test inputs and labels of the dataset named in ``args`` (dataset, data_dir, denoise, samples)."""
     from .data import encoded, load_dataset
 
-    data = load_dataset(dataset, data_dir, net.timesteps)
+    data = load_dataset(args.dataset, args.data_dir, net.timesteps, args.denoise)
     if data.n_in != net.n_in:
-        raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
-    return encoded(data.test, net.timesteps, samples)
+        raise QsnnError(f"dataset '{args.dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
+    return encoded(data.test, net.timesteps, args.samples)
 
 
 def run_backends(net, model, spikes, backends: list[str], progress: bool):
@@ -89,7 +90,7 @@ def cmd_train(args) -> int:
 
     cfg = make_config(sizes=[64, *args.hidden, 10], quant=args.quant, bits=args.bits, theta=args.theta,
                       timesteps=args.timesteps)
-    data = load_dataset(args.dataset, args.data_dir, args.timesteps)
+    data = load_dataset(args.dataset, args.data_dir, args.timesteps, args.denoise)
     cfg["sizes"] = [data.n_in, *args.hidden, data.n_classes]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model, hist = train(cfg, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
@@ -140,7 +141,7 @@ def cmd_simulate(args) -> int:
     if args.input:
         spikes = _read_input(args.input, net)
     else:
-        spikes, labels = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
+        spikes, labels = dataset_inputs(net, args)
     rec = get_backend(args.backend)(net, spikes, progress=not args.quiet)
     msg = f"{args.backend}: {rec.samples} samples in {rec.info['seconds']:.2f} s"
     if labels is not None:
@@ -195,7 +196,7 @@ def cmd_verify(args) -> int:
               f"{' and ' if b['u_can_wrap'] and b['v_can_saturate'] else ''}"
               f"{'saturate v' if b['v_can_saturate'] else ''} (worst case |u| <= {b['u_bound']}, "
               f"|v| <= {b['v_bound']}; 24-bit limit 8388608)")
-    spikes, labels = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
+    spikes, labels = dataset_inputs(net, args)
     records = run_backends(net, model, spikes, backends, progress=not args.quiet)
     rep = report(records, labels)
     rep["overflow"] = {"static": bounds,
@@ -252,7 +253,7 @@ def cmd_deploy(args) -> int:
                         f"written:\n{format_violations(drc)}")
     print(f"design rules: passed ({len(drc['rules'])} rules, {len(net.layers)} layers)")
     resources = _resources(net, args.chip_model)
-    spikes, _ = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
+    spikes, _ = dataset_inputs(net, args)
     manifest = write_bundle(net, args.out, spikes, drc, resources, args.target_kind)
     manifest["overflow"] = static_bounds(net)
     netx = manifest["netx"]["file"] or f"none ({manifest['netx']['reason']})"
@@ -303,7 +304,7 @@ def cmd_energy(args) -> int:
     from .io import write_json
 
     net, _ = load_target(args.target)
-    spikes, _ = dataset_inputs(net, args.dataset, args.samples, args.data_dir)
+    spikes, _ = dataset_inputs(net, args)
     counts = count_ops(net, spikes, get_backend("reference")(net, spikes, progress=not args.quiet))
     if args.check_lava:
         lava_counts = count_ops(net, spikes, get_backend("lava")(net, spikes, progress=not args.quiet))
@@ -456,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sp in (t, s, v, dp, e):
         sp.add_argument("--data-dir", help="folder of the dataset's files (fashion-mnist: the idx .gz files; "
-                                           "nmnist, ncaltech101, dvsgesture: the dataset's root folder)")
+                                           "nmnist, ncaltech101, dvsgesture, cifar10dvs: the dataset's root)")
+        sp.add_argument("--denoise", action="store_true",
+                        help="event data: drop events without neighbourhood support (docs/events.md)")
     for sp in (d, t, s, v, e):
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p

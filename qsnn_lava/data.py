@@ -9,7 +9,8 @@ given as ``data_dir`` / ``$QSNN_FASHION_DIR``). Official split.
 
 Event data (qsnn_lava.events reads the files; nothing is downloaded): each sample's events are binned
 into T count frames [T, 2, H, W] over its own duration, downsampled by summing k x k blocks, and fed as
-spikes where a count is > 0, flattened to [T, 2*H*W] (channel, row, column order).
+spikes where a count is > 0, flattened to [T, 2*H*W] (channel, row, column order). ``denoise`` applies
+qsnn_lava.events.denoise_events first (use the same setting for training and verification).
   nmnist       data_dir with Train/ and Test/ (<digit>/*.bin); 34x34 sensor, k = 2 -> 578 inputs
   ncaltech101  data_dir with Caltech101/<class>/*.bin; 240x180 frame, k = 8 -> 1380 inputs; split:
                qsnn_lava.events.ncaltech101_split (deterministic 80/20 per class)
@@ -101,13 +102,13 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
     return Dataset("fashion-mnist", split["train"], split["test"], n_in=784, n_classes=10)
 
 
-def frames_split(samples, sensor, timesteps: int, downsample: int) -> Split:
+def frames_split(samples, sensor, timesteps: int, downsample: int, denoise: bool = False) -> Split:
     """(events, label) pairs -> a spike Split [N, T, n_in] of binarised count frames."""
     from .events import events_to_frames
 
     xs, ys = [], []
     for events, label in samples:
-        f = events_to_frames(events, sensor, timesteps, downsample=downsample)
+        f = events_to_frames(events, sensor, timesteps, downsample=downsample, denoise=denoise)
         xs.append((f > 0).reshape(timesteps, -1))
         ys.append(label)
     if not xs:
@@ -115,7 +116,7 @@ def frames_split(samples, sensor, timesteps: int, downsample: int) -> Split:
     return Split(np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64), None)
 
 
-def load_events(name: str, data_dir, timesteps: int) -> Dataset:
+def load_events(name: str, data_dir, timesteps: int, denoise: bool = False) -> Dataset:
     from . import events as ev
 
     sensor, k, n_classes = EVENT_DATASETS[name]
@@ -124,21 +125,21 @@ def load_events(name: str, data_dir, timesteps: int) -> Dataset:
         splits = {}
         for part, split in (("train", digits.train), ("test", digits.test)):
             streams, sensor = ev.synthetic_saccades(split.x.reshape(-1, 8, 8), split.levels, timesteps, seed=0)
-            splits[part] = frames_split(zip(streams, split.y), sensor, timesteps, k)
+            splits[part] = frames_split(zip(streams, split.y), sensor, timesteps, k, denoise)
     else:
         if data_dir is None:
             raise QsnnError(f"dataset '{name}' is read from local files: pass --data-dir (see docs/events.md)")
         readers = {"nmnist": ev.nmnist_samples, "ncaltech101": ev.ncaltech101_samples,
                    "dvsgesture": ev.dvsgesture_samples, "cifar10dvs": ev.cifar10dvs_samples}
-        splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k)
+        splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k, denoise)
                   for part in ("train", "test")}
     return Dataset(name, splits["train"], splits["test"], n_in=splits["test"].x.shape[2], n_classes=n_classes)
 
 
-def load_dataset(name: str, data_dir=None, timesteps: int = 8) -> Dataset:
-    """A dataset by name; event datasets are binned into ``timesteps`` frames."""
+def load_dataset(name: str, data_dir=None, timesteps: int = 8, denoise: bool = False) -> Dataset:
+    """A dataset by name; event datasets are binned into ``timesteps`` frames (optionally denoised)."""
     if name in EVENT_DATASETS:
-        return load_events(name, data_dir, timesteps)
+        return load_events(name, data_dir, timesteps, denoise)
     if name == "digits":
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split

@@ -339,3 +339,11 @@ def test_cifar10dvs_folder_split_and_frames(tmp_path):
     (tmp_path / "cat" / "0000.aedat").write_bytes(b"#!AER-DAT2.0\r\n" + b"\0" * 16)
     with pytest.raises(QsnnError, match="0000.aedat"):
         load_dataset("cifar10dvs", tmp_path, timesteps=4)
+
+
+def test_denoise_reaches_the_pipeline():
+    from qsnn_lava.data import load_dataset
+
+    plain = load_dataset("synthetic-saccades", timesteps=4)
+    clean = load_dataset("synthetic-saccades", timesteps=4, denoise=True)
+    assert clean.test.x.shape == plain.test.x.shape and 0 < clean.test.x.sum() < plain.test.x.sum()
