@@ -95,11 +95,14 @@ def cmd_train(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model, hist = train(cfg, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                         progress=not args.quiet)
+    util = model.utilisation()
     save_checkpoint(args.out, cfg, model.state_dict(),
                     {"dataset": args.dataset, "epochs": args.epochs, "seed": args.seed,
-                     "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"]})
+                     "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"],
+                     "utilisation": util})
     print(f"trained {args.epochs} epochs in {hist['seconds']:.1f} s: test accuracy "
           f"{100 * hist['test_acc'][-1]:.2f} % (integer eval model) -> {args.out}")
+    print("bit-width utilisation (QP-SNN Eq. 8): " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in util.items()))
     return 0
 
 
@@ -388,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--out", required=True, help="checkpoint path (.pt)")
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
-    t.add_argument("--quant", default="uniform")
+    t.add_argument("--quant", default="uniform", choices=["uniform", "rescaw"],
+                   help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta then counts in units of gamma)")
     t.add_argument("--bits", type=int, default=4)
     t.add_argument("--theta", type=float, default=2.0, help="threshold in real weight units")
     t.add_argument("--timesteps", type=int, default=8)

@@ -12,7 +12,7 @@ from torch import nn
 from . import dynamics as dyn
 from .errors import QsnnError
 from .neurons import LIF
-from .quantizers import QUANTIZERS, quantize, threshold_mantissa
+from .quantizers import QUANTIZERS, quantize, threshold_mantissa, utilisation
 
 DEFAULT_CONFIG = {
     "arch": "mlp",
@@ -101,6 +101,10 @@ class QSNN(nn.Module):
         sizes = [int(n) for n in cfg["sizes"]]
         self.layers = nn.ModuleList(
             SpikingDense(a, b, cfg, name=f"fc{i + 1}") for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+
+    def utilisation(self) -> dict:
+        """QP-SNN Eq. 8 per layer: the fraction of the 2^b weight levels in use."""
+        return {layer.name: utilisation(layer.synapse.integer_weight(), layer.synapse.bits) for layer in self.layers}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         s = x.to(torch.float64) if self.training else x.to(torch.int64)

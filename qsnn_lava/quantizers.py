@@ -11,6 +11,16 @@ In mantissas: m = 2 W_int - s, the odd integers in [-s, s] (2^b levels, no zero 
 Gradient: straight through the rounding, zero outside the clamp (dW_hat/dW = 1 for |W| <= 1).
 For b = 8 the odd levels reach +-255, which needs 9 bits with mixed signs: not Loihi-legal; the IR
 check refuses such a network, so train uniform at <= 7 bits.
+
+rescaw (QP-SNN ReScaW, Eqs. 9-10): the uniform quantizer applied to W / gamma, gamma detached and per
+layer: the 1-norm mean ||W||_1 / |W| (the paper's default and best), max |W|, or the percentile max.
+The levels are the same odd mantissas; gamma only decides which latent weights land on which level.
+The network is trained and deployed in mantissa units, so ``theta`` is given in units of gamma:
+vth = theta * s, and the real threshold gamma * vth / s moves with gamma exactly as the real weights do;
+the integer network does not depend on the scale. (The paper's public code computes gamma per
+output channel; one vth per layer on Loihi cannot follow per-channel scales exactly, so we use per layer.)
+
+Bit-width utilisation (Eq. 8): R = (levels actually used) / 2^b, per layer (``utilisation``).
 """
 from __future__ import annotations
 
@@ -19,9 +29,6 @@ import math
 import torch
 
 from .errors import QsnnError
-
-UNIFORM_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
-
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
@@ -34,12 +41,40 @@ def uniform(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:
     return 2 * w_int - s, 1.0 / s
 
 
-QUANTIZERS = {"uniform": uniform}
+def rescaw_gamma(w: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """ReScaW's gamma (detached): 1-norm mean (default), max |W|, or the 99th-percentile max."""
+    a = w.detach().abs()
+    if mode == "mean":
+        g = a.mean()
+    elif mode == "max":
+        g = a.max()
+    elif mode == "percentile":
+        flat = w.detach().flatten()
+        g = torch.maximum(flat.quantile(0.99).abs(), flat.quantile(0.01).abs())
+    else:
+        raise QsnnError(f"unknown ReScaW gamma '{mode}' (known: mean, max, percentile)")
+    return g.clamp(min=1e-8)
+
+
+def rescaw(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:
+    """QP-SNN ReScaW: uniform levels over [-gamma, gamma], gamma = ||W||_1 / |W| (detached)."""
+    return uniform(w / rescaw_gamma(w), bits)
+
+
+def utilisation(mantissas: torch.Tensor, bits: int) -> float:
+    """QP-SNN Eq. 8: fraction of the 2^b levels that the layer's weights actually use."""
+    return len(torch.unique(mantissas.detach().round())) / float(1 << bits)
+
+
+QUANTIZERS = {"uniform": uniform, "rescaw": rescaw}
 
 
 def quantize(name: str, w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:
     if name not in QUANTIZERS:
         raise QsnnError(f"unknown quantizer '{name}' (known: {', '.join(QUANTIZERS)})")
+    if name == "rescaw" and bits < 2:
+        raise QsnnError("ReScaW needs at least 2 bits: at 1 bit the two levels +-gamma carry no scale "
+                        "information (use --quant sigmoid for binary weights)")
     return QUANTIZERS[name](w, bits)
 
 

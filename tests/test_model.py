@@ -56,3 +56,23 @@ def test_8bit_uniform_levels_are_refused_for_loihi():
 def test_threshold_must_be_whole_weight_units():
     with pytest.raises(QsnnError, match="not a whole number"):
         build_model(make_config(theta=0.55))
+
+
+def test_rescaw_uses_more_levels_and_deploys_exactly():
+    """ReScaW spreads small weights over all 2^b levels (Eq. 8) and still converts to an exact IR."""
+    from deploy.backends.lava import run as run_lava
+
+    torch.manual_seed(0)
+    uni = build_model(make_config(sizes=[64, 32, 10], quant="uniform"))
+    torch.manual_seed(0)
+    res = build_model(make_config(sizes=[64, 32, 10], quant="rescaw", theta=4.0))
+    assert res.utilisation()["fc1"] == 1.0 > uni.utilisation()["fc1"]
+    x = encoded(load_dataset("digits").test, 8, 20)[0]
+    net = model_to_ir(res.eval())
+    assert compare(evaluate(res, x), simulate(net, x))["mismatches"] == 0
+    assert compare(simulate(net, x), run_lava(net, x))["mismatches"] == 0
+
+
+def test_rescaw_refuses_one_bit():
+    with pytest.raises(QsnnError, match="ReScaW needs at least 2 bits"):
+        build_model(make_config(quant="rescaw", bits=1))
