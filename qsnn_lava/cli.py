@@ -391,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--out", required=True, help="checkpoint path (.pt)")
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
-    t.add_argument("--quant", default="uniform", choices=["uniform", "rescaw"],
-                   help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta then counts in units of gamma)")
+    t.add_argument("--quant", default="uniform", choices=["uniform", "rescaw", "sigmoid", "ternary"],
+                   help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta counts in units of gamma); "
+                        "sigmoid: sigmoid-sum quantizer (--bits 1 = binary); ternary: sigmoid-sum {-1, 0, 1}")
     t.add_argument("--bits", type=int, default=4)
     t.add_argument("--theta", type=float, default=2.0, help="threshold in real weight units")
     t.add_argument("--timesteps", type=int, default=8)

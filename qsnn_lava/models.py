@@ -12,7 +12,7 @@ from torch import nn
 from . import dynamics as dyn
 from .errors import QsnnError
 from .neurons import LIF
-from .quantizers import QUANTIZERS, quantize, threshold_mantissa, utilisation
+from .quantizers import QUANTIZERS, SigmoidSum, quantize, threshold_mantissa, utilisation
 
 DEFAULT_CONFIG = {
     "arch": "mlp",
@@ -46,6 +46,8 @@ def check_config(cfg: dict) -> None:
         raise QsnnError(f"neuron '{cfg['neuron']}' is not supported (known: lif)")
     if not 1 <= int(cfg["bits"]) <= 8:
         raise QsnnError(f"bits = {cfg['bits']} is out of range; Loihi weights hold 1 to 8 bits")
+    if cfg["quant"] == "ternary" and int(cfg["bits"]) != 2:
+        raise QsnnError("ternary weights take 2 bits on the target: pass --bits 2")
     sizes = cfg["sizes"]
     if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
         raise QsnnError(f"sizes = {sizes} must list at least an input and an output width, all >= 1")
@@ -63,10 +65,17 @@ class QuantDense(nn.Module):
         self.quant, self.bits = quant, int(bits)
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         nn.init.uniform_(self.weight, -2.0 / n_in ** 0.5, 2.0 / n_in ** 0.5)
-        self.unit = quantize(quant, self.weight.detach(), self.bits)[1]
+        if quant in ("sigmoid", "ternary"):
+            self.quantizer = SigmoidSum(self.bits, self.weight, ternary=quant == "ternary")
+            self.unit = 1.0 / self.quantizer.max_level
+        else:
+            self.unit = quantize(quant, self.weight.detach(), self.bits)[1]
 
     def mantissa(self) -> torch.Tensor:
-        """Integer-valued mantissas (float, straight-through gradients)."""
+        """Mantissas: integers in eval mode; while training, straight-through (uniform, rescaw) or the
+        soft sigmoid staircase (sigmoid, ternary)."""
+        if self.quant in ("sigmoid", "ternary"):
+            return self.quantizer(self.weight, hard=not self.training)
         return quantize(self.quant, self.weight, self.bits)[0]
 
     def integer_weight(self) -> torch.Tensor:
@@ -101,6 +110,12 @@ class QSNN(nn.Module):
         sizes = [int(n) for n in cfg["sizes"]]
         self.layers = nn.ModuleList(
             SpikingDense(a, b, cfg, name=f"fc{i + 1}") for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Advance per-epoch schedules (the sigmoid quantizer's temperature)."""
+        for m in self.modules():
+            if isinstance(m, SigmoidSum):
+                m.set_epoch(epoch)
 
     def utilisation(self) -> dict:
         """QP-SNN Eq. 8 per layer: the fraction of the 2^b weight levels in use."""

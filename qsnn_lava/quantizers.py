@@ -20,6 +20,10 @@ vth = theta * s, and the real threshold gamma * vth / s moves with gamma exactly
 the integer network does not depend on the scale. (The paper's public code computes gamma per
 output channel; one vth per layer on Loihi cannot follow per-channel scales exactly, so we use per layer.)
 
+sigmoid / ternary (sigmoid-sum quantizer, Shymyrbay et al. IJCNN 2023, in the form of Quantization
+Networks, Yang et al. CVPR 2019; see ``SigmoidSum``): a learned, differentiable staircase while training
+and the hard step function at inference, whose outputs are the integer mantissas.
+
 Bit-width utilisation (Eq. 8): R = (levels actually used) / 2^b, per layer (``utilisation``).
 """
 from __future__ import annotations
@@ -66,7 +70,46 @@ def utilisation(mantissas: torch.Tensor, bits: int) -> float:
     return len(torch.unique(mantissas.detach().round())) / float(1 << bits)
 
 
-QUANTIZERS = {"uniform": uniform, "rescaw": rescaw}
+class SigmoidSum(torch.nn.Module):
+    """Sigmoid-sum quantizer with integer output levels.
+
+    training:  y = sum_i s_i * sigmoid(T * (beta * w - b_i)) - o
+    inference: y = sum_i s_i * step(beta * w - b_i) - o          (step(0) = 1)
+    Levels: binary {-1, +1} (bits = 1); ternary {-1, 0, +1}; otherwise the 2^b odd integers in
+    [-(2^b - 1), 2^b - 1], so the hard outputs are Loihi weight mantissas directly. s_i are the level
+    gaps, o = (sum s_i) / 2 centres the output, and the b_i sit midway between levels. beta is learned per
+    layer, initialised to (5/4) p / q (p = largest level, q = max |W|) as in Quantization Networks; their
+    alpha only rescales the real weights, which the integer network does not see, so it is not kept.
+    The temperature follows their schedule T = min((epoch + 1) * T0, 2000), set by ``set_epoch``.
+    """
+
+    T_MAX = 2000.0
+
+    def __init__(self, bits: int, w_init: torch.Tensor, ternary: bool = False, t0: float = 1.0):
+        super().__init__()
+        if ternary:
+            levels = torch.tensor([-1.0, 0.0, 1.0])
+        else:
+            top = (1 << bits) - 1
+            levels = torch.arange(-top, top + 1, 2, dtype=torch.float32)
+        self.register_buffer("gaps", levels[1:] - levels[:-1])
+        self.register_buffer("offsets", (levels[1:] + levels[:-1]) / 2)
+        self.register_buffer("temperature", torch.tensor(float(t0)))
+        self.t0 = float(t0)
+        self.max_level = float(levels[-1])
+        q = float(w_init.detach().abs().max().clamp(min=1e-8))
+        self.beta = torch.nn.Parameter(torch.tensor(1.25 * self.max_level / q))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.temperature.fill_(min((epoch + 1) * self.t0, self.T_MAX))
+
+    def forward(self, w: torch.Tensor, hard: bool) -> torch.Tensor:
+        z = (self.beta * w).unsqueeze(-1) - self.offsets
+        steps = (z >= 0).to(w.dtype) if hard else torch.sigmoid(self.temperature * z)
+        return (steps * self.gaps).sum(-1) - self.gaps.sum() / 2
+
+
+QUANTIZERS = {"uniform": uniform, "rescaw": rescaw, "sigmoid": None, "ternary": None}  # None: SigmoidSum
 
 
 def quantize(name: str, w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:

@@ -54,6 +54,7 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
     t0 = time.perf_counter()
     xt, yt = torch.from_numpy(x_train.astype(np.float64)), torch.from_numpy(y_train)
     for epoch in range(epochs):
+        model.set_epoch(epoch)
         model.train()
         perm = torch.randperm(len(yt), generator=gen)
         total, correct, loss_sum = 0, 0, 0.0

@@ -76,3 +76,31 @@ def test_rescaw_uses_more_levels_and_deploys_exactly():
 def test_rescaw_refuses_one_bit():
     with pytest.raises(QsnnError, match="ReScaW needs at least 2 bits"):
         build_model(make_config(quant="rescaw", bits=1))
+
+
+@pytest.mark.parametrize("quant,bits,levels", [("sigmoid", 1, {-1, 1}), ("ternary", 2, {-1, 0, 1}),
+                                               ("sigmoid", 2, {-3, -1, 1, 3})])
+def test_sigmoid_quantizer_levels_schedule_and_exact_deployment(tmp_path, quant, bits, levels):
+    from converters.checkpoint import load_model
+    from deploy.backends.lava import run as run_lava
+    from qsnn_lava.io import save_checkpoint
+
+    data = load_dataset("digits")
+    cfg = make_config(sizes=[64, 24, 10], quant=quant, bits=bits, theta=4.0)
+    model, _ = train(cfg, data, epochs=2, progress=False)
+    q = model.layers[0].synapse.quantizer
+    assert float(q.temperature) == 2.0  # (epoch + 1) * T0 after the second epoch
+    w = model.layers[0].synapse.integer_weight()
+    assert set(w.unique().tolist()) <= levels and len(w.unique()) >= 2
+    save_checkpoint(tmp_path / "m.pt", cfg, model.state_dict())
+    back, _ = load_model(tmp_path / "m.pt")  # beta and temperature travel in the state_dict
+    assert torch.equal(back.layers[0].synapse.integer_weight(), w)
+    x = encoded(data.test, 8, 15)[0]
+    net = model_to_ir(back)
+    assert compare(evaluate(back, x), simulate(net, x))["mismatches"] == 0
+    assert compare(simulate(net, x), run_lava(net, x))["mismatches"] == 0
+
+
+def test_ternary_needs_two_bits():
+    with pytest.raises(QsnnError, match="ternary weights take 2 bits"):
+        make_config(quant="ternary", bits=1)
