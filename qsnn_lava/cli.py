@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
     from .training import train
 
     cfg = make_config(sizes=[64, *args.hidden, 10], quant=args.quant, bits=args.bits, theta=args.theta,
-                      timesteps=args.timesteps)
+                      timesteps=args.timesteps, neuron=args.neuron)
     data = load_dataset(args.dataset, args.data_dir, args.timesteps, args.denoise)
     cfg["sizes"] = [data.n_in, *args.hidden, data.n_classes]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -395,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta counts in units of gamma); "
                         "sigmoid: sigmoid-sum quantizer (--bits 1 = binary); ternary: sigmoid-sum {-1, 0, 1}")
     t.add_argument("--bits", type=int, default=4)
+    t.add_argument("--neuron", default="lif", choices=["lif", "mfp"],
+                   help="lif: QP-SNN hard-reset LIF; mfp: memory-free neuron trained in parallel over time")
     t.add_argument("--theta", type=float, default=2.0, help="threshold in real weight units")
     t.add_argument("--timesteps", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-2)

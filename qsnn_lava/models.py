@@ -11,7 +11,7 @@ from torch import nn
 
 from . import dynamics as dyn
 from .errors import QsnnError
-from .neurons import LIF
+from .neurons import LIF, MFP
 from .quantizers import QUANTIZERS, SigmoidSum, quantize, threshold_mantissa, utilisation
 
 DEFAULT_CONFIG = {
@@ -27,8 +27,12 @@ DEFAULT_CONFIG = {
 }
 
 
+NEURON_DEFAULTS = {"lif": {"du": 4095, "dv": 2048}, "mfp": {"du": 2047, "dv": 4095}}
+
+
 def make_config(**overrides) -> dict:
     cfg = dict(DEFAULT_CONFIG)
+    cfg.update(NEURON_DEFAULTS.get(overrides.get("neuron") or "lif", {}))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     check_config(cfg)
     return cfg
@@ -42,8 +46,8 @@ def check_config(cfg: dict) -> None:
         raise QsnnError(f"architecture '{cfg['arch']}' is not supported (known: mlp)")
     if cfg["quant"] not in QUANTIZERS:
         raise QsnnError(f"quantizer '{cfg['quant']}' is not supported (known: {', '.join(QUANTIZERS)})")
-    if cfg["neuron"] != "lif":
-        raise QsnnError(f"neuron '{cfg['neuron']}' is not supported (known: lif)")
+    if cfg["neuron"] not in NEURON_DEFAULTS:
+        raise QsnnError(f"neuron '{cfg['neuron']}' is not supported (known: {', '.join(NEURON_DEFAULTS)})")
     if not 1 <= int(cfg["bits"]) <= 8:
         raise QsnnError(f"bits = {cfg['bits']} is out of range; Loihi weights hold 1 to 8 bits")
     if cfg["quant"] == "ternary" and int(cfg["bits"]) != 2:
@@ -94,7 +98,7 @@ class SpikingDense(nn.Module):
         self.name = name
         self.synapse = QuantDense(n_in, n_out, cfg["quant"], cfg["bits"])
         vth = threshold_mantissa(float(cfg["theta"]), self.synapse.unit, name)
-        self.neuron = LIF(n_out, vth=vth, du=cfg["du"], dv=cfg["dv"])
+        self.neuron = (MFP if cfg["neuron"] == "mfp" else LIF)(n_out, vth=vth, du=cfg["du"], dv=cfg["dv"])
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.neuron(self.synapse(s))

@@ -26,5 +26,40 @@ class LIF(nn.Module):
         """a: synaptic input [T, N, n] (int64 exact, or float64 for training) -> spikes [T, N, n]."""
         return dyn.lif_run(a, self.params())
 
+
+def decay_kernel(timesteps: int, keep: float, dtype=torch.float64) -> torch.Tensor:
+    """Lower-triangular [T, T] matrix K[t, i] = keep^(t - i) for i <= t: the leaky sum as one matmul."""
+    t = torch.arange(timesteps, dtype=dtype)
+    k = keep ** (t[:, None] - t[None, :]).clamp(min=0)
+    return torch.tril(k)
+
+
+class MFP(LIF):
+    """The memory-free neuron of MFP-QSNN as this project interprets it (docs/methods.md, ours).
+
+    Deployed (eval mode, and on Loihi): a CUBA LIF with du = 2047 (the current is a leaky sum of all past
+    input, decay 1/2) and dv = 4095 (the voltage keeps only rtz(v / 4096) of its past, so v is the
+    current up to that carry; dv = 4096, full decay, does not fit Loihi's 12-bit register). Integer and
+    exact, through qsnn_lava.dynamics like every other neuron.
+
+    Training: the reset-free leaky sum H[t] = sum_{i<=t} r^(t-i) a[i] << 6 (r = (4096 - du - 1) / 4096)
+    for all T steps at once (one matmul with ``decay_kernel``), spikes where H > vth << 6 with the
+    surrogate gradient. This is a relaxation: it drops the round-toward-zero of each decay and the voltage
+    carry, so training can differ slightly from the deployed network, while the eval model, which is what
+    accuracy is reported for, is the deployed network exactly.
+    """
+
+    def __init__(self, n: int, vth: int, du: int = 2047, dv: int = 4095, parallel: bool = True):
+        super().__init__(n, vth=vth, du=du, dv=dv)
+        self.parallel = parallel  # False: train step by step on the exact dynamics (BPTT), for comparison
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if not (a.is_floating_point() and self.parallel):
+            return super().forward(a)
+        keep = (dyn.DECAY_UNITY - self.du - 1) / dyn.DECAY_UNITY
+        k = decay_kernel(a.shape[0], keep, a.dtype)
+        h = torch.einsum("ti,i...->t...", k, a) * (1 << dyn.ACT_SHIFT)
+        return dyn.fire(h, self.vth)
+
     def extra_repr(self) -> str:
         return f"n={self.n}, vth={self.vth}, du={self.du}, dv={self.dv}"

@@ -104,3 +104,23 @@ def test_sigmoid_quantizer_levels_schedule_and_exact_deployment(tmp_path, quant,
 def test_ternary_needs_two_bits():
     with pytest.raises(QsnnError, match="ternary weights take 2 bits"):
         make_config(quant="ternary", bits=1)
+
+
+def test_mfp_trains_in_parallel_and_deploys_exactly():
+    """MFP: the parallel training relaxation tracks the exact integer neuron closely; the eval model
+    (exact) is what deploys, with zero mismatches on Lava."""
+    from deploy.backends.lava import run as run_lava
+
+    data = load_dataset("digits")
+    model, hist = train(make_config(sizes=[64, 32, 10], neuron="mfp"), data, epochs=2, progress=False)
+    assert model.layers[0].neuron.du == 2047 and model.layers[0].neuron.dv == 4095
+    x = encoded(data.test, 8, 40)[0]
+    model.train()
+    with torch.no_grad():
+        relaxed = model(torch.from_numpy(x.astype(np.float64)))[0].to(torch.int64).numpy()
+    exact = evaluate(model, x)
+    agree = (relaxed == exact.spikes[0]).mean()
+    assert agree > 0.97, agree
+    net = model_to_ir(model)
+    assert compare(exact, simulate(net, x))["mismatches"] == 0
+    assert compare(simulate(net, x), run_lava(net, x))["mismatches"] == 0
