@@ -51,10 +51,6 @@ class LavaGraph:
     sinks: list
     steps: int
 
-    @property
-    def processes(self) -> list:
-        return [self.source, *self.denses, *self.lifs, *self.sinks]
-
 
 def steps_needed(net: Network, n_samples: int) -> int:
     return n_samples * net.timesteps + len(net.layers)
