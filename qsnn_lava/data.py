@@ -14,7 +14,8 @@ qsnn_lava.events.denoise_events first (use the same setting for training and ver
   nmnist       data_dir with Train/ and Test/ (<digit>/*.bin); 34x34 sensor, k = 2 -> 578 inputs
   ncaltech101  data_dir with Caltech101/<class>/*.bin; 240x180 frame, k = 8 -> 1380 inputs; split:
                qsnn_lava.events.ncaltech101_split (deterministic 80/20 per class)
-  dvsgesture   data_dir of IBM's release (trials_to_*.txt, *.aedat, *_labels.csv); 128x128, k = 4 -> 2048
+  dvsgesture   data_dir of IBM's release (trials_to_*.txt, *.aedat, *_labels.csv), or of the common .npy
+               copy (userXX_<lighting>/<class>.npy; users 1-23 train, 24-29 test); 128x128, k = 4 -> 2048
   cifar10dvs   data_dir/<class>/*.aedat in AEDAT 3.1 (the original AEDAT 2.0 is refused); 128x128, k = 4;
                deterministic 9:1 split per class
   synthetic-saccades  SYNTHETIC: the digits split turned into N-MNIST-style events by simulated saccades
@@ -28,6 +29,7 @@ times, identically on every backend and run. Arrays are time-major: [T, N, n_in]
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -82,7 +84,6 @@ def read_idx(path) -> np.ndarray:
 
 def load_fashion_mnist(data_dir=None) -> Dataset:
     import os
-    from pathlib import Path
 
     root = Path(data_dir or os.environ.get("QSNN_FASHION_DIR") or FASHION_DIR)
     files = {k: root / f"{k}-ubyte.gz" for k in ("train-images-idx3", "train-labels-idx1",
@@ -131,6 +132,8 @@ def load_events(name: str, data_dir, timesteps: int, denoise: bool = False) -> D
             raise QsnnError(f"dataset '{name}' is read from local files: pass --data-dir (see docs/events.md)")
         readers = {"nmnist": ev.nmnist_samples, "ncaltech101": ev.ncaltech101_samples,
                    "dvsgesture": ev.dvsgesture_samples, "cifar10dvs": ev.cifar10dvs_samples}
+        if name == "dvsgesture" and not (Path(data_dir) / "trials_to_train.txt").exists():
+            readers["dvsgesture"] = ev.dvsgesture_npy_samples  # the common .npy copy
         splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k, denoise)
                   for part in ("train", "test")}
     return Dataset(name, splits["train"], splits["test"], n_in=splits["test"].x.shape[2], n_classes=n_classes)

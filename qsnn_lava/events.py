@@ -400,6 +400,34 @@ def ncaltech101_samples(root, split: str | None = None, test_fraction: float = 0
     return ((read_nmnist_bin(f), label) for f, label in files)
 
 
+def dvsgesture_npy_samples(root, split: str) -> Iterator[tuple[np.ndarray, int]]:
+    """(events, label) of the common preprocessed DVS128 Gesture copy: ``root/userXX_<lighting>/<class>.npy``.
+
+    Split as IBM's trial lists: users 1-23 train, 24-29 test. Labels are the file stems; a copy numbered
+    1..11 (IBM's class ids) is shifted to 0..10, one numbered 0..10 is kept."""
+    root = Path(root)
+    users = sorted(d for d in root.glob("user*_*") if d.is_dir())
+    if not users:
+        raise QsnnError(f"'{root}' holds no userXX_<lighting>/ folders; expected the DVS128 Gesture .npy copy "
+                        "(root/userXX_<lighting>/<class>.npy) or IBM's release (trials_to_train.txt, ...)")
+    test = _check_split(split) == "test"
+    files = []
+    for d in users:
+        try:
+            user = int(d.name[4:].split("_")[0])
+        except ValueError:
+            raise QsnnError(f"'{d}': cannot read the user number from the folder name") from None
+        if (user >= 24) == test:
+            for f in sorted(d.glob("*.npy")):
+                if not f.stem.isdigit():
+                    raise QsnnError(f"'{f}': file name is not a class number")
+                files.append((f, int(f.stem)))
+    if not files:
+        raise QsnnError(f"'{root}': no .npy recordings for the {split} split")
+    shift = 1 if min(label for _, label in files) >= 1 else 0
+    return ((read_dvsgesture_npy(f), label - shift) for f, label in files)
+
+
 def cifar10dvs_samples(root, split: str, test_fraction: float = 0.1) -> Iterator[tuple[np.ndarray, int]]:
     """(events, label) of CIFAR10-DVS recordings in AEDAT 3.1, ``root/<class>/*.aedat`` (10 classes,
     labels = sorted folder names). No official split: the same deterministic per-class rule as

@@ -347,3 +347,15 @@ def test_denoise_reaches_the_pipeline():
     plain = load_dataset("synthetic-saccades", timesteps=4)
     clean = load_dataset("synthetic-saccades", timesteps=4, denoise=True)
     assert clean.test.x.shape == plain.test.x.shape and 0 < clean.test.x.sum() < plain.test.x.sum()
+
+
+def test_dvsgesture_npy_copy_through_the_loader(tmp_path):
+    from qsnn_lava.data import load_dataset
+
+    for user, cls in ((1, 3), (23, 11), (24, 1)):
+        d = tmp_path / f"user{user:02d}_fluorescent"
+        d.mkdir()
+        np.save(d / f"{cls}.npy", np.array([[5, 6, 1, 0.0], [127, 127, 0, 2.5]]))
+    data = load_dataset("dvsgesture", tmp_path, timesteps=2)
+    assert data.train.y.tolist() == [2, 10] and data.test.y.tolist() == [0]  # 1..11 -> 0..10; user 24 is test
+    assert data.n_in == 2 * 32 * 32 and int(data.test.x.sum()) == 2
