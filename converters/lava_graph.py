@@ -68,11 +68,8 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIFReset
 
-    T, N, n_in = spikes.shape
-    steps = steps_needed(net, N)
-    data = np.zeros((n_in, steps), np.int32)
-    data[:, : N * T] = np.transpose(spikes, (2, 1, 0)).reshape(n_in, N * T)  # column = k*T + t
-    source = Source(data=data)
+    steps = steps_needed(net, spikes.shape[1])
+    source = Source(data=source_data(spikes, steps))
     prev, denses, lifs, sinks = source.s_out, [], [], []
     for i, layer in enumerate(net.layers):
         w, e = lava_dense_weights(layer.synapse.weight, layer.synapse.weight_exp)
@@ -93,9 +90,18 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
     return LavaGraph(source, denses, lifs, sinks, steps)
 
 
-def unpack(net: Network, raw: np.ndarray, layer_index: int, n_samples: int) -> np.ndarray:
-    """A layer's streamed spikes [n, steps] (column = Lava step - 1) -> zero-delay spikes [T, N, n]."""
-    T = net.timesteps
+def source_data(spikes: np.ndarray, steps: int) -> np.ndarray:
+    """Input spikes [T, N, n_in] -> a RingBuffer's data [n_in, steps]: sample k's step t in column k*T + t,
+    zeros after the last sample (the pipeline drains while they play)."""
+    T, N, n_in = spikes.shape
+    data = np.zeros((n_in, steps), np.int32)
+    data[:, : N * T] = np.transpose(spikes, (2, 1, 0)).reshape(n_in, N * T)
+    return data
+
+
+def unpack(raw: np.ndarray, timesteps: int, layer_index: int, n_samples: int) -> np.ndarray:
+    """A layer's recorded spikes [n, steps] (column = Lava step - 1) -> zero-delay spikes [T, N, n]."""
+    T = timesteps
     lo = layer_index + 1  # buffer column of Lava step (layer_index + 2)
     block = raw[:, lo: lo + n_samples * T].reshape(raw.shape[0], n_samples, T)
     return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(np.uint8)

@@ -98,7 +98,7 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
         if bar:
             bar.close()
         runner.stop()  # a no-op when no runtime was created
-    spikes_out = [lava_graph.unpack(net, r, i, n_samples) for i, r in enumerate(raw)]
+    spikes_out = [lava_graph.unpack(r, net.timesteps, i, n_samples) for i, r in enumerate(raw)]
     return Record("lava", [layer.name for layer in net.layers], spikes_out,
                   info={"seconds": time.perf_counter() - t0, "build_s": t_build, "run_s": t_run,
                         "steps": graph.steps})

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from converters import lava_graph
+
 from .lava import import_lava
 
 
@@ -19,12 +21,10 @@ def run_netx(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool =
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
-    T, N, n_in = spikes.shape
+    T, N, _ = spikes.shape
     steps = N * T + n_layers
-    data = np.zeros((n_in, steps), np.int32)
-    data[:, : N * T] = np.transpose(spikes, (2, 1, 0)).reshape(n_in, N * T)
     net = NetxNetwork(net_config=str(path), reset_interval=T, reset_offset=1)
-    src, sink = Source(data=data), Sink(shape=net.out.shape, buffer=steps)
+    src, sink = Source(data=lava_graph.source_data(spikes, steps)), Sink(shape=net.out.shape, buffer=steps)
     src.s_out.connect(net.inp)
     net.out.connect(sink.a_in)
     cfg = Loihi2HwCfg() if hw else Loihi2SimCfg(select_tag="fixed_pt")
@@ -33,6 +33,4 @@ def run_netx(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool =
         raw = np.asarray(sink.data.get())
     finally:
         net.stop()
-    lo = n_layers  # netx layer i (0-based) output for local step tau is at Lava step k*T + tau + i + 2
-    block = raw[:, lo: lo + N * T].reshape(raw.shape[0], N, T)
-    return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(np.uint8)
+    return lava_graph.unpack(raw, T, n_layers - 1, N)  # netx uses the same per-layer step offsets
