@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from qsnn_lava.bounds import static_bounds
 from qsnn_lava.ir import Network
 
 NATIVE_NEURONS = {"lif": "CUBA LIF (native Loihi 2 neuron)"}
@@ -28,7 +29,8 @@ def design_rule_check(net: Network) -> dict:
             violations.append({"where": f"layer {i} ({layer.name})", "field": "neuron type",
                                "value": layer.neuron.type, "lo": None, "hi": None,
                                "fix": "CPU-only neuron model: deploy with --target cpu"})
-    return {"passed": not violations, "violations": violations, "rules": RULES}
+    return {"passed": not violations, "violations": violations, "rules": RULES,
+            "overflow": static_bounds(net) if not violations else None}
 
 
 def format_violations(drc: dict) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DATASETS
+from .quantizers import QUANT_NAMES
 from .errors import QsnnError
 
 EXIT_MISMATCH = 1
@@ -247,7 +248,6 @@ def _write_verify_outputs(rep, records, spikes, out: Path) -> None:
 def cmd_deploy(args) -> int:
     from deploy.bundle import EXIT_NO_LOIHI, loihi_installed, run_bundle, write_bundle
     from deploy.drc import design_rule_check, format_violations
-    from .bounds import static_bounds
 
     net, _ = load_target(args.target, validate=False)
     drc = design_rule_check(net)
@@ -258,7 +258,6 @@ def cmd_deploy(args) -> int:
     resources = _resources(net, args.chip_model)
     spikes, _ = dataset_inputs(net, args)
     manifest = write_bundle(net, args.out, spikes, drc, resources, args.target_kind)
-    manifest["overflow"] = static_bounds(net)
     netx = manifest["netx"]["file"] or f"none ({manifest['netx']['reason']})"
     print(f"bundle {args.out}: IR, netx {netx}, manifest, run.py, {spikes.shape[1]} sample inputs")
     if args.target_kind == "loihi2":
@@ -391,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--out", required=True, help="checkpoint path (.pt)")
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
-    t.add_argument("--quant", default="uniform", choices=["uniform", "rescaw", "sigmoid", "ternary"],
+    t.add_argument("--quant", default="uniform", choices=QUANT_NAMES,
                    help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta counts in units of gamma); "
                         "sigmoid: sigmoid-sum quantizer (--bits 1 = binary); ternary: sigmoid-sum {-1, 0, 1}")
     t.add_argument("--bits", type=int, default=4)

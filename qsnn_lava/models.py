@@ -12,7 +12,7 @@ from torch import nn
 from . import dynamics as dyn
 from .errors import QsnnError
 from .neurons import LIF, MFP
-from .quantizers import QUANTIZERS, SigmoidSum, quantize, threshold_mantissa, utilisation
+from .quantizers import QUANT_NAMES, SIGMOID_QUANTS, SigmoidSum, quantize, threshold_mantissa, utilisation
 
 DEFAULT_CONFIG = {
     "arch": "mlp",
@@ -44,8 +44,8 @@ def check_config(cfg: dict) -> None:
         raise QsnnError(f"model config lacks {', '.join(missing)}")
     if cfg["arch"] != "mlp":
         raise QsnnError(f"architecture '{cfg['arch']}' is not supported (known: mlp)")
-    if cfg["quant"] not in QUANTIZERS:
-        raise QsnnError(f"quantizer '{cfg['quant']}' is not supported (known: {', '.join(QUANTIZERS)})")
+    if cfg["quant"] not in QUANT_NAMES:
+        raise QsnnError(f"quantizer '{cfg['quant']}' is not supported (known: {', '.join(QUANT_NAMES)})")
     if cfg["neuron"] not in NEURON_DEFAULTS:
         raise QsnnError(f"neuron '{cfg['neuron']}' is not supported (known: {', '.join(NEURON_DEFAULTS)})")
     if not 1 <= int(cfg["bits"]) <= 8:
@@ -69,7 +69,7 @@ class QuantDense(nn.Module):
         self.quant, self.bits = quant, int(bits)
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         nn.init.uniform_(self.weight, -2.0 / n_in ** 0.5, 2.0 / n_in ** 0.5)
-        if quant in ("sigmoid", "ternary"):
+        if quant in SIGMOID_QUANTS:
             self.quantizer = SigmoidSum(self.bits, self.weight, ternary=quant == "ternary")
             self.unit = 1.0 / self.quantizer.max_level
         else:
@@ -78,7 +78,7 @@ class QuantDense(nn.Module):
     def mantissa(self) -> torch.Tensor:
         """Mantissas: integers in eval mode; while training, straight-through (uniform, rescaw) or the
         soft sigmoid staircase (sigmoid, ternary)."""
-        if self.quant in ("sigmoid", "ternary"):
+        if self.quant in SIGMOID_QUANTS:
             return self.quantizer(self.weight, hard=not self.training)
         return quantize(self.quant, self.weight, self.bits)[0]
 

@@ -109,7 +109,9 @@ class SigmoidSum(torch.nn.Module):
         return (steps * self.gaps).sum(-1) - self.gaps.sum() / 2
 
 
-QUANTIZERS = {"uniform": uniform, "rescaw": rescaw, "sigmoid": None, "ternary": None}  # None: SigmoidSum
+QUANTIZERS = {"uniform": uniform, "rescaw": rescaw}  # stateless: latent weights -> mantissas
+SIGMOID_QUANTS = ("sigmoid", "ternary")  # learned state: a SigmoidSum module per layer
+QUANT_NAMES = (*QUANTIZERS, *SIGMOID_QUANTS)
 
 
 def quantize(name: str, w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:
