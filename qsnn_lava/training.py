@@ -27,12 +27,12 @@ def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
     """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record."""
     model.eval()
     t0 = time.perf_counter()
-    outs = None
+    chunks = []
     with torch.no_grad():
         for lo in range(0, spikes.shape[1], batch_size):
             layer_out = model(torch.from_numpy(spikes[:, lo:lo + batch_size].astype(np.int64)))
-            chunk = [s.numpy().astype(np.uint8) for s in layer_out]
-            outs = chunk if outs is None else [np.concatenate([a, b], axis=1) for a, b in zip(outs, chunk)]
+            chunks.append([s.numpy().astype(np.uint8) for s in layer_out])
+    outs = [np.concatenate(per_layer, axis=1) for per_layer in zip(*chunks)]
     return Record("torch", [layer.name for layer in model.layers], outs, info={"seconds": time.perf_counter() - t0})
 
 
