@@ -6,20 +6,12 @@ Both results are compared spike for spike. Usage: python bench/lava_runner.py [-
 """
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from converters.checkpoint import model_to_ir  # noqa: E402
-from deploy.backends.lava import run as run_lava  # noqa: E402
-from qsnn_lava.data import encoded, load_dataset  # noqa: E402
-from qsnn_lava.io import write_json  # noqa: E402
-from qsnn_lava.models import make_config  # noqa: E402
-from qsnn_lava.training import train  # noqa: E402
+from common import digits_network, save_result  # noqa: I100 (sets sys.path)
+from deploy.backends.lava import run as run_lava
 
 
 def main():
@@ -28,10 +20,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
-    data = load_dataset("digits")
-    model, _ = train(make_config(), data, epochs=args.epochs, progress=False)
-    net = model_to_ir(model)
-    x, _ = encoded(data.test, net.timesteps, args.samples)
+    net, x = digits_network(args.epochs, args.samples)
     n = x.shape[1]
 
     t0 = time.perf_counter()
@@ -47,8 +36,7 @@ def main():
               "naive_samples_per_s": round(n / naive_s, 2), "batched_samples_per_s": round(n / batched_s, 2),
               "ratio_batched_over_naive": round(naive_s / batched_s, 1)}
     print(json.dumps(result, indent=2))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(args.out) / "lava_runner.json", result)
+    save_result(args.out, "lava_runner.json", result)
 
 
 if __name__ == "__main__":

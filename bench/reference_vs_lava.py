@@ -6,20 +6,12 @@ alone is reported too. Spikes of both sides are compared, so the speed is for an
 """
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from converters.checkpoint import model_to_ir  # noqa: E402
-from deploy.backends.lava import run as run_lava  # noqa: E402
-from deploy.verify import compare  # noqa: E402
-from qsnn_lava.data import encoded, load_dataset  # noqa: E402
-from qsnn_lava.io import write_json  # noqa: E402
-from qsnn_lava.models import make_config  # noqa: E402
-from qsnn_lava.reference import simulate  # noqa: E402
-from qsnn_lava.training import train  # noqa: E402
+from common import digits_network, save_result  # noqa: I100 (sets sys.path)
+from deploy.backends.lava import run as run_lava
+from deploy.verify import compare
+from qsnn_lava.reference import simulate
 
 
 def main():
@@ -30,10 +22,7 @@ def main():
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
 
-    data = load_dataset("digits")
-    model, _ = train(make_config(), data, epochs=args.epochs, progress=False)
-    net = model_to_ir(model)
-    x, _ = encoded(data.test, net.timesteps, min(args.samples, len(data.test.y)))
+    net, x = digits_network(args.epochs, args.samples)
     n = x.shape[1]
 
     simulate(net, x)  # warm-up
@@ -57,8 +46,7 @@ def main():
         "ratio_reference_over_lava": round(lava_s / best, 1),
     }
     print(json.dumps(result, indent=2))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(args.out) / "reference_vs_lava.json", result)
+    save_result(args.out, "reference_vs_lava.json", result)
 
 
 if __name__ == "__main__":
