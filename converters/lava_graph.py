@@ -2,12 +2,22 @@
 
 Lava is imported here and in deploy/ only. This module builds; deploy.backends.lava runs and reads.
 
-Delays: every Dense sends, at step t, what it accumulated from the spikes of step t-1, so layer i
-(0-based) first sees sample data at Lava step i + 2. Each layer is a ``LIFReset`` with
-``reset_interval = T`` and ``reset_offset = (i + 2) % T``: its u and v are zeroed just before each
-sample's first real step. That makes many samples in one run exactly equal to independent runs, also
-with biases (which otherwise integrate during the pipeline's warm-up steps), with no padding between
-samples. Sample k's output of layer i at zero-delay step tau appears at Lava step k*T + tau + i + 2.
+Delays: every synapse process sends, at step t, what it accumulated from the spikes of step t-1. A
+layer's *depth* d is one more than the deepest of its sources (the input has depth 0), so it first
+sees sample data at Lava step d + 1. Each layer is a ``LIFReset`` with ``reset_interval = T`` and
+``reset_offset = (d + 1) % T``: its u and v are zeroed just before each sample's first real step.
+That makes many samples in one run exactly equal to independent runs, also with biases (which
+otherwise integrate during the pipeline's warm-up steps), with no padding between samples. Sample
+k's output of a layer at zero-delay step tau appears at Lava step k*T + tau + d + 1.
+
+A skip synapse from a shallower source would arrive early; it becomes a ``DelaySparse`` whose
+per-synapse delay makes up the difference (a delay of e adds e steps to the usual one).
+
+Shapes: every LIF is flat, in the IR's [C, H, W] row-major order. A Conv process wants Lava's
+(W, H, C) layout, so its input port is the source's port reshaped to (C, H, W) and transposed, and
+its output is transposed back and flattened (Lava virtual ports); Lava's kernel is the torch kernel
+transposed to (C_out, W, H, C_in) and flipped in both spatial axes, since Lava convolves where torch
+correlates.
 """
 from __future__ import annotations
 
@@ -15,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qsnn_lava.ir import Network
+from qsnn_lava.errors import QsnnError
+from qsnn_lava.ir import INPUT, Network
 
 
 def lava_dense_weights(weight: np.ndarray, weight_exp: int) -> tuple[np.ndarray, int]:
@@ -43,17 +54,83 @@ def run_config():
     return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Extractor: PyLoihiExtractorModel})
 
 
+MAX_DELAY = 62  # DelaySparse's per-synapse delay register (lava-semantics.md)
+
+
+def lava_conv_weights(weight: np.ndarray) -> np.ndarray:
+    """IR (torch) kernel [C_out, C_in, kh, kw] -> Lava's [C_out, kw, kh, C_in], spatially flipped."""
+    return np.ascontiguousarray(np.transpose(weight, (0, 3, 2, 1))[:, ::-1, ::-1, :])
+
+
+def synapse_matrix(syn):
+    """The synapse population as a sparse matrix [n_out, n_in] over flat (C, H, W) indices."""
+    from scipy.sparse import csr_matrix, vstack
+
+    if syn.type == "dense":
+        return csr_matrix(syn.weight)
+    import torch
+
+    from qsnn_lava.dynamics import conv_accumulate
+
+    rows, w = [], torch.from_numpy(syn.weight)
+    for lo in range(0, syn.n_in, 1024):  # one-hot inputs, a block at a time: column j = response to input j
+        eye = torch.zeros(min(1024, syn.n_in - lo), syn.n_in, dtype=torch.int64)
+        eye[torch.arange(eye.shape[0]), torch.arange(lo, lo + eye.shape[0])] = 1
+        a = conv_accumulate(eye.reshape(-1, *syn.in_shape), w, syn.stride, syn.padding, syn.groups)
+        rows.append(csr_matrix(a.reshape(eye.shape[0], -1).numpy()))
+    return vstack(rows).T.tocsr()
+
+
+def depths(net: Network) -> list[int]:
+    """Each layer's depth: synapse hops on its deepest path from the input."""
+    d = {INPUT: 0}
+    for i, layer in enumerate(net.layers):
+        d[layer.name] = 1 + max(d[src] for src, _ in net.sources(i))
+    return [d[layer.name] for layer in net.layers]
+
+
 @dataclass
 class LavaGraph:
     source: object
-    denses: list
+    synapses: list
     lifs: list
     sinks: list
     steps: int
+    depths: list
 
 
 def steps_needed(net: Network, n_samples: int) -> int:
-    return n_samples * net.timesteps + len(net.layers)
+    return n_samples * net.timesteps + max(depths(net))
+
+
+def _synapse_process(syn, port, lif_port, extra_delay: int, name: str):
+    """Build the Lava process of one IR synapse population between two flat ports."""
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.sparse.process import DelaySparse
+
+    if extra_delay > 0:
+        if extra_delay > MAX_DELAY:
+            raise QsnnError(f"{name}: a skip connection needs {extra_delay} steps of delay; Loihi synapses "
+                            f"hold at most {MAX_DELAY}")
+        m = synapse_matrix(syn)
+        data, e = lava_dense_weights(m.data, syn.weight_exp)
+        m.data = data
+        proc = DelaySparse(weights=m, delays=extra_delay, weight_exp=e, num_weight_bits=8, name=name)
+        port.connect(proc.s_in)
+        proc.a_out.connect(lif_port)
+    elif syn.type == "conv":
+        c, h, w = syn.in_shape
+        proc = Conv(weight=lava_conv_weights(syn.weight), input_shape=(w, h, c), stride=syn.stride[::-1],
+                    padding=syn.padding[::-1], groups=syn.groups, name=name)
+        port.reshape((c, h, w)).transpose([2, 1, 0]).connect(proc.s_in)
+        proc.a_out.transpose([2, 1, 0]).reshape((syn.n_out,)).connect(lif_port)
+    else:
+        w, e = lava_dense_weights(syn.weight, syn.weight_exp)
+        proc = Dense(weights=w, weight_exp=e, num_weight_bits=8, name=name)
+        port.connect(proc.s_in)
+        proc.a_out.connect(lif_port)
+    return proc
 
 
 def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGraph:
@@ -63,31 +140,30 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
     process through a pipe (reading a sink RingBuffer with ``Var.get`` moves one element at a time
     and took 80 % of a run's wall time).
     """
-    from lava.proc.dense.process import Dense
     from lava.proc.io.extractor import Extractor
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIFReset
 
     steps = steps_needed(net, spikes.shape[1])
     source = Source(data=source_data(spikes, steps))
-    prev, denses, lifs, sinks = source.s_out, [], [], []
+    ports, depth = {INPUT: source.s_out}, {INPUT: 0}
+    synapses, lifs, sinks = [], [], []
     for i, layer in enumerate(net.layers):
-        w, e = lava_dense_weights(layer.synapse.weight, layer.synapse.weight_exp)
-        dense = Dense(weights=w, weight_exp=e, num_weight_bits=8, name=f"{layer.name}_dense")
+        d = 1 + max(depth[src] for src, _ in net.sources(i))
         nrn = layer.neuron
         lif = LIFReset(shape=(nrn.n,), vth=nrn.vth, du=nrn.du, dv=nrn.dv, bias_mant=nrn.bias_mant,
                        bias_exp=nrn.bias_exp, reset_interval=net.timesteps,
-                       reset_offset=(i + 2) % net.timesteps, name=f"{layer.name}_lif")
-        prev.connect(dense.s_in)
-        dense.a_out.connect(lif.a_in)
+                       reset_offset=(d + 1) % net.timesteps, name=f"{layer.name}_lif")
+        for j, (src, syn) in enumerate(net.sources(i)):
+            name = f"{layer.name}_{'synapse' if j == 0 else f'skip{j - 1}'}"
+            synapses.append(_synapse_process(syn, ports[src], lif.a_in, d - 1 - depth[src], name))
         if record_all or i == len(net.layers) - 1:
             sink = Extractor(shape=(nrn.n,), buffer_size=EXTRACTOR_BUFFER)
             lif.s_out.connect(sink.in_port)
             sinks.append(sink)
-        prev = lif.s_out
-        denses.append(dense)
+        ports[layer.name], depth[layer.name] = lif.s_out, d
         lifs.append(lif)
-    return LavaGraph(source, denses, lifs, sinks, steps)
+    return LavaGraph(source, synapses, lifs, sinks, steps, [depth[layer.name] for layer in net.layers])
 
 
 def source_data(spikes: np.ndarray, steps: int) -> np.ndarray:
@@ -99,9 +175,9 @@ def source_data(spikes: np.ndarray, steps: int) -> np.ndarray:
     return data
 
 
-def unpack(raw: np.ndarray, timesteps: int, layer_index: int, n_samples: int) -> np.ndarray:
+def unpack(raw: np.ndarray, timesteps: int, depth: int, n_samples: int) -> np.ndarray:
     """A layer's recorded spikes [n, steps] (column = Lava step - 1) -> zero-delay spikes [T, N, n]."""
     T = timesteps
-    lo = layer_index + 1  # buffer column of Lava step (layer_index + 2)
+    lo = depth  # buffer column of Lava step depth + 1
     block = raw[:, lo: lo + n_samples * T].reshape(raw.shape[0], n_samples, T)
     return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(np.uint8)

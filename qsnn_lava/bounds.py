@@ -2,6 +2,7 @@
 
 Static bound per layer, over one sample window of T steps, from |rtz(x)| <= |x|:
     A     = max over neurons of max(sum of positive, -sum of negative) weights, after weight_exp
+            (summed over a layer's synapse populations when it has skips)
     |u_t| <= r_u |u_{t-1}| + 64 A           r_u = (4096 - du - 1) / 4096
     |v_t| <= r_v |v_{t-1}| + |u_t| + |b|    r_v = (4096 - dv) / 4096
 so u_max = 64 A sum_{k<T} r_u^k and v_max = sum_{k<T} r_v^k (u_max + b_max). Resets only lower |v|.
@@ -24,11 +25,12 @@ def _shift(x: int, e: int) -> int:
 def static_bounds(net: Network) -> dict:
     out = {}
     T = net.timesteps
-    for layer in net.layers:
-        w, e, n = layer.synapse.weight, layer.synapse.weight_exp, layer.neuron
-        pos = int(np.clip(w, 0, None).sum(axis=1).max()) if w.size else 0
-        neg = int(-np.clip(w, None, 0).sum(axis=1).min()) if w.size else 0
-        a_max = max(abs(_shift(pos, e)), abs(_shift(-neg, e)))
+    for i, layer in enumerate(net.layers):
+        n, a_max = layer.neuron, 0
+        for _, syn in net.sources(i):  # skips add their worst case to the main synapse's
+            pos, neg = syn.row_sums()
+            a_max += max(abs(_shift(int(pos.max(initial=0)), syn.weight_exp)),
+                         abs(_shift(int(neg.min(initial=0)), syn.weight_exp)))
         r_u, r_v = (4096 - n.du - 1) / 4096, (4096 - n.dv) / 4096
         u_max = 64 * a_max * sum(r_u ** k for k in range(T))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0

@@ -185,3 +185,27 @@ def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int
     else:  # pragma: no cover - needs absurd weights; stay exact anyway
         acc = spikes.to(torch.int64) @ weight.t()
     return shift_exp(acc, weight_exp)
+
+
+def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding=(0, 0), groups: int = 1,
+                    weight_exp: int = 0) -> torch.Tensor:
+    """Synaptic input of a Conv synapse: ``conv2d(spikes, weight)`` (cross-correlation, zero padding),
+    shifted by ``weight_exp``; spikes [..., C, H, W] -> [..., C_out, H_out, W_out].
+
+    Exact for integer weights by the same argument as ``dense_accumulate``: every partial sum is bounded
+    by the largest per-channel sum of |w|, so float32 convolution is exact below 2^24, float64 below 2^53.
+    """
+    import torch.nn.functional as F
+
+    lead = spikes.shape[:-3]
+    x = spikes.reshape(-1, *spikes.shape[-3:])
+    if weight.is_floating_point():
+        acc = F.conv2d(x.to(weight.dtype), weight, stride=tuple(stride), padding=tuple(padding), groups=groups)
+    else:
+        bound = int(weight.abs().flatten(1).sum(1).max()) if weight.numel() else 0
+        ftype = torch.float32 if bound < _F32_EXACT else torch.float64
+        if bound >= _F64_EXACT:  # pragma: no cover - absurd weights
+            raise ValueError("conv weights too large for an exact float convolution")
+        acc = F.conv2d(x.to(ftype), weight.to(ftype), stride=tuple(stride), padding=tuple(padding),
+                       groups=groups).to(torch.int64)
+    return shift_exp(acc.reshape(*lead, *acc.shape[1:]), weight_exp)

@@ -5,15 +5,24 @@ graphs (converters.lava_graph), and every backend runs it (deploy.backends). Fie
 and integer units, so a reader can hold the IR next to Lava's source; ``qsnn_lava.dynamics`` says
 what they compute.
 
-A network is a sequence of layers; a layer is one synapse population (Dense) feeding one CUBA LIF
-population. Shapes are flat neuron counts for now.
+A network is a list of layers in order; a layer is one CUBA LIF population fed by a main synapse
+population (Dense or Conv) from the layer before it, plus optional *skip* synapses from any earlier
+layer or the input (residual connections: their inputs add up in the neuron's current). Every
+population is flat; a conv layer's neurons are its [C, H, W] map in torch's row-major order, which is
+also how a Dense after a conv sees them (flatten is free). Pooling is a Conv with fixed weights
+(``sum_pool``). Time is zero-delay: a layer integrates at step t what its sources emitted at step t.
 
 File layout (``/`` attributes ``format = "qsnn-lava-ir"``, ``version``)::
 
     /attrs: format, version, timesteps, input_shape, meta (JSON)
     /layers/<i>/attrs: name, weight_bits
     /layers/<i>/synapse/attrs: type ("dense"), weight_exp;   dataset weight (int16 [n_out, n_in])
+                       or type ("conv"), weight_exp, in_shape, stride, padding, groups;
+                                dataset weight (int16 [C_out, C_in / groups, kh, kw])
+    /layers/<i>/skips/<j>/attrs: source (a layer name or "input");  /layers/<i>/skips/<j>/synapse as above
     /layers/<i>/neuron/attrs:  type ("lif"), vth, du, dv, bias_exp;  dataset bias_mant (int16 [n])
+
+Version 1 files (no conv, no skips) are still read.
 
 Readers and writers are a registry keyed by the ``type`` attribute, so new primitives stay flat.
 """
@@ -29,7 +38,8 @@ from .errors import QsnnError
 from .io import atomic_write
 
 FORMAT = "qsnn-lava-ir"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Register widths of Loihi 2 as exposed by Lava (lava/proc/lif/models.py, lava/utils/weightutils.py).
 VTH_MAX = (1 << 17) - 1  # 17-bit unsigned threshold mantissa
@@ -38,6 +48,8 @@ BIAS_MANT_RANGE = (-(1 << 12), (1 << 12) - 1)  # 13-bit signed
 BIAS_EXP_RANGE = (0, 7)  # 3-bit unsigned
 WEIGHT_EXP_RANGE = (-8, 7)
 INT32_SAFE = (1 << 31) - (1 << 23)  # |a << 6| must stay below this for Lava's int32 current update
+CONV_A_LIMIT = (1 << 23) - 1  # Lava's Conv wraps its output to 24 bits (proc/conv/models.py)
+INPUT = "input"  # the source name of the network input, for skip synapses
 
 
 @dataclass
@@ -109,6 +121,14 @@ class Dense:
     def n_out(self) -> int:
         return self.weight.shape[0]
 
+    @property
+    def out_shape(self) -> tuple:
+        return (self.n_out,)
+
+    def row_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per output neuron: the sum of its positive and of its negative weights (before weight_exp)."""
+        return np.clip(self.weight, 0, None).sum(axis=1), np.clip(self.weight, None, 0).sum(axis=1)
+
     def violations(self, where: str) -> list:
         lo, hi = weight_limits(self.weight)
         out = check_range(where, "weight", self.weight, lo, hi,
@@ -129,6 +149,106 @@ class Dense:
     @classmethod
     def from_h5(cls, g) -> "Dense":
         return cls(weight=_dataset(g, "weight"), weight_exp=int(_attr(g, "weight_exp")))
+
+
+@dataclass
+class Conv:
+    """2-D convolution synapses (torch's cross-correlation) from a [C, H, W] map to [C_out, H_out, W_out].
+
+    ``a[o, y, x] = sum_{c, i, j} weight[o, c, i, j] * s[g*C_in/groups + c, y*sy - py + i, x*sx - px + j]``
+    over the group g of o, zero outside the map, then shifted by ``weight_exp``. Lava's CPU Conv model
+    ignores weight_exp and wraps its output to 24 bits, so the converter keeps weight_exp = 0 and the
+    check below requires every sum to fit 24 bits; then both are exact.
+    """
+
+    weight: np.ndarray
+    in_shape: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    groups: int = 1
+    weight_exp: int = 0
+    type = "conv"
+
+    def __post_init__(self):
+        self.weight = np.asarray(self.weight)
+        if self.weight.ndim != 4:
+            raise QsnnError(f"conv weight must be 4-D [C_out, C_in/groups, kh, kw], got shape {self.weight.shape}")
+        if not np.issubdtype(self.weight.dtype, np.integer) and not np.all(np.mod(self.weight, 1) == 0):
+            raise QsnnError("conv weight must hold integers (mantissas), found fractional values")
+        self.weight = self.weight.astype(np.int64)
+        self.in_shape = tuple(int(d) for d in self.in_shape)
+        self.stride, self.padding = _pair(self.stride), _pair(self.padding)
+        self.groups, self.weight_exp = int(self.groups), int(self.weight_exp)
+        if len(self.in_shape) != 3:
+            raise QsnnError(f"conv in_shape must be (C, H, W), got {self.in_shape}")
+        c_in, g = self.in_shape[0], self.groups
+        if g < 1 or c_in % g or self.weight.shape[0] % g or self.weight.shape[1] * g != c_in:
+            raise QsnnError(f"conv weight {self.weight.shape} does not fit {c_in} input channels in {g} groups")
+        if min(self.stride) < 1 or min(self.padding) < 0 or min(self.out_shape) < 1:
+            raise QsnnError(f"conv stride {self.stride} / padding {self.padding} do not fit input {self.in_shape}")
+
+    @property
+    def kernel(self) -> tuple:
+        return tuple(self.weight.shape[2:])
+
+    @property
+    def out_shape(self) -> tuple:
+        (_, h, w), (kh, kw) = self.in_shape, self.kernel
+        return (self.weight.shape[0], (h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
+                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    def row_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per output channel: sum of positive and of negative kernel weights (a bound for every neuron)."""
+        w = self.weight.reshape(self.weight.shape[0], -1)
+        return np.clip(w, 0, None).sum(axis=1), np.clip(w, None, 0).sum(axis=1)
+
+    def violations(self, where: str) -> list:
+        lo, hi = weight_limits(self.weight)
+        if lo == -256:  # even 9-bit values need the exponent, which Lava's CPU Conv ignores
+            lo, hi = -128, 127
+        out = check_range(where, "weight", self.weight, lo, hi,
+                          "retrain with fewer weight bits (mixed-sign conv mantissas hold at most 7 bits plus sign)")
+        out += check_range(where, "weight_exp", self.weight_exp, 0, 0,
+                           "Lava's CPU Conv model ignores weight_exp; fold the scale into vth and the bias")
+        pos, neg = self.row_sums()
+        worst = int(max(pos.max(), -neg.min())) if self.weight.size else 0
+        out += check_range(where, "worst-case conv sum", worst, 0, CONV_A_LIMIT,
+                           "Lava's Conv wraps its output to 24 bits; lower the weights")
+        return out
+
+    def to_h5(self, g) -> None:
+        g.attrs["type"] = self.type
+        g.attrs["weight_exp"] = self.weight_exp
+        for k in ("in_shape", "stride", "padding"):
+            g.attrs[k] = np.asarray(getattr(self, k), np.int64)
+        g.attrs["groups"] = self.groups
+        g.create_dataset("weight", data=self.weight.astype(np.int16))
+
+    @classmethod
+    def from_h5(cls, g) -> "Conv":
+        return cls(weight=_dataset(g, "weight"), in_shape=tuple(_attr(g, "in_shape")),
+                   stride=tuple(_attr(g, "stride")), padding=tuple(_attr(g, "padding")),
+                   groups=int(_attr(g, "groups")), weight_exp=int(_attr(g, "weight_exp")))
+
+
+def sum_pool(in_shape: tuple, kernel: int, weight: int = 1) -> Conv:
+    """Sum pooling (kernel = stride, no padding) as a depthwise Conv whose every weight is ``weight``."""
+    c = int(in_shape[0])
+    return Conv(weight=np.full((c, 1, kernel, kernel), int(weight)), in_shape=in_shape,
+                stride=(kernel, kernel), groups=c)
+
+
+def _pair(x) -> tuple:
+    x = np.atleast_1d(np.asarray(x, np.int64)).tolist()
+    return (int(x[0]), int(x[0])) if len(x) == 1 else (int(x[0]), int(x[1]))
 
 
 @dataclass
@@ -168,16 +288,30 @@ class LIF:
         return cls(bias_mant=_dataset(g, "bias_mant"), **kw)
 
 
-SYNAPSES = {Dense.type: Dense}
+SYNAPSES = {Dense.type: Dense, Conv.type: Conv}
 NEURONS = {LIF.type: LIF}
+
+
+@dataclass
+class Skip:
+    """A synapse population from an earlier layer (or ``INPUT``) into a layer's neurons (residuals)."""
+
+    source: str
+    synapse: object
 
 
 @dataclass
 class Layer:
     name: str
-    synapse: Dense
+    synapse: object  # Dense or Conv, from the previous layer (or the input for the first layer)
     neuron: LIF
     weight_bits: int = 8  # bit width the weights were trained at (informative)
+    skips: list = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple:
+        """The neurons' shape: (n,) after a Dense, (C, H, W) after a Conv."""
+        return self.synapse.out_shape
 
 
 @dataclass
@@ -197,22 +331,36 @@ class Network:
     def n_in(self) -> int:
         return int(np.prod(self.input_shape))
 
+    def sources(self, index: int) -> list:
+        """[(source name, synapse)] feeding layer ``index``: the main synapse first, then the skips."""
+        main = INPUT if index == 0 else self.layers[index - 1].name
+        return [(main, self.layers[index].synapse)] + [(k.source, k.synapse) for k in self.layers[index].skips]
+
     def check_structure(self) -> None:
         """Shapes and counts that must hold for the network to mean anything (raises QsnnError)."""
         if not self.layers:
             raise QsnnError("network has no layers")
         if self.timesteps < 1:
             raise QsnnError(f"timesteps = {self.timesteps} must be >= 1")
-        n_prev = self.n_in
+        shapes = {INPUT: self.input_shape}
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
-            if layer.synapse.n_in != n_prev:
-                raise QsnnError(f"{where}: synapse expects {layer.synapse.n_in} inputs but the previous "
-                                f"layer has {n_prev} neurons")
-            if layer.synapse.n_out != layer.neuron.n:
-                raise QsnnError(f"{where}: synapse has {layer.synapse.n_out} outputs but the neuron "
-                                f"population has {layer.neuron.n}")
-            n_prev = layer.neuron.n
+            if layer.name in shapes:
+                raise QsnnError(f"{where}: the name '{layer.name}' is used twice (or is reserved)")
+            for j, (src, syn) in enumerate(self.sources(i)):
+                what = "synapse" if j == 0 else f"skip {j - 1} (from '{src}')"
+                if src not in shapes:
+                    raise QsnnError(f"{where}: {what} comes from '{src}', which is not an earlier layer or "
+                                    f"'{INPUT}'")
+                n_src = int(np.prod(shapes[src]))
+                if syn.n_in != n_src:
+                    raise QsnnError(f"{where}: {what} expects {syn.n_in} inputs but '{src}' has {n_src} neurons")
+                if isinstance(syn, Conv) and len(shapes[src]) == 3 and tuple(shapes[src]) != syn.in_shape:
+                    raise QsnnError(f"{where}: {what} expects a {syn.in_shape} map but '{src}' is {shapes[src]}")
+                if syn.n_out != layer.neuron.n:
+                    raise QsnnError(f"{where}: {what} has {syn.n_out} outputs but the neuron "
+                                    f"population has {layer.neuron.n}")
+            shapes[layer.name] = layer.shape
 
     def violations(self) -> list:
         """Every register-width violation of every layer (the design-rule check's core)."""
@@ -220,7 +368,10 @@ class Network:
         out = []
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
-            out += layer.synapse.violations(where) + layer.neuron.violations(where)
+            for j, (_, syn) in enumerate(self.sources(i)):
+                out += syn.violations(where if j == 0 else f"{where} skip {j - 1}")
+            out += layer.neuron.violations(where)
+            out += _summed_input_violations(where, self.sources(i))
         return out
 
     def validate(self) -> "Network":
@@ -248,6 +399,10 @@ class Network:
                     g.attrs["weight_bits"] = layer.weight_bits
                     layer.synapse.to_h5(g.create_group("synapse"))
                     layer.neuron.to_h5(g.create_group("neuron"))
+                    for j, skip in enumerate(layer.skips):
+                        k = g.create_group(f"skips/{j}")
+                        k.attrs["source"] = skip.source
+                        skip.synapse.to_h5(k.create_group("synapse"))
 
     @classmethod
     def load(cls, path, validate: bool = True) -> "Network":
@@ -267,9 +422,9 @@ class Network:
                 raise QsnnError(f"'{path}' is HDF5 but not a qsnn-lava IR (missing format='{FORMAT}'); "
                                 "a lava-dl netx file needs `qsnn-lava import-netx`")
             version = int(f.attrs.get("version", -1))
-            if version != VERSION:
-                raise QsnnError(f"'{path}' has IR format version {version}; this qsnn-lava reads version "
-                                f"{VERSION}. Re-run `qsnn-lava convert` on the checkpoint")
+            if version not in READABLE_VERSIONS:
+                raise QsnnError(f"'{path}' has IR format version {version}; this qsnn-lava reads versions "
+                                f"{READABLE_VERSIONS}. Re-run `qsnn-lava convert` on the checkpoint")
             try:
                 layers = []
                 groups = f["layers"]
@@ -281,6 +436,8 @@ class Network:
                         synapse=_registered(SYNAPSES, syn, f"layer {i} synapse").from_h5(syn),
                         neuron=_registered(NEURONS, neu, f"layer {i} neuron").from_h5(neu),
                         weight_bits=int(_attr(g, "weight_bits")),
+                        skips=[_read_skip(g["skips"][str(j)], f"layer {i} skip {j}")
+                               for j in range(len(g["skips"]) if "skips" in g else 0)],
                     ))
                 net = cls(input_shape=tuple(_attr(f, "input_shape")), layers=layers,
                           timesteps=int(_attr(f, "timesteps")), meta=json.loads(_attr(f, "meta")))
@@ -291,6 +448,25 @@ class Network:
             return net.validate() if validate else (net.check_structure() or net)
         except QsnnError as e:
             raise QsnnError(f"'{path}': {e}") from None
+
+
+def _summed_input_violations(where: str, sources: list) -> list:
+    """With several synapse populations into one LIF, their summed worst case must fit the int32 update."""
+    if len(sources) < 2:
+        return []
+    worst = 0
+    for _, syn in sources:
+        pos, neg = syn.row_sums()
+        e = syn.weight_exp
+        shift = (lambda x: x << e) if e >= 0 else (lambda x: x >> -e)
+        worst += max(shift(int(pos.max(initial=0))), -shift(int(neg.min(initial=0))))
+    return check_range(where, "worst-case summed input << 6", worst << 6, 0, INT32_SAFE - 1,
+                       "Lava's 32-bit current update would overflow; lower the weights")
+
+
+def _read_skip(g, where: str) -> Skip:
+    syn = g["synapse"]
+    return Skip(str(_attr(g, "source")), _registered(SYNAPSES, syn, where).from_h5(syn))
 
 
 def _attr(g, key):

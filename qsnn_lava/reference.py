@@ -1,7 +1,8 @@
 """The golden model: a batched integer simulator of an IR network, built on qsnn_lava.dynamics.
 
-Zero-delay time: layer l at step t integrates the spikes layer l-1 emitted at step t. Each layer's
-synaptic input for all T steps and N samples is one BLAS matmul (exact, see dense_accumulate); the
+Zero-delay time: a layer at step t integrates the spikes its sources emitted at step t. Each
+synapse population's input for all T steps and N samples is one BLAS matmul or convolution (exact, see
+dense_accumulate / conv_accumulate); the inputs of a layer's synapses (main and skips) add up, and the
 neuron update then loops over T on int64 tensors.
 """
 from __future__ import annotations
@@ -13,18 +14,46 @@ import torch
 
 from . import dynamics as dyn
 from .bounds import static_bounds
-from .ir import Network
+from .ir import INPUT, Network
 from .record import Record
 
 
-def layer_params(layer, bound: dict | None = None) -> tuple[torch.Tensor, int, dyn.LIFParams]:
-    """Weights, exponent and LIF parameters of an IR layer; with a static ``bound`` (qsnn_lava.bounds)
-    the wrap and saturation are skipped where the bound proves they cannot happen (exact, faster)."""
-    n = layer.neuron
-    bias = dyn.effective_bias(torch.from_numpy(n.bias_mant), n.bias_exp)
+def lif_params(neuron, bound: dict | None = None) -> dyn.LIFParams:
+    """LIF parameters of an IR neuron; with a static ``bound`` (qsnn_lava.bounds) the wrap and
+    saturation are skipped where the bound proves they cannot happen (exact, faster)."""
+    bias = dyn.effective_bias(torch.from_numpy(neuron.bias_mant), neuron.bias_exp)
     wrap, sat = (True, True) if bound is None else (bound["u_can_wrap"], bound["v_can_saturate"])
-    return (torch.from_numpy(layer.synapse.weight), layer.synapse.weight_exp,
-            dyn.LIFParams(vth=n.vth, du=n.du, dv=n.dv, bias=bias, can_wrap=wrap, can_saturate=sat))
+    return dyn.LIFParams(vth=neuron.vth, du=neuron.du, dv=neuron.dv, bias=bias, can_wrap=wrap, can_saturate=sat)
+
+
+def accumulate(syn, s: torch.Tensor) -> torch.Tensor:
+    """Synaptic input of one IR synapse population for flat spikes [T, N, n_in] -> [T, N, n_out]."""
+    w = torch.from_numpy(syn.weight)
+    if syn.type == "dense":
+        return dyn.dense_accumulate(s, w, syn.weight_exp)
+    if syn.type == "conv":
+        a = dyn.conv_accumulate(s.reshape(*s.shape[:2], *syn.in_shape), w, syn.stride, syn.padding,
+                                syn.groups, syn.weight_exp)
+        return a.reshape(*s.shape[:2], -1)
+    raise ValueError(f"no accumulate for synapse type '{syn.type}'")
+
+
+def layer_inputs(net: Network, index: int, outputs: dict) -> torch.Tensor:
+    """Summed synaptic input of layer ``index`` from ``outputs`` (source name -> spikes [T, N, n])."""
+    a = None
+    for src, syn in net.sources(index):
+        x = accumulate(syn, outputs[src])
+        a = x if a is None else a + x
+    return a
+
+
+def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None = None, upto: int | None = None):
+    """Spikes [T, N, n_in] (int64) through the first ``upto`` layers; returns {name: spikes}."""
+    outputs = {INPUT: s}
+    for i, layer in enumerate(net.layers[:upto]):
+        outputs[layer.name] = dyn.lif_run(layer_inputs(net, i, outputs), params[i],
+                                          counts=None if counts is None else counts[i])
+    return outputs
 
 
 def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: bool = False) -> Record:
@@ -35,7 +64,7 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
     spikes = np.asarray(spikes)
     t0 = time.perf_counter()
     bounds = static_bounds(net)
-    params = [layer_params(layer, bounds[layer.name]) for layer in net.layers]
+    params = [lif_params(layer.neuron, bounds[layer.name]) for layer in net.layers]
     n_samples = spikes.shape[1]
     outs = [np.zeros((spikes.shape[0], n_samples, layer.neuron.n), np.uint8) for layer in net.layers]
     counts = [{"u_wraps": 0, "v_saturations": 0} for _ in net.layers]
@@ -46,9 +75,9 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
     with torch.no_grad():
         for lo in starts:
             s = torch.from_numpy(spikes[:, lo:lo + batch_size].astype(np.int64))
-            for i, (w, e, p) in enumerate(params):
-                s = dyn.lif_run(dyn.dense_accumulate(s, w, e), p, counts=counts[i])
-                outs[i][:, lo:lo + batch_size] = s.numpy()
+            outputs = run_layers(net, s, params, counts)
+            for i, layer in enumerate(net.layers):
+                outs[i][:, lo:lo + batch_size] = outputs[layer.name].numpy()
     return Record("reference", [layer.name for layer in net.layers], outs,
                   info={"seconds": time.perf_counter() - t0,
                         "overflow": {layer.name: c for layer, c in zip(net.layers, counts)}})
@@ -57,10 +86,9 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
 def trace(net: Network, spikes: np.ndarray, layer_index: int):
     """u and v [T, n] of one layer for one sample (spikes [T, 1, n_in] or [T, n_in]), zero-delay time."""
     s = torch.from_numpy(np.asarray(spikes).reshape(net.timesteps, 1, -1).astype(np.int64))
+    params = [lif_params(layer.neuron) for layer in net.layers]
     with torch.no_grad():
-        for i, (w, e, p) in enumerate(layer_params(layer) for layer in net.layers[: layer_index + 1]):
-            a = dyn.dense_accumulate(s, w, e)
-            if i == layer_index:
-                _, u, v = dyn.lif_run(a, p, trace=True)
-                return u[:, 0].numpy(), v[:, 0].numpy()
-            s = dyn.lif_run(a, p)
+        outputs = run_layers(net, s, params, upto=layer_index)
+        a = layer_inputs(net, layer_index, outputs)
+        _, u, v = dyn.lif_run(a, params[layer_index], trace=True)
+    return u[:, 0].numpy(), v[:, 0].numpy()

@@ -71,7 +71,7 @@ def test_static_bound_is_never_exceeded_and_gates_the_fast_path():
     import numpy as np
     from qsnn_lava.bounds import static_bounds
     from qsnn_lava.ir import LIF, Dense, Layer, Network
-    from qsnn_lava.reference import layer_params
+    from qsnn_lava.reference import accumulate, lif_params
 
     w = np.full((2, 50), 127)
     for exp, expect_wrap in ((0, False), (7, True)):
@@ -79,8 +79,8 @@ def test_static_bound_is_never_exceeded_and_gates_the_fast_path():
         b = static_bounds(net)["l"]
         assert b["u_can_wrap"] == expect_wrap
         x = torch.ones(8, 1, 50, dtype=I)
-        wt, e, p = layer_params(net.layers[0])  # full checks
-        counts = {}
-        _, u, v = dyn.lif_run(dyn.dense_accumulate(x, wt, e), p, trace=True, counts=counts)
+        counts = {}  # lif_params without a bound: full checks
+        _, u, v = dyn.lif_run(accumulate(net.layers[0].synapse, x), lif_params(net.layers[0].neuron),
+                              trace=True, counts=counts)
         assert int(u.abs().max()) <= b["u_bound"] and int(v.abs().max()) <= b["v_bound"]
         assert (counts["u_wraps"] > 0) == expect_wrap

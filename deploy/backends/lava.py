@@ -98,7 +98,7 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
         if bar:
             bar.close()
         runner.stop()  # a no-op when no runtime was created
-    spikes_out = [lava_graph.unpack(r, net.timesteps, i, n_samples) for i, r in enumerate(raw)]
+    spikes_out = [lava_graph.unpack(r, net.timesteps, d, n_samples) for d, r in zip(graph.depths, raw)]
     return Record("lava", [layer.name for layer in net.layers], spikes_out,
                   info={"seconds": time.perf_counter() - t0, "build_s": t_build, "run_s": t_run,
                         "steps": graph.steps})
@@ -108,7 +108,7 @@ def trace(net: Network, spikes: np.ndarray, layer_index: int):
     """u and v [T, n] of one layer for one sample (spikes [T, 1, n_in]) as Lava computes them.
 
     Runs that sample alone with Monitors on the layer's u and v (few values, so Var reads are cheap)
-    and undoes the pipeline delay: zero-delay step tau is Lava step tau + layer_index + 2.
+    and undoes the pipeline delay: zero-delay step tau is Lava step tau + depth + 1.
     """
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
@@ -130,5 +130,5 @@ def trace(net: Network, spikes: np.ndarray, layer_index: int):
         v = np.asarray(mon_v.get_data()[lif.name]["v"])
     finally:
         runner.stop()
-    lo = layer_index + 1
+    lo = graph.depths[layer_index]
     return u[lo: lo + net.timesteps].astype(np.int64), v[lo: lo + net.timesteps].astype(np.int64)

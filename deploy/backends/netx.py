@@ -33,4 +33,4 @@ def run_netx(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool =
         raw = np.asarray(sink.data.get())
     finally:
         net.stop()
-    return lava_graph.unpack(raw, T, n_layers - 1, N)  # netx uses the same per-layer step offsets
+    return lava_graph.unpack(raw, T, n_layers, N)  # netx: a sequential chain, depth = number of layers
