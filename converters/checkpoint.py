@@ -1,7 +1,7 @@
 """Checkpoint (or in-memory model) -> IR.
 
-The IR carries exactly the integers the model's eval forward uses (``QuantDense.integer_weight`` and
-the LIF's vth, du, dv): conversion adds no rounding of its own. What the target cannot hold is refused
+The IR carries exactly the integers the model's eval forward uses (each synapse module's
+``to_ir()``, ``QuantConv.integer_bias`` and the LIF's vth, du, dv): conversion adds no rounding of its own. What the target cannot hold is refused
 by ``Network.validate`` with the layer, field, value and limit.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.io import load_checkpoint
-from qsnn_lava.ir import LIF, Dense, Layer, Network
+from qsnn_lava.ir import LIF, Layer, Network, Skip
 from qsnn_lava.models import QSNN, build_model, check_config
 
 
@@ -19,14 +19,18 @@ def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) ->
     layers = []
     for layer in model.layers:
         n = layer.neuron
+        bias_mant, bias_exp = (layer.synapse.integer_bias() if hasattr(layer.synapse, "integer_bias")
+                               else (None, 0))
         layers.append(Layer(
             name=layer.name,
-            synapse=Dense(weight=layer.synapse.integer_weight().numpy(), weight_exp=0),
-            neuron=LIF(n=n.n, vth=n.vth, du=n.du, dv=n.dv),
+            synapse=layer.synapse.to_ir(),
+            neuron=LIF(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp),
             weight_bits=layer.synapse.bits,
+            skips=[Skip(src, m.to_ir()) for src, m in zip(layer.skip_sources, layer.skips)],
         ))
     cfg = model.config
-    net = Network(input_shape=(int(cfg["sizes"][0]),), layers=layers, timesteps=int(cfg["timesteps"]),
+    shape = cfg["input_shape"] or (int(cfg["sizes"][0]),)
+    net = Network(input_shape=tuple(shape), layers=layers, timesteps=int(cfg["timesteps"]),
                   meta={"quant": cfg["quant"], "bits": int(cfg["bits"]), "neuron": cfg["neuron"],
                         **(meta or {})})
     if not validate:

@@ -60,6 +60,7 @@ class Dataset:
     test: Split
     n_in: int
     n_classes: int
+    shape: tuple = ()  # one sample's input as (C, H, W) for conv networks; () when it has no image layout
 
 
 def read_idx(path) -> np.ndarray:
@@ -100,7 +101,7 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
         if len(x) != len(y):
             raise QsnnError(f"Fashion-MNIST {part}: {len(x)} images but {len(y)} labels")
         split[part] = Split(x, y, 255)
-    return Dataset("fashion-mnist", split["train"], split["test"], n_in=784, n_classes=10)
+    return Dataset("fashion-mnist", split["train"], split["test"], n_in=784, n_classes=10, shape=(1, 28, 28))
 
 
 def frames_split(samples, sensor, timesteps: int, downsample: int, denoise: bool = False) -> Split:
@@ -136,7 +137,9 @@ def load_events(name: str, data_dir, timesteps: int, denoise: bool = False) -> D
             readers["dvsgesture"] = ev.dvsgesture_npy_samples  # the common .npy copy
         splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k, denoise)
                   for part in ("train", "test")}
-    return Dataset(name, splits["train"], splits["test"], n_in=splits["test"].x.shape[2], n_classes=n_classes)
+    w, h = sensor  # (W, H), frames are (2, ceil(H / k), ceil(W / k))
+    return Dataset(name, splits["train"], splits["test"], n_in=splits["test"].x.shape[2], n_classes=n_classes,
+                   shape=(2, -(-h // k), -(-w // k)))
 
 
 def load_dataset(name: str, data_dir=None, timesteps: int = 8, denoise: bool = False) -> Dataset:
@@ -151,7 +154,7 @@ def load_dataset(name: str, data_dir=None, timesteps: int = 8, denoise: bool = F
         x = d.data.astype(np.int64)
         xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
         return Dataset("digits", Split(xtr, ytr.astype(np.int64), 16), Split(xte, yte.astype(np.int64), 16),
-                       n_in=64, n_classes=10)
+                       n_in=64, n_classes=10, shape=(1, 8, 8))
     if name == "fashion-mnist":
         return load_fashion_mnist(data_dir)
     raise QsnnError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")

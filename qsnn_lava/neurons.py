@@ -19,12 +19,13 @@ class LIF(nn.Module):
         super().__init__()
         self.n, self.vth, self.du, self.dv = n, int(vth), int(du), int(dv)
 
-    def params(self) -> dyn.LIFParams:
-        return dyn.LIFParams(vth=self.vth, du=self.du, dv=self.dv, bias=0)
+    def params(self, bias=None) -> dyn.LIFParams:
+        return dyn.LIFParams(vth=self.vth, du=self.du, dv=self.dv, bias=0 if bias is None else bias)
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        """a: synaptic input [T, N, n] (int64 exact, or float64 for training) -> spikes [T, N, n]."""
-        return dyn.lif_run(a, self.params())
+    def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
+        """a: synaptic input [T, N, ...] (int64 exact, or float for training), ``bias`` broadcastable to
+        one step's [N, ...] in internal units (bias_mant << bias_exp) -> spikes [T, N, ...]."""
+        return dyn.lif_run(a, self.params(bias))
 
 
 def decay_kernel(timesteps: int, keep: float, dtype=torch.float64) -> torch.Tensor:
@@ -53,13 +54,13 @@ class MFP(LIF):
         super().__init__(n, vth=vth, du=du, dv=dv)
         self.parallel = parallel  # False: train step by step on the exact dynamics (BPTT), for comparison
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
         if not (a.is_floating_point() and self.parallel):
-            return super().forward(a)
+            return super().forward(a, bias)
         keep = (dyn.DECAY_UNITY - self.du - 1) / dyn.DECAY_UNITY
         k = decay_kernel(a.shape[0], keep, a.dtype)
         h = torch.einsum("ti,i...->t...", k, a) * (1 << dyn.ACT_SHIFT)
-        return dyn.fire(h, self.vth)
+        return dyn.fire(h if bias is None else h + bias, self.vth)
 
     def extra_repr(self) -> str:
         return f"n={self.n}, vth={self.vth}, du={self.du}, dv={self.dv}"

@@ -100,3 +100,35 @@ def test_conv_ir_round_trip_and_checks(tmp_path):
     with pytest.raises(QsnnError, match="not an earlier layer"):
         Network((4,), [Layer("a", Dense(np.ones((2, 4), int)), LIF(2, vth=1, du=0, dv=0),
                              skips=[Skip("zzz", Dense(np.ones((2, 4), int)))])], 2).check_structure()
+
+
+def _trained_conv_model(arch, bn, epochs=3, **kw):
+    from qsnn_lava.data import load_dataset
+    from qsnn_lava.models import make_config
+    from qsnn_lava.training import train
+
+    data = load_dataset("digits")
+    cfg = make_config(arch=arch, sizes=[64, 10], input_shape=data.shape, channels=[4, 8], bn=bn, timesteps=4, **kw)
+    model, hist = train(cfg, data, epochs=epochs, batch_size=64, progress=False)
+    return model, data, hist
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("arch,bn", [("vgg", True), ("resnet", True)])
+def test_trained_conv_models_deploy_exactly(arch, bn):
+    """A trained VGG / ResNet (BatchNorm folded) converts, and torch eval == reference == Lava."""
+    from converters.checkpoint import model_to_ir
+    from qsnn_lava.data import encoded
+    from qsnn_lava.training import evaluate
+
+    model, data, hist = _trained_conv_model(arch, bn)
+    assert hist["test_acc"][-1] > 0.3  # it learns (10 classes, chance 0.1)
+    net = model_to_ir(model)
+    if bn:
+        assert any(np.any(layer.neuron.bias_mant) for layer in net.layers)  # the folded shift is a bias
+    assert any(layer.skips for layer in net.layers) == (arch == "resnet")
+    x, y = encoded(data.test, net.timesteps, 12)
+    torch_rec, ref = evaluate(model, x), simulate(net, x)
+    assert compare(torch_rec, ref)["mismatches"] == 0
+    c = compare(ref, run_lava(net, x))
+    assert c["mismatches"] == 0, c["first_divergence"]
