@@ -14,6 +14,11 @@ Source: lava-nc 0.10.0, ``lava/proc/lif/models.py`` (``AbstractPyLifModelFixed``
     v   = sat24(  rtz(v * (4096 - dv) / 4096) + u + (bias_mant << bias_exp) )
     s   = v > (vth << 6)                               (strict)
     v   = 0 where s                                    (u is never reset)
+    v   = clip(v >> q, -2^(b-1), 2^(b-1) - 1) << q    (only the qmem neuron: mem_bits = b > 0, mem_shift = q)
+
+The last line is ours, not Loihi's: the ``qmem`` neuron stores its voltage as a b-bit saturating
+integer (b = 2..8) at bit position q (>> is arithmetic: floor). Loihi 2 has no such storage; it runs
+on CPU in Lava only (converters.qmem_lava).
 
 rtz rounds toward zero; wrap24 maps (2^23, ...) down by 2^24 and (..., -2^23] up by 2^24, once, as
 Lava does (so +2^23 itself survives); sat24 clips to +-(2^23 - 1). "Zero-delay" time is used here:
@@ -21,6 +26,8 @@ a layer at step t sees the spikes its source emitted at step t. Lava's one-step-
 handled in exactly one place, the Lava backend.
 
 Two number types, one code path: with int64 tensors every operation is exact integer arithmetic.
+The integer path also runs unchanged on numpy int64 arrays (``_xp`` picks numpy or torch by type),
+which is how the Lava process of converters.qmem_lava computes without a second copy of this code.
 With float64 tensors holding integer values the forward values are bit-identical (all intermediate
 magnitudes stay far below 2^53), rounding passes gradients straight through and the spike uses a
 triangular surrogate gradient; that is how training sees exactly the arithmetic it will be deployed on.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 DECAY_SHIFT = 12
@@ -54,6 +62,8 @@ class LIFParams(NamedTuple):
     bias: torch.Tensor | int = 0
     can_wrap: bool = True  # False only where a bound proves |u| never exceeds 2^23 (skips the wrap)
     can_saturate: bool = True  # likewise for v and the saturation
+    mem_bits: int = 0  # 0: full 24-bit membrane; 2..8: v is stored in mem_bits bits (see store_membrane)
+    mem_shift: int = 0  # position of the stored bits in v (see store_membrane and qmem_shift)
 
 
 class LIFState(NamedTuple):
@@ -62,32 +72,52 @@ class LIFState(NamedTuple):
 
 
 def effective_bias(bias_mant, bias_exp: int):
-    """``bias_mant << bias_exp`` (arithmetic >> for a negative exponent), as Lava's scale_bias."""
+    """``bias_mant << bias_exp`` (arithmetic >> for a negative exponent), as Lava's scale_bias.
+
+    A numpy ``bias_mant`` gives a numpy int64 array, and then ``bias_exp`` may also be per neuron.
+    """
+    if isinstance(bias_mant, np.ndarray):
+        b, e = bias_mant.astype(np.int64), np.asarray(bias_exp, np.int64)
+        return np.where(e >= 0, b << np.maximum(e, 0), b >> np.maximum(-e, 0))
     b = torch.as_tensor(bias_mant, dtype=torch.int64)
     return b << bias_exp if bias_exp >= 0 else b >> (-bias_exp)
+
+
+def _xp(x):
+    """The array module of ``x``: torch for tensors, numpy for everything else (int64 arrays)."""
+    return torch if isinstance(x, torch.Tensor) else np
+
+
+def _is_float(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
 
 
 def rtz_decay(x: torch.Tensor, decay: int) -> torch.Tensor:
     """``rtz(x * (4096 - decay) / 4096)``: the decay product rounded toward zero."""
     keep = DECAY_UNITY - decay
+    xp = _xp(x)
     if keep == 0:  # full decay (e.g. du = 4095): nothing is kept
-        return torch.zeros_like(x)
+        return xp.zeros_like(x)
     if keep == DECAY_UNITY:  # no decay
         return x
-    if x.is_floating_point():
+    if _is_float(x):
         y = x * (keep / DECAY_UNITY)  # exact: keep/4096 is a dyadic fraction, |x*keep| < 2^36
         return y + (torch.trunc(y) - y).detach()
-    return torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")  # == sign(p) * (|p| >> 12)
+    prod = x * keep  # int64: |u * keep| < 2^35
+    if xp is torch:  # one fused op, twice as fast as the numpy form below, the same values
+        return torch.div(prod, DECAY_UNITY, rounding_mode="trunc")
+    return np.sign(prod) * (np.abs(prod) >> DECAY_SHIFT)  # as Lava: sign(p) * (|p| >> 12)
 
 
 def wrap_u(u: torch.Tensor) -> torch.Tensor:
     """Lava's 24-bit wrap of the current: one conditional shift by 2^24 either way."""
-    w = torch.where(u > UV_MAX, u - 2 * UV_MAX, u)
-    return torch.where(w <= -UV_MAX, u + 2 * UV_MAX, w)
+    xp = _xp(u)
+    w = xp.where(u > UV_MAX, u - 2 * UV_MAX, u)
+    return xp.where(w <= -UV_MAX, u + 2 * UV_MAX, w)
 
 
 def saturate_v(v: torch.Tensor) -> torch.Tensor:
-    return v.clamp(-V_LIMIT, V_LIMIT)
+    return _xp(v).clip(v, -V_LIMIT, V_LIMIT)
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -109,14 +139,62 @@ class _SpikeFn(torch.autograd.Function):
 def fire(v: torch.Tensor, vth: int) -> torch.Tensor:
     """Spikes (0/1 in v's dtype) where ``v > vth << 6``; surrogate of width ``vth << 6`` when training."""
     thr = vth << VTH_SHIFT
-    if v.is_floating_point():
+    if _is_float(v):
         return _SpikeFn.apply(v - thr, float(max(thr, 1 << VTH_SHIFT)))
-    return (v > thr).to(v.dtype)
+    s = v > thr
+    return s.to(v.dtype) if isinstance(s, torch.Tensor) else s.astype(v.dtype)
+
+
+def qmem_shift(vth: int, mem_bits: int) -> int:
+    """The smallest ``q >= 0`` with ``((2^(mem_bits-1) - 1) << q) >= (vth << 6)``: the finest mem_shift
+    at which the top stored level reaches the threshold (0 <= q <= 23 for Lava's 17-bit vth)."""
+    _check_mem_bits(mem_bits)
+    top, thr = (1 << (mem_bits - 1)) - 1, int(vth) << VTH_SHIFT
+    q = 0
+    while (top << q) < thr:
+        q += 1
+    return q
+
+
+MEM_BITS_RANGE = (2, 8)
+MEM_SHIFT_MAX = UV_BITS - 1  # keeps every stored v inside 24-bit two's complement, [-2^23, 2^23 - 1]
+
+
+def _check_mem_bits(mem_bits: int) -> None:
+    if not MEM_BITS_RANGE[0] <= mem_bits <= MEM_BITS_RANGE[1]:
+        raise ValueError(f"mem_bits must be in {MEM_BITS_RANGE[0]}..{MEM_BITS_RANGE[1]} (0 = full 24-bit "
+                         f"membrane), got {mem_bits}")
+
+
+def store_membrane(v, mem_bits: int, mem_shift: int):
+    """Store the voltage in ``mem_bits`` bits:
+    ``v = clip(v >> mem_shift, -2^(mem_bits-1), 2^(mem_bits-1) - 1) << mem_shift``.
+
+    ``>>`` is the arithmetic shift (floor, also for negative v: -5 >> 1 == -3). ``mem_bits`` is 2..8
+    (0 returns v unchanged: the full 24-bit membrane), ``mem_shift`` 0..23. Works on numpy int64 arrays,
+    int64 tensors and float tensors holding integers; for floats the values are bit-identical, the
+    floor passes its gradient straight through and the clip has gradient 0 outside its range.
+    """
+    if mem_bits == 0:
+        return v
+    _check_mem_bits(mem_bits)
+    if not 0 <= mem_shift <= MEM_SHIFT_MAX:
+        raise ValueError(f"mem_shift must be in 0..{MEM_SHIFT_MAX}, got {mem_shift}")
+    lo, hi = -(1 << (mem_bits - 1)), (1 << (mem_bits - 1)) - 1
+    if _is_float(v):
+        y = v * (2.0 ** -mem_shift)  # exact: a power of two
+        y = y + (torch.floor(y) - y).detach()
+        return y.clamp(lo, hi) * (2.0 ** mem_shift)
+    return _xp(v).clip(v >> mem_shift, lo, hi) << mem_shift
 
 
 def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams,
              counts: dict | None = None) -> tuple[torch.Tensor, LIFState]:
     """One time step of the CUBA LIF for synaptic input ``a`` (integer units before the << 6).
+
+    ``a`` and the state are int64 tensors, float tensors holding integers, or numpy int64 arrays (then
+    ``p.bias`` is an int or a numpy array). With ``p.mem_bits > 0`` the voltage is stored after the
+    reset: ``v = store_membrane(v, p.mem_bits, p.mem_shift)`` (the ``qmem`` neuron).
 
     If ``counts`` is a dict, the number of u wraps and v saturations of this step are added to its
     ``"u_wraps"`` and ``"v_saturations"`` entries.
@@ -133,6 +211,8 @@ def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams,
             counts["v_saturations"] = counts.get("v_saturations", 0) + int((v != v_raw).sum())
     s = fire(v, p.vth)
     v = v * (1 - s)  # hard reset of v only
+    if p.mem_bits:
+        v = store_membrane(v, p.mem_bits, p.mem_shift)
     return s, LIFState(u, v)
 
 
