@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.io import load_checkpoint
-from qsnn_lava.ir import LIF, Layer, Network, Skip
+from qsnn_lava.ir import LIF, Layer, Network, QMem, Skip
 from qsnn_lava.models import QSNN, build_model, check_config
 
 
@@ -24,7 +24,9 @@ def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) ->
         layers.append(Layer(
             name=layer.name,
             synapse=layer.synapse.to_ir(),
-            neuron=LIF(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp),
+            neuron=(QMem(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp,
+                         mem_bits=n.mem_bits, mem_shift=n.mem_shift) if hasattr(n, "mem_bits")
+                    else LIF(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp)),
             weight_bits=layer.synapse.bits,
             skips=[Skip(src, m.to_ir()) for src, m in zip(layer.skip_sources, layer.skips)],
         ))

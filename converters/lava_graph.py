@@ -46,12 +46,17 @@ def lava_dense_weights(weight: np.ndarray, weight_exp: int) -> tuple[np.ndarray,
 EXTRACTOR_BUFFER = 256  # steps an Extractor may run ahead of the reader
 
 
-def run_config():
-    """``Loihi2SimCfg(select_tag='fixed_pt')``, plus the (untagged) Extractor's model named explicitly."""
+def run_config(net: Network | None = None):
+    """``Loihi2SimCfg(select_tag='fixed_pt')``, plus the (untagged) Extractor's model named explicitly,
+    and the qmem neuron's CPU model when ``net`` has qmem layers."""
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
-    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+    models = {Extractor: PyLoihiExtractorModel}
+    if net is not None and any(layer.neuron.type == "qmem" for layer in net.layers):
+        from converters.qmem_lava import QMEM_MODEL_MAP
+        models.update(QMEM_MODEL_MAP)
+    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
 
 
 MAX_DELAY = 62  # DelaySparse's per-synapse delay register (lava-semantics.md)
@@ -151,9 +156,14 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
     for i, layer in enumerate(net.layers):
         d = 1 + max(depth[src] for src, _ in net.sources(i))
         nrn = layer.neuron
-        lif = LIFReset(shape=(nrn.n,), vth=nrn.vth, du=nrn.du, dv=nrn.dv, bias_mant=nrn.bias_mant,
-                       bias_exp=nrn.bias_exp, reset_interval=net.timesteps,
-                       reset_offset=(d + 1) % net.timesteps, name=f"{layer.name}_lif")
+        kw = dict(shape=(nrn.n,), vth=nrn.vth, du=nrn.du, dv=nrn.dv, bias_mant=nrn.bias_mant,
+                  bias_exp=nrn.bias_exp, reset_interval=net.timesteps, reset_offset=(d + 1) % net.timesteps,
+                  name=f"{layer.name}_lif")
+        if nrn.type == "qmem":  # CPU only (converters.qmem_lava)
+            from converters.qmem_lava import QMemLIF
+            lif = QMemLIF(mem_bits=nrn.mem_bits, mem_shift=nrn.mem_shift, **kw)
+        else:
+            lif = LIFReset(**kw)
         for j, (src, syn) in enumerate(net.sources(i)):
             name = f"{layer.name}_{'synapse' if j == 0 else f'skip{j - 1}'}"
             synapses.append(_synapse_process(syn, ports[src], lif.a_in, d - 1 - depth[src], name))

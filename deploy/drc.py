@@ -15,21 +15,24 @@ RULES = [
     "weights: at most 8-bit mantissa with sign mode (one sign: |w| <= 255; mixed: [-128, 127] or even "
     "values in [-256, 254]) and a per-layer exponent in [-8, 7]",
     "vth: 17-bit unsigned mantissa", "bias: 13-bit signed mantissa, 3-bit unsigned exponent",
-    "du, dv: 12-bit", "delays: 6-bit (this IR uses none)",
+    "du, dv: 12-bit", "delays: 6-bit (only skip connections use delays, at most 62 steps)",
     "state: u and v 24-bit (wrap / saturation is legal; see the overflow check)",
     "synaptic input << 6 must fit Lava's 32-bit current update",
     "neuron types the chip runs natively",
 ]
 
 
-def design_rule_check(net: Network) -> dict:
+def design_rule_check(net: Network, cpu: bool = False) -> dict:
+    """Every violation; with ``cpu`` (a bundle for Lava's CPU models) CPU-only neuron types are allowed
+    and listed under ``cpu_only`` instead."""
     violations = [asdict(v) for v in net.violations()]
+    cpu_only = [layer.name for layer in net.layers if layer.neuron.type not in NATIVE_NEURONS]
     for i, layer in enumerate(net.layers):
-        if layer.neuron.type not in NATIVE_NEURONS:
+        if layer.neuron.type not in NATIVE_NEURONS and not cpu:
             violations.append({"where": f"layer {i} ({layer.name})", "field": "neuron type",
                                "value": layer.neuron.type, "lo": None, "hi": None,
                                "fix": "CPU-only neuron model: deploy with --target cpu"})
-    return {"passed": not violations, "violations": violations, "rules": RULES,
+    return {"passed": not violations, "violations": violations, "rules": RULES, "cpu_only": cpu_only,
             "overflow": static_bounds(net) if not violations else None}
 
 

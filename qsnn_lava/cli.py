@@ -89,18 +89,41 @@ def cmd_train(args) -> int:
     from .models import make_config
     from .training import train
 
-    cfg = make_config(sizes=[64, *args.hidden, 10], quant=args.quant, bits=args.bits, theta=args.theta,
-                      timesteps=args.timesteps, neuron=args.neuron)
-    data = load_dataset(args.dataset, args.data_dir, args.timesteps, args.denoise)
-    cfg["sizes"] = [data.n_in, *args.hidden, data.n_classes]
+    resume = None
+    if args.resume:
+        from .io import load_checkpoint
+
+        resume = load_checkpoint(args.resume)
+        if "training" not in resume:
+            raise QsnnError(f"'{args.resume}' has no training state (it was saved at the end of a run, or by "
+                            "an older qsnn-lava); it can be converted, not resumed")
+        cfg, meta = resume["config"], resume["meta"]
+        args.dataset, args.seed = meta.get("dataset", args.dataset), meta.get("seed", args.seed)
+        args.lr, args.batch_size = meta.get("lr", args.lr), meta.get("batch_size", args.batch_size)
+        data = load_dataset(args.dataset, args.data_dir, int(cfg["timesteps"]), args.denoise)
+    else:
+        data = load_dataset(args.dataset, args.data_dir, args.timesteps, args.denoise)
+        shape = data.shape if args.arch != "mlp" else None
+        sizes = [data.n_in, *args.hidden, data.n_classes] if args.arch == "mlp" else [data.n_in, data.n_classes]
+        cfg = make_config(arch=args.arch, sizes=sizes, input_shape=shape, channels=args.channels, bn=args.bn,
+                          quant=args.quant, bits=args.bits, theta=args.theta, timesteps=args.timesteps,
+                          neuron=args.neuron, mem_bits=args.mem_bits)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.seed, "lr": args.lr,
+            "batch_size": args.batch_size}
+
+    last = {"state": resume.get("training") if resume else None}
+
+    def checkpoint_epoch(model, state):  # an interrupted run resumes from the last finished epoch
+        last["state"] = state
+        save_checkpoint(args.out, cfg, model.state_dict(), meta, training=state)
+
     model, hist = train(cfg, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                        progress=not args.quiet)
+                        progress=not args.quiet, resume=resume, on_epoch=checkpoint_epoch)
     util = model.utilisation()
     save_checkpoint(args.out, cfg, model.state_dict(),
-                    {"dataset": args.dataset, "epochs": args.epochs, "seed": args.seed,
-                     "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"],
-                     "utilisation": util})
+                    {**meta, "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"],
+                     "utilisation": util}, training=last["state"])
     print(f"trained {args.epochs} epochs in {hist['seconds']:.1f} s: test accuracy "
           f"{100 * hist['test_acc'][-1]:.2f} % (integer eval model) -> {args.out}")
     print("bit-width utilisation (QP-SNN Eq. 8): " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in util.items()))
@@ -114,6 +137,10 @@ def cmd_convert(args) -> int:
     net.save(args.output)
     sizes = " -> ".join([str(net.n_in)] + [str(layer.neuron.n) for layer in net.layers])
     print(f"converted {args.checkpoint} -> {args.output}: {sizes}, T = {net.timesteps}")
+    cpu_only = [layer.name for layer in net.layers if layer.neuron.type != "lif"]
+    if cpu_only:
+        print(f"note: {', '.join(cpu_only)} use the {net.layers[0].neuron.type} neuron, which Loihi 2 cannot run: "
+              "CPU only (Lava simulation); `deploy --target loihi2` refuses this network")
     return 0
 
 
@@ -250,7 +277,7 @@ def cmd_deploy(args) -> int:
     from deploy.drc import design_rule_check, format_violations
 
     net, _ = load_target(args.target, validate=False)
-    drc = design_rule_check(net)
+    drc = design_rule_check(net, cpu=args.target_kind == "cpu")
     if not drc["passed"]:
         raise QsnnError(f"'{args.target}' breaks {len(drc['violations'])} Loihi 2 design rule(s); no bundle "
                         f"written:\n{format_violations(drc)}")
@@ -389,14 +416,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="digits", choices=DATASETS)
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--out", required=True, help="checkpoint path (.pt)")
+    t.add_argument("--arch", default="mlp", choices=["mlp", "vgg", "resnet"],
+                   help="mlp: dense layers (--hidden); vgg: conv-pool-conv-pool-fc; resnet: conv stem, two "
+                        "residual blocks, fc (conv nets need an image dataset; see docs/architectures.md)")
+    t.add_argument("--channels", type=int, nargs=2, default=None, help="conv archs: the two stage widths")
+    t.add_argument("--bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="conv archs: BatchNorm folded into integer weights and biases (default on)")
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
     t.add_argument("--quant", default="uniform", choices=QUANT_NAMES,
                    help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta counts in units of gamma); "
                         "sigmoid: sigmoid-sum quantizer (--bits 1 = binary); ternary: sigmoid-sum {-1, 0, 1}")
     t.add_argument("--bits", type=int, default=4)
-    t.add_argument("--neuron", default="lif", choices=["lif", "mfp"],
-                   help="lif: QP-SNN hard-reset LIF; mfp: memory-free neuron trained in parallel over time")
-    t.add_argument("--theta", type=float, default=2.0, help="threshold in real weight units")
+    t.add_argument("--neuron", default="lif", choices=["lif", "mfp", "qmem"],
+                   help="lif: QP-SNN hard-reset LIF; mfp: memory-free neuron trained in parallel over time; "
+                        "qmem: LIF with a --mem-bits stored membrane (CPU only, not deployable to Loihi)")
+    t.add_argument("--mem-bits", type=int, default=None, help="qmem: bits of the stored membrane (2..8)")
+    t.add_argument("--theta", type=float, default=None,
+                   help="threshold in real weight units (default 2 for mlp, 1 for conv archs)")
+    t.add_argument("--resume", help="continue the interrupted run saved in this checkpoint (--out may be it)")
     t.add_argument("--timesteps", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-2)
     t.add_argument("--batch-size", type=int, default=64)

@@ -35,11 +35,16 @@ def write_json(path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def save_checkpoint(path, config: dict, state_dict: dict, meta: dict | None = None) -> None:
+def save_checkpoint(path, config: dict, state_dict: dict, meta: dict | None = None,
+                    training: dict | None = None) -> None:
+    """Write a checkpoint atomically; ``training`` (optimizer, schedule, RNG, history, epoch) makes it
+    resumable with ``qsnn-lava train --resume``."""
     import torch
 
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": dict(config),
             "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": dict(meta or {})}
+    if training is not None:
+        ckpt["training"] = training
     with atomic_write(path) as tmp:
         torch.save(ckpt, tmp)
 

@@ -21,6 +21,7 @@ File layout (``/`` attributes ``format = "qsnn-lava-ir"``, ``version``)::
                                 dataset weight (int16 [C_out, C_in / groups, kh, kw])
     /layers/<i>/skips/<j>/attrs: source (a layer name or "input");  /layers/<i>/skips/<j>/synapse as above
     /layers/<i>/neuron/attrs:  type ("lif"), vth, du, dv, bias_exp;  dataset bias_mant (int16 [n])
+                               or type ("qmem"), the same plus mem_bits, mem_shift (CPU only)
 
 Version 1 files (no conv, no skips) are still read.
 
@@ -288,8 +289,36 @@ class LIF:
         return cls(bias_mant=_dataset(g, "bias_mant"), **kw)
 
 
+@dataclass
+class QMem(LIF):
+    """The qmem neuron: a CUBA LIF whose voltage is stored in ``mem_bits`` bits at bit ``mem_shift``
+    after every step (qsnn_lava.dynamics.store_membrane). Not native to Loihi 2: CPU (Lava) only."""
+
+    mem_bits: int = 4
+    mem_shift: int = 0
+    type = "qmem"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.mem_bits, self.mem_shift = int(self.mem_bits), int(self.mem_shift)
+
+    def violations(self, where: str) -> list:
+        return (super().violations(where)
+                + check_range(where, "mem_bits", self.mem_bits, 2, 8, "the stored membrane holds 2 to 8 bits")
+                + check_range(where, "mem_shift", self.mem_shift, 0, 23, "the stored bits must lie in 24-bit v"))
+
+    def to_h5(self, g) -> None:
+        super().to_h5(g)
+        g.attrs["mem_bits"], g.attrs["mem_shift"] = self.mem_bits, self.mem_shift
+
+    @classmethod
+    def from_h5(cls, g) -> "QMem":
+        kw = {k: int(_attr(g, k)) for k in ("n", "vth", "du", "dv", "bias_exp", "mem_bits", "mem_shift")}
+        return cls(bias_mant=_dataset(g, "bias_mant"), **kw)
+
+
 SYNAPSES = {Dense.type: Dense, Conv.type: Conv}
-NEURONS = {LIF.type: LIF}
+NEURONS = {LIF.type: LIF, QMem.type: QMem}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 from . import dynamics as dyn
 from . import ir
 from .errors import QsnnError
-from .neurons import LIF, MFP
+from .neurons import LIF, MFP, QMem
 from .quantizers import (QUANT_NAMES, SIGMOID_QUANTS, SigmoidSum, quantize, ste_round, threshold_mantissa,
                          utilisation)
 
@@ -32,10 +32,12 @@ DEFAULT_CONFIG = {
     "du": 4095,  # QP-SNN LIF: no synaptic current memory
     "dv": 2048,  # tau = 0.5
     "timesteps": 8,
+    "widths": None,  # conv archs, optional: {conv layer name: output channels}, e.g. a pruned net (docs/pruning.md)
+    "mem_bits": 4,  # qmem neuron: bits of the stored membrane
 }
 
 ARCHS = ("mlp", "vgg", "resnet")
-NEURON_DEFAULTS = {"lif": {"du": 4095, "dv": 2048}, "mfp": {"du": 2047, "dv": 4095}}
+NEURON_DEFAULTS = {"lif": {"du": 4095, "dv": 2048}, "mfp": {"du": 2047, "dv": 4095}, "qmem": {"du": 4095, "dv": 2048}}
 # conv nets train with BatchNorm (folded on deployment) and a threshold of one normalised unit
 ARCH_DEFAULTS = {"vgg": {"bn": True, "theta": 1.0}, "resnet": {"bn": True, "theta": 1.0}}
 
@@ -50,7 +52,7 @@ def make_config(**overrides) -> dict:
 
 
 def check_config(cfg: dict) -> None:
-    missing = [k for k in DEFAULT_CONFIG if k not in cfg]
+    missing = [k for k in DEFAULT_CONFIG if k not in cfg and k != "widths"]  # widths: optional (older files)
     if missing:
         raise QsnnError(f"model config lacks {', '.join(missing)}")
     if cfg["arch"] not in ARCHS:
@@ -81,6 +83,35 @@ def check_config(cfg: dict) -> None:
         raise QsnnError("du and dv are 12-bit decays in [0, 4095]")
     if int(cfg["timesteps"]) < 1:
         raise QsnnError("timesteps must be >= 1")
+    if cfg.get("widths") is not None:
+        check_widths(cfg)
+    if cfg["neuron"] == "qmem" and not 2 <= int(cfg["mem_bits"]) <= 8:
+        raise QsnnError(f"mem_bits = {cfg['mem_bits']} is out of range; the qmem membrane holds 2 to 8 bits")
+
+
+# the conv layers whose output channels ``widths`` may set; resnet: a block's second conv (resNb) is tied
+# to the block's source (stem, down) by the identity skip, so the two must have equal widths
+CONV_LAYERS = {"vgg": ("conv1", "conv2"), "resnet": ("stem", "res1a", "res1b", "down", "res2a", "res2b")}
+TIED = {"resnet": (("stem", "res1b"), ("down", "res2b"))}
+
+
+def check_widths(cfg: dict) -> None:
+    widths, arch = cfg["widths"], cfg["arch"]
+    if arch == "mlp":
+        raise QsnnError("widths applies to the conv architectures; an mlp's widths are its sizes")
+    if not isinstance(widths, dict):
+        raise QsnnError(f"widths must be a dict {{layer name: channels}}, got {type(widths).__name__}")
+    unknown = [k for k in widths if k not in CONV_LAYERS[arch]]
+    if unknown:
+        raise QsnnError(f"widths names unknown layer(s) {', '.join(map(str, unknown))} "
+                        f"(arch {arch} has {', '.join(CONV_LAYERS[arch])})")
+    if any(int(v) < 1 for v in widths.values()):
+        raise QsnnError(f"widths = {widths}: every width must be >= 1")
+    base = {name: int(cfg["channels"][0 if i < 3 else 1] if arch == "resnet" else cfg["channels"][i])
+            for i, name in enumerate(CONV_LAYERS[arch])}
+    for a, b in TIED.get(arch, ()):
+        if int(widths.get(a, base[a])) != int(widths.get(b, base[b])):
+            raise QsnnError(f"widths: {a} and {b} are tied by the residual identity skip and must be equal")
 
 
 class QuantSynapse(nn.Module):
@@ -271,6 +302,8 @@ class SpikingLayer(nn.Module):
 
 def _neuron(cfg: dict, n: int, unit: float, name: str):
     vth = threshold_mantissa(float(cfg["theta"]), unit, name)
+    if cfg["neuron"] == "qmem":
+        return QMem(n, vth=vth, du=cfg["du"], dv=cfg["dv"], mem_bits=int(cfg["mem_bits"]))
     return (MFP if cfg["neuron"] == "mfp" else LIF)(n, vth=vth, du=cfg["du"], dv=cfg["dv"])
 
 
@@ -291,6 +324,7 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
         return layers
     c1, c2 = (int(c) for c in cfg["channels"])
     layers, shape = [], tuple(int(d) for d in cfg["input_shape"])
+    widths = cfg.get("widths") or {}
 
     def add(name, syn, neuron=None, skips=()):
         nonlocal shape
@@ -299,19 +333,21 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
         shape = syn.out_shape
 
     def conv(name, c_out, stride=1, skips=()):
+        c_out = int(widths.get(name, c_out))
         add(name, QuantConv(shape, c_out, 3, q, b, stride=stride, padding=1, bn=cfg["bn"]), skips=skips)
 
     if arch == "vgg":  # conv - pool - conv - pool - fc
         conv("conv1", c1)
-        add("pool1", SumPool(shape, 2), _pool_neuron(c1 * (shape[1] // 2) * (shape[2] // 2)))
+        add("pool1", SumPool(shape, 2), _pool_neuron(shape[0] * (shape[1] // 2) * (shape[2] // 2)))
         conv("conv2", c2)
-        add("pool2", SumPool(shape, 2), _pool_neuron(c2 * (shape[1] // 2) * (shape[2] // 2)))
+        add("pool2", SumPool(shape, 2), _pool_neuron(shape[0] * (shape[1] // 2) * (shape[2] // 2)))
     else:  # resnet: stem (stride 2) - residual block - conv (stride 2) - residual block - fc
         for stage, (c, name) in enumerate(((c1, "stem"), (c2, "down"))):
             conv(name, c, stride=2)
+            src_shape = shape
             conv(f"res{stage + 1}a", c)
             gain = round(1.0 / layers[-1].synapse.unit)
-            conv(f"res{stage + 1}b", c, skips=[(name, IdentitySkip(shape, gain))])
+            conv(f"res{stage + 1}b", c, skips=[(name, IdentitySkip(src_shape, gain))])
     fc = QuantDense(int(np.prod(shape)), sizes[-1], q, b)
     add("fc", fc)
     return layers

@@ -28,6 +28,24 @@ class LIF(nn.Module):
         return dyn.lif_run(a, self.params(bias))
 
 
+class QMem(LIF):
+    """The qmem neuron (the baseline MFP-QSNN criticises): a LIF whose voltage is stored in ``mem_bits``
+    bits after every step, at the finest bit position whose top level reaches the threshold
+    (``dynamics.store_membrane``, ``dynamics.qmem_shift``). Trains through the same arithmetic with a
+    straight-through floor; CPU-only on Lava (converters.qmem_lava)."""
+
+    def __init__(self, n: int, vth: int, du: int = 4095, dv: int = 2048, mem_bits: int = 4):
+        super().__init__(n, vth=vth, du=du, dv=dv)
+        self.mem_bits = int(mem_bits)
+        self.mem_shift = dyn.qmem_shift(self.vth, self.mem_bits)
+
+    def params(self, bias=None) -> dyn.LIFParams:
+        return super().params(bias)._replace(mem_bits=self.mem_bits, mem_shift=self.mem_shift)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, vth={self.vth}, du={self.du}, dv={self.dv}, mem_bits={self.mem_bits}"
+
+
 def decay_kernel(timesteps: int, keep: float, dtype=torch.float64) -> torch.Tensor:
     """Lower-triangular [T, T] matrix K[t, i] = keep^(t - i) for i <= t: the leaky sum as one matmul."""
     t = torch.arange(timesteps, dtype=dtype)

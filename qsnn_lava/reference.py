@@ -23,7 +23,8 @@ def lif_params(neuron, bound: dict | None = None) -> dyn.LIFParams:
     saturation are skipped where the bound proves they cannot happen (exact, faster)."""
     bias = dyn.effective_bias(torch.from_numpy(neuron.bias_mant), neuron.bias_exp)
     wrap, sat = (True, True) if bound is None else (bound["u_can_wrap"], bound["v_can_saturate"])
-    return dyn.LIFParams(vth=neuron.vth, du=neuron.du, dv=neuron.dv, bias=bias, can_wrap=wrap, can_saturate=sat)
+    return dyn.LIFParams(vth=neuron.vth, du=neuron.du, dv=neuron.dv, bias=bias, can_wrap=wrap, can_saturate=sat,
+                         mem_bits=getattr(neuron, "mem_bits", 0), mem_shift=getattr(neuron, "mem_shift", 0))
 
 
 def accumulate(syn, s: torch.Tensor) -> torch.Tensor:

@@ -37,9 +37,16 @@ def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
 
 
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
-          progress: bool = True, log=print) -> tuple[QSNN, dict]:
+          progress: bool = True, log=print, resume: dict | None = None, on_epoch=None,
+          init_state: dict | None = None, epoch_offset: int = 0) -> tuple[QSNN, dict]:
+    """Train ``epochs`` epochs in total. ``resume`` (a checkpoint dict with a ``"training"`` entry, see
+    ``training_state``) continues an interrupted run where it stopped, with the same optimizer, schedule,
+    shuffling and history, so the result equals an uninterrupted run. ``on_epoch(model, state)`` is
+    called after every epoch (the CLI saves a resumable checkpoint there). ``init_state`` starts from
+    these weights instead of a random init (fine-tuning, e.g. a pruned network); ``epoch_offset`` is added to
+    the epoch given to per-epoch schedules (the sigmoid quantizer's temperature continues, not restarts)."""
     set_seed(seed)
-    model = build_model(cfg)
+    model = build_model(cfg, resume["state_dict"] if resume else init_state)
     T = int(cfg["timesteps"])
     x_train, y_train = encoded(data.train, T)
     x_test, y_test = encoded(data.test, T)
@@ -47,14 +54,23 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     gen = torch.Generator().manual_seed(seed)
     history = {"epoch": [], "loss": [], "train_acc": [], "test_acc": []}
+    start = 0
+    if resume:
+        st = resume["training"]
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        history = {k: list(v) for k, v in st["history"].items()}
+        start = int(st["epoch"])
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=epochs, desc="train", unit="epoch")
-    t0 = time.perf_counter()
+        bar = tqdm(total=epochs, initial=start, desc="train", unit="epoch")
+    t0 = time.perf_counter() - (float(resume["training"]["seconds"]) if resume else 0.0)
     xt, yt = torch.from_numpy(x_train.astype(np.float64)), torch.from_numpy(y_train)
-    for epoch in range(epochs):
-        model.set_epoch(epoch)
+    for epoch in range(start, epochs):
+        model.set_epoch(epoch + epoch_offset)
         model.train()
         perm = torch.randperm(len(yt), generator=gen)
         total, correct, loss_sum = 0, 0, 0.0
@@ -76,6 +92,11 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", test=f"{test_acc:.3f}")
+        if on_epoch:
+            on_epoch(model, {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                             "history": {k: list(v) for k, v in history.items()},
+                             "seconds": time.perf_counter() - t0})
     if bar:
         bar.close()
     history["seconds"] = time.perf_counter() - t0

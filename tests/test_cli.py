@@ -135,3 +135,48 @@ def test_verify_against_checkpoint_finds_a_modified_ir(trained, tmp_path):
     assert c["diagnosis"]["likely_cause"] == "synaptic input (weights)"
     assert rep["spike_mismatches"]["reference_vs_lava"] == 0  # the IR itself still runs exactly
     assert "likely cause" in out
+
+
+def test_train_resumes_an_interrupted_run_exactly(tmp_path):
+    """A 2-epoch run interrupted after epoch 1 (Ctrl-C) and resumed from its checkpoint equals an
+    uninterrupted 2-epoch run, weights and history."""
+    from qsnn_lava.data import load_dataset
+    from qsnn_lava.io import load_checkpoint
+    from qsnn_lava.training import train
+
+    data = load_dataset("digits")
+    cfg = make_config(sizes=[64, 16, 10], timesteps=2)
+    full, hist = train(cfg, data, epochs=2, progress=False)
+
+    def interrupt(model, state):
+        save_checkpoint(tmp_path / "part.pt", cfg, model.state_dict(), {}, training=state)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, epochs=2, progress=False, on_epoch=interrupt)
+    resumed, hist2 = train(cfg, data, epochs=2, progress=False, resume=load_checkpoint(tmp_path / "part.pt"))
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert hist["test_acc"] == hist2["test_acc"] and hist2["epoch"] == [1, 2]
+    code, _, err = cli("train", "--resume", tmp_path / "part.pt", "--epochs", 2, "--out", tmp_path / "part.pt", "-q")
+    assert code == 0, err
+    done = load_checkpoint(tmp_path / "part.pt")
+    assert done["meta"]["test_accuracy"] == hist["test_acc"][-1]
+
+
+def test_train_qmem_and_conv_archs_from_the_cli(tmp_path):
+    ck, ir = tmp_path / "q.pt", tmp_path / "q.h5"
+    code, _, err = cli("train", "--neuron", "qmem", "--mem-bits", "2", "--hidden", "16", "--epochs", "1",
+                       "--timesteps", "2", "--quiet", "--out", ck)
+    assert code == 0, err
+    code, out, _ = cli("convert", ck, "-o", ir)
+    assert code == 0 and "CPU only" in out
+    code, _, err = cli("deploy", ir, "--target", "loihi2", "--out", tmp_path / "b")
+    assert code == 2 and "neuron type" in err and not (tmp_path / "b").exists()
+    code, _, err = cli("train", "--neuron", "qmem", "--mem-bits", "9", "--epochs", "1", "--out", tmp_path / "x.pt")
+    assert code == 2 and "mem_bits" in err
+    code, _, err = cli("train", "--arch", "vgg", "--channels", 2, 4, "--epochs", 1, "--timesteps", 2, "--quiet",
+                       "--out", tmp_path / "v.pt")
+    assert code == 0, err
+    code, _, err = cli("train", "--quant", "rescaw", "--bits", "1", "--epochs", "1", "--out", tmp_path / "x.pt")
+    assert code == 2 and "ReScaW" in err

@@ -213,3 +213,31 @@ def test_qmem_process_refuses_bad_bits():
     for bits, shift in ((0, 0), (9, 0), (4, 30)):
         with pytest.raises(ValueError):
             QMemLIF(shape=(2,), mem_bits=bits, mem_shift=shift)
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("mem_bits", [2, 4])
+def test_trained_qmem_model_converts_and_runs_exactly_on_lava(mem_bits):
+    """train --neuron qmem: torch eval == reference == Lava (QMemLIF), and deploy to Loihi is refused."""
+    from converters.checkpoint import model_to_ir
+    from deploy.backends.lava import run as run_lava
+    from deploy.drc import design_rule_check
+    from deploy.verify import compare
+    from qsnn_lava.data import encoded, load_dataset
+    from qsnn_lava.models import make_config
+    from qsnn_lava.reference import simulate
+    from qsnn_lava.training import evaluate, train
+
+    data = load_dataset("digits")
+    cfg = make_config(sizes=[64, 32, 10], neuron="qmem", mem_bits=mem_bits, timesteps=4)
+    model, hist = train(cfg, data, epochs=2, progress=False)
+    net = model_to_ir(model)
+    assert {layer.neuron.type for layer in net.layers} == {"qmem"}
+    x, _ = encoded(data.test, 4, 50)
+    torch_rec, ref, lava = evaluate(model, x), simulate(net, x), run_lava(net, x)
+    assert compare(torch_rec, ref)["mismatches"] == 0
+    c = compare(ref, lava)
+    assert c["mismatches"] == 0, c["first_divergence"]
+    assert int(ref.spikes[-1].sum()) > 0
+    drc = design_rule_check(net)
+    assert not drc["passed"] and any(v["field"] == "neuron type" for v in drc["violations"])

@@ -67,7 +67,7 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
     t0 = time.perf_counter()
     graph = lava_graph.build(net, spikes)
     t_build = time.perf_counter() - t0
-    cfg = lava_graph.run_config()
+    cfg = lava_graph.run_config(net)
     raw = [np.zeros((sink.in_port.shape[0], graph.steps), np.uint8) for sink in graph.sinks]
     chunk = max(1, chunk_samples) * net.timesteps
     bar = None
@@ -122,7 +122,7 @@ def trace(net: Network, spikes: np.ndarray, layer_index: int):
     mon_v.probe(lif.v, graph.steps)
     runner = graph.lifs[-1]
     try:
-        runner.run(condition=RunSteps(num_steps=graph.steps, blocking=False), run_cfg=lava_graph.run_config())
+        runner.run(condition=RunSteps(num_steps=graph.steps, blocking=False), run_cfg=lava_graph.run_config(net))
         for _ in range(graph.steps):
             graph.sinks[-1].receive()
         runner.wait()
