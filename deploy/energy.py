@@ -5,35 +5,53 @@ multiplied by per-operation energies from a cost table. Nothing here is measured
 carries its table's name, label and source; print them. See docs/energy.md.
 
 Counts (``count_ops``), per layer l and per inference (summed over T steps, averaged over N samples).
-Layer l has n_in inputs, n neurons, weight W [n, n_in]; s_in[t, j] are its input spikes at step t
-(the network input for l = 0, layer l-1's spikes otherwise), s_out[t, i] its own spikes::
+Layer l is fed by one or more synapse POPULATIONS p (``Network.sources(l)``: the main Dense or Conv
+synapse, pooling as a fixed depthwise Conv, and any skip synapses). Population p has source spikes
+s_p[t, j] (the network input, the previous layer or a skip's source) and a synapse matrix M_p [n, n_in_p]
+(for a conv, the unrolled convolution: ``converters.lava_graph.synapse_matrix``); s_out[t, i] are the
+layer's own spikes::
 
-    nnz_j             = #{i : W[i, j] != 0}                 (nonzero fan-out of source j)
-    synops_effective  = sum_t sum_j s_in[t, j] * nnz_j      (one accumulate per nonzero synapse of a spike)
-    synops_dense      = sum_t sum_j s_in[t, j] * n          (all fan-out, zero weights included)
-    dense_ops         = n_in * n * T                        (NeuroBench "Dense": no activation or weight sparsity)
+    fanout_p[j]       = #{i : M_p[i, j] is a synapse}        (structural: every weight of the kernel or
+                                                               matrix that reaches j, zeros included)
+    nnz_p[j]          = #{i : M_p[i, j] != 0}               (effective: nonzero weights only)
+    synops_effective  = sum_p sum_t sum_j s_p[t, j] * nnz_p[j]     (one accumulate per nonzero synapse of a spike)
+    synops_dense      = sum_p sum_t sum_j s_p[t, j] * fanout_p[j]  (all fan-out, zero weights included)
+    synapses          = sum_p sum_j fanout_p[j]   (dense: n_in * n; conv: pairs inside the padded map)
+    dense_ops         = synapses * T              (NeuroBench "Dense": no activation or weight sparsity)
     neuron_updates    = n * T
-    active[t, i]      = (sum_j s_in[t, j] * [W[i, j] != 0]) > 0  or  s_out[t, i]
+    active[t, i]      = (sum_p sum_j s_p[t, j] * [M_p[i, j] != 0]) > 0  or  s_out[t, i]
     neuron_updates_active = sum_t sum_i active[t, i];  neuron_updates_idle = n * T - active
     spikes            = sum_t sum_i s_out[t, i];   firing_rate = spikes / (n * T)
-    input_rate        = sum_t sum_j s_in[t, j] / (n_in * T);   input_sparsity = 1 - input_rate
-    ann_macs          = n_in * n        (the same layer as a dense ANN layer, ONCE per inference, not x T)
-    memory_weight_bits = n_in * n * weight_bits    (QP-SNN Eq. 16, M = sum P_q * B_q; zeros are stored too)
+    input_rate        = sum_p sum_t sum_j s_p[t, j] / (sum_p n_in_p * T);   input_sparsity = 1 - input_rate
+    weights           = sum_p (stored weights of p: n * n_in for a dense matrix, C_out*C_in/groups*kh*kw
+                        for a conv kernel, which is shared by all positions)
+    memory_weight_bits = weights * weight_bits    (QP-SNN Eq. 16, M = sum P_q * B_q; zeros are stored too)
     memory_state_bits  = n * (24 + 24)  (u and v are 24-bit registers on Loihi; per sample, batch 1)
+
+The ANN twin (the same network as a conventional ANN, ONCE per inference, not x T), per population by
+its kind (``synapse_kind``)::
+
+    dense     ann_macs = n_in * n
+    conv      ann_macs = C_out * H_out * W_out * (C_in / groups) * kh * kw   (padded positions included)
+    pool      ann_adds = n * (kh * kw - 1)   (a max pool's comparisons, or an average pool's adds; the
+                                              average's 1 / k^2 scale is folded into the next layer)
+    identity  ann_adds = n                   (the residual addition x + F(x))
+    ann_params = weights of the dense and conv populations (pool and identity have none in an ANN)
 
 "Active" counts synaptic EVENTS (a spike through a nonzero weight), so inputs that cancel to a = 0 still
 make the neuron active; a neuron driven only by its bias is active only when it spikes. Biases and
 thresholds are not counted in the memory footprint. The network input is already binary spikes, so every
 layer, the first included, does accumulates (ACs), not MACs; the cost of encoding pixels to spikes is
-not counted.
+not counted. The ANN twin's biases (folded BatchNorm) and activation functions are not counted.
 
 Energy (``energy``), per layer, for an "snn" table::
 
     E = synops_effective * synop_pJ + neuron_updates_active * neuron_update_active_pJ
         + neuron_updates_idle * neuron_update_idle_pJ + spikes * spike_pJ
 
-and for an "ann" table ``E = ann_macs * mac_pJ``. Static (leakage) power, memory accesses outside the
-per-op figures, spike routing between tiles and I/O are not included in any table.
+and for an "ann" table ``E = ann_macs * mac_pJ + ann_adds * add_pJ`` (``add_pJ`` defaults to ``mac_pJ``
+when a user table omits it). Static (leakage) power, memory accesses outside the per-op figures, spike
+routing between tiles and I/O are not included in any table.
 
 Caveats worth repeating next to every number:
   * No per-operation energy of Loihi 2 has been published. ``loihi1`` is Loihi 1 (Davies et al., IEEE
@@ -52,7 +70,7 @@ import numpy as np
 
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.io import atomic_write, read_json_object
-from qsnn_lava.ir import Network
+from qsnn_lava.ir import INPUT, Network
 from qsnn_lava.record import Record
 
 STATE_BITS = 24 + 24  # u and v, 24-bit each (Loihi 2 as modelled by Lava, see qsnn_lava.dynamics)
@@ -65,6 +83,7 @@ REQUIRED = {
     "snn": ("synop_pJ", "neuron_update_active_pJ", "neuron_update_idle_pJ", "spike_pJ"),
     "ann": ("mac_pJ",),
 }
+OPTIONAL = {"ann": ("add_pJ",)}  # ann: pooling comparisons / adds and residual additions (default: mac_pJ)
 
 LOIHI1 = {
     "name": "loihi1",
@@ -105,7 +124,9 @@ ANN_FP32 = {
     "label": "estimate, 45 nm CMOS arithmetic only",
     "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: fp32 mult 3.7 pJ + fp32 add 0.9 pJ",
     "mac_pJ": 4.6,
-    "notes": "Dense MACs once per inference; activation functions and memory accesses excluded.",
+    "add_pJ": 0.9,  # fp32 add: pooling comparisons / adds and residual additions
+    "notes": "Dense MACs once per inference; pooling comparisons and residual additions at the fp32 add "
+             "(0.9 pJ). Biases, activation functions and memory accesses excluded.",
 }
 
 ANN_INT8 = {
@@ -114,11 +135,29 @@ ANN_INT8 = {
     "label": "estimate, 45 nm CMOS arithmetic only",
     "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: int8 mult 0.2 pJ + int8 add 0.03 pJ",
     "mac_pJ": 0.23,
+    "add_pJ": 0.03,  # int8 add: pooling comparisons / adds and residual additions
     "notes": "Dense MACs once per inference; an 8-bit add is optimistic for the wider accumulator a real "
-             "int8 MAC needs. Activation functions and memory accesses excluded.",
+             "int8 MAC needs. Pooling comparisons and residual additions at the int8 add (0.03 pJ). "
+             "Biases, activation functions and memory accesses excluded.",
 }
 
-TABLES = {t["name"]: t for t in (LOIHI1, CMOS45_SNN, ANN_FP32, ANN_INT8)}
+CMOS45_SNN_FP32 = {
+    "name": "cmos45_snn_fp32",
+    "kind": "snn",
+    "label": "estimate, 45 nm CMOS arithmetic only, float32 SNN",
+    "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: fp32 add 0.9 pJ, fp32 mult 3.7 pJ",
+    "synop_pJ": 0.9,  # a spike adds its fp32 weight to the fp32 current: one fp32 add
+    # The same LIF update in fp32: 2 multiplies (u and v decay) + 4 adds: 2 * 3.7 + 4 * 0.9 = 11.0 pJ.
+    "neuron_update_active_pJ": 11.0,
+    "neuron_update_idle_pJ": 11.0,
+    "spike_pJ": 0.0,
+    "notes": "The float SNN: the same network and the same spike counts as the quantized one, with fp32 "
+             "weights and state, so every synop is an fp32 add and every neuron update fp32 arithmetic. "
+             "Neuron update 11.0 pJ composed from Horowitz's fp32 mult and add, not a published figure. "
+             "Memory accesses excluded.",
+}
+
+TABLES = {t["name"]: t for t in (LOIHI1, CMOS45_SNN, CMOS45_SNN_FP32, ANN_FP32, ANN_INT8)}
 
 
 def _check_table(table: dict, where: str) -> dict:
@@ -135,6 +174,11 @@ def _check_table(table: dict, where: str) -> dict:
             raise QsnnError(f"{where}: key '{key}' = {v!r} is not a number; give the energy in pJ")
         if v < 0:
             raise QsnnError(f"{where}: key '{key}' = {v!r} is negative; energies must be >= 0 pJ")
+    for key in OPTIONAL.get(kind, ()):
+        if key in table:
+            v = table[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise QsnnError(f"{where}: key '{key}' = {v!r} must be a number >= 0 (energy in pJ)")
     return table
 
 
@@ -159,18 +203,97 @@ def load_cost_table(path) -> dict:
 # Counts
 # ---------------------------------------------------------------------------------------------------
 
-_SUMMED = ("weights", "nonzero_weights", "input_spikes", "synops_effective", "synops_dense", "dense_ops",
-           "neuron_updates", "neuron_updates_active", "neuron_updates_idle", "spikes", "ann_macs",
-           "memory_weight_bits", "memory_state_bits")
+_POP_SUMMED = ("n_in", "weights", "nonzero_weights", "synapses", "nonzero_synapses", "input_spikes",
+               "synops_effective", "synops_dense", "dense_ops", "ann_macs", "ann_adds", "ann_params",
+               "memory_weight_bits")
+_SUMMED = ("weights", "nonzero_weights", "synapses", "nonzero_synapses", "input_spikes", "synops_effective",
+           "synops_dense", "dense_ops", "neuron_updates", "neuron_updates_active", "neuron_updates_idle",
+           "spikes", "ann_macs", "ann_adds", "ann_params", "memory_weight_bits", "memory_state_bits")
 
 
-def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 1024) -> dict:
+def synapse_kind(syn) -> str:
+    """What a synapse population is in the ANN twin: "dense", "conv", "pool" or "identity".
+
+    pool: a depthwise Conv (groups = C_in = C_out) with a k x k kernel, k > 1, stride k, no padding and every
+    weight the same positive value (``ir.sum_pool``); the ANN twin max- or average-pools there.
+    identity: a depthwise 1x1 Conv, stride 1, no padding, one nonzero gain for all channels (the residual
+    shortcut ``models.IdentitySkip``); the ANN twin adds its input there. Every other Conv is "conv".
+    """
+    if syn.type == "dense":
+        return "dense"
+    w = np.asarray(syn.weight)
+    c_in, c_out = syn.in_shape[0], w.shape[0]
+    depthwise = syn.groups == c_in == c_out and w.shape[1] == 1
+    uniform = w.size > 0 and bool((w == w.flat[0]).all()) and w.flat[0] != 0
+    if depthwise and uniform and syn.padding == (0, 0):
+        kh, kw = syn.kernel
+        if (kh, kw) == (1, 1) and syn.stride == (1, 1):
+            return "identity"
+        if kh * kw > 1 and syn.stride == (kh, kw) and w.flat[0] > 0:
+            return "pool"
+    return "conv"
+
+
+def _conv_geometry(syn) -> dict:
+    return {"stride": tuple(syn.stride), "padding": tuple(syn.padding), "groups": syn.groups}
+
+
+def fanout(syn, mask: np.ndarray) -> np.ndarray:
+    """int64 [n_in]: for each input j, the number of synapses of ``mask`` (weight-shaped 0/1) that reach it,
+    i.e. the nonzeros of column j of the unrolled matrix (``converters.lava_graph.synapse_matrix``).
+
+    Dense: the column sums. Conv: the transposed convolution of an all-ones output map with the mask (exact in
+    float64), which is the same count without building the [n_out, n_in] matrix.
+    """
+    mask = np.asarray(mask, np.int64)
+    if syn.type == "dense":
+        return mask.sum(axis=0)
+    import torch
+    import torch.nn.functional as F
+
+    (c, h, w), (co, ho, wo), (kh, kw) = syn.in_shape, syn.out_shape, syn.kernel
+    (sh, sw), (ph, pw) = syn.stride, syn.padding
+    extra = (h + 2 * ph - kh - (ho - 1) * sh, w + 2 * pw - kw - (wo - 1) * sw)  # rows / cols the conv never reaches
+    out = F.conv_transpose2d(torch.ones(1, co, ho, wo, dtype=torch.float64), torch.from_numpy(mask).double(),
+                             stride=(sh, sw), padding=(ph, pw), output_padding=extra, groups=syn.groups)
+    assert tuple(out.shape[1:]) == (c, h, w), (out.shape, syn.in_shape)
+    return out.reshape(-1).round().long().numpy()
+
+
+def _events(syn, mask, s):
+    """float32 [R, n_out]: per neuron, the number of input spikes in ``s`` [R, n_in] that reach it through
+    ``mask`` (torch, weight-shaped 0/1 float32). Exact: counts are <= fan-in < 2^24."""
+    if syn.type == "dense":
+        return s @ mask.T
+    import torch.nn.functional as F
+
+    a = F.conv2d(s.reshape(-1, *syn.in_shape), mask, **_conv_geometry(syn))
+    return a.reshape(s.shape[0], -1)
+
+
+def _ann_ops(syn, kind: str) -> tuple[int, int, int]:
+    """(MACs, adds, parameters) of one synapse population in the ANN twin (module docstring)."""
+    if kind == "dense":
+        return syn.n_in * syn.n_out, 0, int(syn.weight.size)
+    if kind == "conv":
+        _, cin_g, kh, kw = syn.weight.shape
+        return syn.n_out * cin_g * kh * kw, 0, int(syn.weight.size)
+    if kind == "pool":
+        kh, kw = syn.kernel
+        return 0, syn.n_out * (kh * kw - 1), 0
+    return 0, syn.n_out, 0  # identity: the residual addition
+
+
+def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 256) -> dict:
     """Operation counts per layer and in total, per inference, from a Record of ``net`` on ``inputs``.
 
     ``inputs``: uint8 [T, N, n_in]; ``record.spikes``: per layer uint8 [T, N, n] (zero-delay time).
     Formulas in the module docstring. Returns ``{"samples", "timesteps", "layers": [dict per layer],
-    "total": dict}``; workload counts are floats (means over the N samples), static ones ints.
+    "total": dict}``; each layer also lists its synapse ``populations`` (source, kind and their share of
+    the counts). Workload counts are floats (means over the N samples), static ones ints.
     """
+    import torch
+
     x = np.asarray(inputs)
     T = net.timesteps
     if x.ndim != 3 or x.shape[0] != T or x.shape[2] != net.n_in:
@@ -180,43 +303,63 @@ def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 102
         raise QsnnError("no samples: counts are per inference and need at least one")
     if len(record.spikes) != len(net.layers):
         raise QsnnError(f"record has {len(record.spikes)} layers, the network {len(net.layers)}")
-    layers = []
-    src = x
+    spikes = {INPUT: x}
     for layer, out in zip(net.layers, record.spikes):
-        w = layer.synapse.weight
-        n, n_in = w.shape
-        if out.shape != (T, N, n):
-            raise QsnnError(f"layer '{layer.name}': record spikes have shape {out.shape}, expected {(T, N, n)}")
-        mask = (w != 0)
-        per_source = src.sum(axis=(0, 1), dtype=np.int64)  # spikes of each source j over t and samples
-        input_spikes = int(per_source.sum())
+        if out.shape != (T, N, layer.neuron.n):
+            raise QsnnError(f"layer '{layer.name}': record spikes have shape {out.shape}, "
+                            f"expected {(T, N, layer.neuron.n)}")
+        spikes[layer.name] = out
+    per_source = {k: v.sum(axis=(0, 1), dtype=np.int64) for k, v in spikes.items()}  # spikes of each j
+    layers = []
+    for i, layer in enumerate(net.layers):
+        n, bits = layer.neuron.n, int(layer.weight_bits)
+        pops, masks = [], []
+        for src, syn in net.sources(i):
+            mask = (np.asarray(syn.weight) != 0)
+            kind = synapse_kind(syn)
+            nnz, fan = fanout(syn, mask), fanout(syn, np.ones_like(mask))
+            c = per_source[src]
+            macs, adds, params = _ann_ops(syn, kind)
+            pops.append({
+                "source": src, "kind": kind, "n_in": int(syn.n_in),
+                "weights": int(mask.size), "nonzero_weights": int(mask.sum()),
+                "synapses": int(fan.sum()), "nonzero_synapses": int(nnz.sum()),
+                "input_spikes": int(c.sum()) / N,
+                "synops_effective": int(c @ nnz) / N,
+                "synops_dense": int(c @ fan) / N,
+                "dense_ops": int(fan.sum()) * T,
+                "ann_macs": int(macs), "ann_adds": int(adds), "ann_params": int(params),
+                "memory_weight_bits": int(mask.size) * bits,
+            })
+            masks.append((src, syn, torch.from_numpy(mask.astype(np.float32))))
+        out = spikes[layer.name]
         active = 0
-        m32 = mask.T.astype(np.float32)  # event counts per neuron are <= n_in < 2^24: exact in float32
-        for lo in range(0, N, chunk):
-            s = src[:, lo:lo + chunk].reshape(-1, n_in).astype(np.float32)
-            got_input = (s @ m32) > 0
-            active += int((got_input | (out[:, lo:lo + chunk].reshape(-1, n) != 0)).sum())
+        with torch.no_grad():
+            for lo in range(0, N, chunk):
+                got = None
+                for src, syn, m in masks:
+                    s = torch.from_numpy(spikes[src][:, lo:lo + chunk].reshape(-1, syn.n_in).astype(np.float32))
+                    e = _events(syn, m, s)
+                    got = e if got is None else got + e
+                fired = torch.from_numpy(out[:, lo:lo + chunk].reshape(-1, n) != 0)
+                active += int(((got > 0) | fired).sum())
+        row = {"name": layer.name, "kind": pops[0]["kind"], "n": n, "weight_bits": bits}
+        row.update({k: sum(p[k] for p in pops) for k in _POP_SUMMED})
+        n_in = row["n_in"]
         updates = n * T
-        spikes = int(out.sum(dtype=np.int64))
-        layers.append({
-            "name": layer.name, "n_in": n_in, "n": n, "weight_bits": int(layer.weight_bits),
-            "weights": n * n_in, "nonzero_weights": int(mask.sum()),
-            "input_spikes": input_spikes / N,
-            "input_rate": input_spikes / (N * n_in * T),
-            "input_sparsity": 1.0 - input_spikes / (N * n_in * T),
-            "synops_effective": int(per_source @ mask.sum(axis=0)) / N,
-            "synops_dense": input_spikes * n / N,
-            "dense_ops": n_in * n * T,
+        n_spikes = int(out.sum(dtype=np.int64))
+        row.update({
+            "input_rate": row["input_spikes"] / (n_in * T),
+            "input_sparsity": 1.0 - row["input_spikes"] / (n_in * T),
             "neuron_updates": updates,
             "neuron_updates_active": active / N,
             "neuron_updates_idle": (updates * N - active) / N,
-            "spikes": spikes / N,
-            "firing_rate": spikes / (N * n * T),
-            "ann_macs": n_in * n,
-            "memory_weight_bits": n_in * n * int(layer.weight_bits),
+            "spikes": n_spikes / N,
+            "firing_rate": n_spikes / (N * n * T),
             "memory_state_bits": n * STATE_BITS,
+            "populations": pops,
         })
-        src = out
+        layers.append(row)
     total = {k: sum(layer[k] for layer in layers) for k in _SUMMED}
     in_elems = sum(layer["n_in"] for layer in layers) * T
     total.update({
@@ -231,13 +374,25 @@ def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 102
     return {"samples": N, "timesteps": T, "layers": layers, "total": total}
 
 
+def memory_bytes(counts: dict, weight_bits: int | None = None, state_bits: int = STATE_BITS,
+                 ann: bool = False) -> float:
+    """Footprint in bytes of the counted network at another width: every stored weight at ``weight_bits``
+    (None: each layer's own) plus ``state_bits`` per neuron; ``ann=True``: the ANN twin's parameters at
+    ``weight_bits`` only (activations are not stored state)."""
+    if ann:
+        return counts["total"]["ann_params"] * int(weight_bits) / 8
+    w = (counts["total"]["memory_weight_bits"] if weight_bits is None
+         else counts["total"]["weights"] * int(weight_bits))
+    return (w + sum(layer["n"] for layer in counts["layers"]) * state_bits) / 8
+
+
 def neurobench_metrics(counts: dict) -> dict:
     """The counts under NeuroBench's metric names (per inference).
 
     footprint: bytes of weights (at their trained bit width) plus neuron state (u, v: 24 bits each);
     activation_sparsity: zero fraction of all spiking layers' outputs; synaptic_operations: Effective_MACs
     (0: every layer's input is binary spikes), Effective_ACs (= synops_effective) and Dense
-    (n_in * n * T per layer: every activation and every synapse, as NeuroBench defines it).
+    (synapses * T per layer: every activation and every synapse, as NeuroBench defines it).
     """
     t = counts["total"]
     return {
@@ -254,7 +409,8 @@ def neurobench_metrics(counts: dict) -> dict:
 
 def _layer_parts(layer: dict, table: dict) -> dict:
     if table["kind"] == "ann":
-        return {"mac": layer["ann_macs"] * table["mac_pJ"]}
+        return {"mac": layer["ann_macs"] * table["mac_pJ"],
+                "add": layer["ann_adds"] * table.get("add_pJ", table["mac_pJ"])}
     return {"synop": layer["synops_effective"] * table["synop_pJ"],
             "neuron_update_active": layer["neuron_updates_active"] * table["neuron_update_active_pJ"],
             "neuron_update_idle": layer["neuron_updates_idle"] * table["neuron_update_idle_pJ"],
@@ -265,7 +421,8 @@ def energy(counts: dict, table: dict) -> dict:
     """Estimated energy per inference, per layer and in total (pJ and uJ), with the table's name and label.
 
     snn tables: synops_effective * synop_pJ + active updates * neuron_update_active_pJ
-    + idle updates * neuron_update_idle_pJ + spikes * spike_pJ; ann tables: ann_macs * mac_pJ.
+    + idle updates * neuron_update_idle_pJ + spikes * spike_pJ; ann tables: ann_macs * mac_pJ
+    + ann_adds * add_pJ (add_pJ defaults to mac_pJ).
     """
     _check_table(table, f"cost table '{table.get('name', '?')}'")
     layers = []

@@ -99,19 +99,41 @@ class LayerShape:
 
 
 def shapes_from_ir(net, sparse: bool = True) -> list:
-    """LayerShapes of a qsnn_lava.ir.Network (Dense + LIF layers; the spike input takes no core).
+    """LayerShapes of a qsnn_lava.ir.Network (the spike input takes no core).
 
-    ``sparse=True`` counts only nonzero weights as synapses (pruned zeros are free when the layer is
-    mapped sparse); ``sparse=False`` counts every weight (a dense mapping stores zeros too).
+    A layer whose main synapse is Dense is a "dense" shape: ``sparse=True`` counts only nonzero weights as
+    synapses (pruned zeros are free when the layer is mapped sparse); ``sparse=False`` counts every weight
+    (a dense mapping stores zeros too). A Conv main synapse (pooling included) is a "conv" shape: fan-in
+    C_in / groups * kh * kw, synapses = the kernel's weights (shared, stored whole). Skip synapses join the
+    layer they feed: a skip adds its fan-in (Dense: its inputs; Conv into a conv layer: its kernel rows
+    C_in / groups * kh * kw; Conv into a dense layer: its inputs, unrolled) and its synapses (Dense or
+    unrolled Conv: nonzero or all matrix entries as above; Conv into a conv layer: its kernel's weights).
     """
+    from deploy.energy import fanout
+
     out = []
     for i, layer in enumerate(net.layers):
-        w = np.asarray(layer.synapse.weight)
-        n_out, n_in = w.shape
-        out.append(LayerShape(
-            name=layer.name or f"layer{i}", kind="dense", n_neurons=int(layer.neuron.n), fan_in=int(n_in),
-            n_synapses=int(np.count_nonzero(w)) if sparse else int(n_out * n_in),
-            weight_bits=int(layer.weight_bits)))
+        main = layer.synapse
+        conv = main.type == "conv"
+        fan_in = n_syn = 0
+        for _, syn in net.sources(i):
+            w = np.asarray(syn.weight)
+            if conv and syn.type == "conv":
+                fan_in += int(np.prod(w.shape[1:]))
+                n_syn += int(w.size)
+            elif syn.type == "dense":
+                fan_in += int(syn.n_in)
+                n_syn += int(np.count_nonzero(w)) if sparse else int(w.size)
+            else:  # a conv skip into a dense-mapped layer is stored unrolled
+                fan_in += int(syn.n_in)
+                n_syn += int(fanout(syn, w != 0 if sparse else np.ones_like(w)).sum())
+        name, bits = layer.name or f"layer{i}", int(layer.weight_bits)
+        if conv:
+            kp = {"in_chw": tuple(main.in_shape), "out_chw": tuple(main.out_shape), "kernel": tuple(main.kernel),
+                  "stride": tuple(main.stride), "padding": tuple(main.padding), "groups": int(main.groups)}
+            out.append(LayerShape(name, "conv", int(layer.neuron.n), fan_in, n_syn, bits, kp))
+        else:
+            out.append(LayerShape(name, "dense", int(layer.neuron.n), fan_in, n_syn, bits))
     return out
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from deploy import energy as en
 from qsnn_lava.errors import QsnnError
-from qsnn_lava.ir import LIF, Dense, Layer, Network
+from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, Skip, sum_pool
 from qsnn_lava.reference import simulate
 
 
@@ -134,6 +134,7 @@ GOOD = {"kind": "snn", "synop_pJ": 1.0, "neuron_update_active_pJ": 2.0, "neuron_
     ({"neuron_update_active_pJ": True}, "neuron_update_active_pJ"),
     ({"kind": "ann"}, "mac_pJ"),
     ({"kind": "fpga"}, "kind"),
+    ({"kind": "ann", "mac_pJ": 1.0, "add_pJ": -0.5}, "add_pJ"),
 ])
 def test_bad_cost_tables_are_rejected(tmp_path, change, key):
     table = {**GOOD, **change}
@@ -160,15 +161,183 @@ def test_shape_mismatch_is_an_error(hand):
         en.count_ops(net, X[:2], rec)
 
 
+# --- conv, pooling and skips ----------------------------------------------------------------------------
+#
+# input 1x3x3 -> c: conv 2x2 K (one zero weight), out 1x2x2, spike iff a > 1
+#             -> r: identity x 2 from c  +  skip conv 2x2 K2 from the input, spike iff a > 2
+#             -> p: 2x2 sum pool of r -> 1 neuron, spike iff a > 0
+K = [[1, 0],
+     [2, 3]]
+K2 = [[0, 1],
+      [1, 0]]
+# x[t, 0, pixel]: t0 pixels (0,0) and (1,1); t1 every pixel. Spikes per pixel over t: (0,0) and (1,1) 2, others 1
+XC = np.array([[[1, 0, 0, 0, 1, 0, 0, 0, 0]], [[1] * 9]], np.uint8)
+
+
+@pytest.fixture
+def conv_hand():
+    ident = Conv(np.full((1, 1, 1, 1), 2), (1, 2, 2), groups=1)
+    net = Network((1, 3, 3), [
+        Layer("c", Conv(np.array(K).reshape(1, 1, 2, 2), (1, 3, 3)), memoryless(4), weight_bits=4),
+        Layer("r", ident, memoryless(4, vth=2), weight_bits=4,
+              skips=[Skip(INPUT, Conv(np.array(K2).reshape(1, 1, 2, 2), (1, 3, 3)))]),
+        Layer("p", sum_pool((1, 2, 2), 2), memoryless(1, vth=0), weight_bits=1)], timesteps=2).validate()
+    rec = simulate(net, XC)
+    return net, rec, en.count_ops(net, XC, rec)
+
+
+def test_conv_hand_spikes(conv_hand):
+    """c: a = sum K[i,j] x[y+i, x+j]: t0 [4, 2, 0, 1] -> [1, 1, 0, 0], t1 all 6 -> all spike.
+    r: 2 * c + (x[y, x+1] + x[y+1, x]): t0 [2, 3, 1, 0] -> [0, 1, 0, 0], t1 all 4 -> all. p: any input."""
+    _, rec, _ = conv_hand
+    np.testing.assert_array_equal(rec.spikes[0][:, 0], [[1, 1, 0, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(rec.spikes[1][:, 0], [[0, 1, 0, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(rec.spikes[2][:, 0], [[1], [1]])
+
+
+def test_conv_fanout_by_hand():
+    """Outputs reaching each input pixel of a 2x2 kernel on 3x3 (stride 1, no padding): structural
+    [[1,2,1],[2,4,2],[1,2,1]]; through K's nonzeros (K[0,1] = 0) [[1,1,0],[2,3,1],[1,2,1]]."""
+    c = Conv(np.array(K).reshape(1, 1, 2, 2), (1, 3, 3))
+    assert en.fanout(c, np.ones((1, 1, 2, 2))).reshape(3, 3).tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+    assert en.fanout(c, c.weight != 0).reshape(3, 3).tolist() == [[1, 1, 0], [2, 3, 1], [1, 2, 1]]
+
+
+@pytest.mark.parametrize("in_shape, wshape, stride, padding, groups", [
+    ((2, 7, 9), (4, 1, 3, 2), (2, 3), (1, 0), 2),  # grouped, strides that leave a remainder
+    ((3, 8, 8), (6, 3, 3, 3), (1, 1), (1, 1), 1),
+    ((4, 5, 5), (4, 1, 2, 2), (3, 3), (2, 1), 4),  # depthwise, padding larger than the overlap
+])
+def test_conv_fanout_equals_unrolled_matrix(in_shape, wshape, stride, padding, groups):
+    """fanout() (transposed conv) == nonzeros per column of converters.lava_graph.synapse_matrix."""
+    from converters.lava_graph import synapse_matrix
+
+    w = np.random.default_rng(0).integers(-2, 3, wshape)
+    c = Conv(w, in_shape, stride, padding, groups)
+    np.testing.assert_array_equal(en.fanout(c, w != 0), np.diff(synapse_matrix(c).tocsc().indptr))
+    ones = Conv(np.ones(wshape, int), in_shape, stride, padding, groups)
+    np.testing.assert_array_equal(en.fanout(c, np.ones(wshape)), np.diff(synapse_matrix(ones).tocsc().indptr))
+
+
+def test_synapse_kinds():
+    assert en.synapse_kind(Dense([[1, 2]])) == "dense"
+    assert en.synapse_kind(sum_pool((3, 4, 4), 2)) == "pool"
+    assert en.synapse_kind(Conv(np.full((3, 1, 1, 1), 5), (3, 4, 4), groups=3)) == "identity"
+    assert en.synapse_kind(Conv(np.full((3, 1, 2, 2), 1), (3, 4, 4), stride=1, groups=3)) == "conv"  # overlaps
+    assert en.synapse_kind(Conv(np.ones((2, 3, 1, 1), int), (3, 4, 4))) == "conv"  # a learned 1x1 projection
+
+
+def test_conv_hand_counts(conv_hand):
+    _, _, c = conv_hand
+    lc, lr, lp = c["layers"]
+    assert [lc["kind"], lr["kind"], lp["kind"]] == ["conv", "identity", "pool"]
+    # c: 11 input spikes; effective = sum_j count_j * nnz_j = 12 + nnz(0,0) + nnz(1,1) = 12 + 1 + 3
+    assert lc["input_spikes"] == 11 and lc["synops_effective"] == 16 and lc["synops_dense"] == 16 + 1 + 4
+    # r: identity from c (6 spikes, fan-out 1) + skip K2 (nnz per pixel [[0,1,1],[1,2,1],[1,1,0]], sum 8)
+    main, skip = lr["populations"]
+    assert (main["source"], main["kind"], skip["source"], skip["kind"]) == ("c", "identity", INPUT, "conv")
+    assert main["synops_effective"] == main["synops_dense"] == 6
+    assert skip["synops_effective"] == 8 + 0 + 2 and skip["synops_dense"] == 16 + 1 + 4
+    assert lr["synops_effective"] == 16 and lr["synops_dense"] == 27
+    assert lr["input_spikes"] == 17 and lr["input_rate"] == pytest.approx(17 / ((4 + 9) * 2))
+    assert lp["synops_effective"] == lp["synops_dense"] == 5 and lp["spikes"] == 2
+    # active: c t0 n0, n1 (events), n3 (x11 through K[0,0], a = 1, no spike), not n2 (only K[0,1] = 0); t1 all
+    assert lc["neuron_updates_active"] == 7 and lc["neuron_updates_idle"] == 1
+    assert lr["neuron_updates_active"] == 7 and lp["neuron_updates_active"] == 2
+    assert (lc["spikes"], lr["spikes"]) == (6, 5)
+    # static: stored weights (a kernel once), structural synapse pairs, ANN twin
+    assert [lc["weights"], lr["weights"], lp["weights"]] == [4, 1 + 4, 4]
+    assert [lc["nonzero_weights"], lr["nonzero_weights"]] == [3, 1 + 2]
+    assert [lc["synapses"], lr["synapses"], lp["synapses"]] == [16, 4 + 16, 4]
+    assert [lc["ann_macs"], lr["ann_macs"], lp["ann_macs"]] == [4 * 4, 4 * 4, 0]
+    assert [lc["ann_adds"], lr["ann_adds"], lp["ann_adds"]] == [0, 4, 1 * (4 - 1)]
+    assert [lc["ann_params"], lr["ann_params"], lp["ann_params"]] == [4, 4, 0]
+    t = c["total"]
+    assert t["dense_ops"] == 40 * 2 and t["memory_weight_bits"] == 4 * 4 + 5 * 4 + 4 * 1
+    assert t["memory_state_bits"] == 9 * 48
+    assert en.energy(c, en.TABLES["ann_fp32"])["total"]["pJ"] == pytest.approx(32 * 4.6 + 7 * 0.9)
+    assert en.energy(c, en.TABLES["ann_int8"])["layers"][2]["pJ"] == pytest.approx(3 * 0.03)
+    assert en.energy(c, {"kind": "ann", "mac_pJ": 2.0})["total"]["pJ"] == pytest.approx((32 + 7) * 2.0)
+    assert en.energy(c, en.TABLES["cmos45_snn_fp32"])["total"]["pJ"] == pytest.approx(37 * 0.9 + 18 * 11.0)
+    assert en.memory_bytes(c, 32, 64) == (13 * 32 + 9 * 64) / 8 and en.memory_bytes(c, 8, ann=True) == 8
+    assert en.neurobench_metrics(c)["synaptic_operations"]["Dense"] == 80
+
+
+def test_dense_counts_are_the_unrolled_conv_counts():
+    """A conv layer and the Dense layer of its unrolled matrix give the same workload counts."""
+    from converters.lava_graph import synapse_matrix
+    from netgen import random_spikes
+
+    rng = np.random.default_rng(4)
+    w = rng.integers(-3, 4, (3, 2, 3, 3))
+    conv = Conv(w, (2, 5, 5), stride=2, padding=1)
+    nrn = LIF(conv.n_out, vth=3, du=4095, dv=4095)
+    a = Network((2, 5, 5), [Layer("l", conv, nrn)], 3).validate()
+    b = Network((50,), [Layer("l", Dense(synapse_matrix(conv).toarray()), nrn)], 3).validate()
+    x = random_spikes(rng, a, 5)
+    ca, cb = (en.count_ops(n, x, simulate(n, x))["layers"][0] for n in (a, b))
+    for k in ("synops_effective", "neuron_updates_active", "spikes", "nonzero_synapses"):
+        assert ca[k] == cb[k], k
+    # structural fan-out: the conv's receptive-field pairs, the unrolled Dense's every matrix entry
+    assert ca["synops_dense"] < cb["synops_dense"] and cb["synapses"] == 27 * 50 and ca["synapses"] < 27 * 18
+    assert ca["dense_ops"] == ca["synapses"] * 3 and ca["ann_macs"] == 27 * 2 * 3 * 3
+
+
 @pytest.mark.lava
-def test_counts_from_reference_equal_counts_from_lava():
+@pytest.mark.parametrize("builder, seed", [("random", 5), ("conv_net", 0), ("residual_net", 3)])
+def test_counts_from_reference_equal_counts_from_lava(builder, seed):
+    """The counts of the same samples from the reference and from real Lava (fixed_pt) are identical:
+    a dense net, conv + sum pool + grouped conv + dense, and a residual net (identity and dense skips)."""
+    import test_conv
     from deploy.backends.lava import run as run_lava
     from netgen import random_network, random_spikes
 
-    rng = np.random.default_rng(5)
-    net = random_network(rng, sizes=(12, 9, 6), timesteps=5)
-    x = random_spikes(rng, net, n_samples=7)
+    rng = np.random.default_rng(seed)
+    if builder == "random":
+        net = random_network(rng, sizes=(12, 9, 6), timesteps=5)
+    else:
+        net = getattr(test_conv, builder)(rng)
+    x = random_spikes(rng, net, n_samples=6)
     ref = en.count_ops(net, x, simulate(net, x))
     lava = en.count_ops(net, x, run_lava(net, x))
-    assert ref["total"]["spikes"] > 0
+    assert all(layer["spikes"] > 0 for layer in ref["layers"])
+    assert any(len(layer["populations"]) > 1 for layer in ref["layers"]) == (builder == "residual_net")
     assert ref == lava
+
+
+def test_bench_energy_script(tmp_path, capsys):
+    """bench/energy.py on an (untrained) conv QSNN checkpoint: md, json and png, all rows but the missing
+    pruned one, and its per-layer energies sum to the totals."""
+    import sys
+    from pathlib import Path
+
+    from qsnn_lava.io import save_checkpoint
+    from qsnn_lava.models import build_model, make_config
+
+    import importlib.util
+
+    here = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(here))  # bench scripts import their `common`
+    spec = importlib.util.spec_from_file_location("bench_energy", here / "energy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    cfg = make_config(arch="resnet", sizes=[64, 10], input_shape=(1, 8, 8), channels=[4, 6], timesteps=3)
+    ckpt = tmp_path / "r.pt"
+    save_checkpoint(ckpt, cfg, build_model(cfg).state_dict(), {"dataset": "digits"})
+    bench.main(["--checkpoint", str(ckpt), "--pruned", str(tmp_path / "none.pt"), "--dataset", "digits",
+                "--samples", "12", "--out", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert "not found" in out and "headline" in out
+    rep = json.loads((tmp_path / "energy.json").read_text())
+    keys = [r["key"] for r in rep["targets"]]
+    assert keys == ["float_snn", "qsnn", "ann_fp32", "ann_int8", "qsnn_loihi1"]
+    for r in rep["targets"]:
+        assert sum(r["layers"].values()) * 1e-6 == pytest.approx(r["uJ"])
+    by = {r["key"]: r for r in rep["targets"]}
+    t = rep["qsnn"]["counts"]["total"]
+    assert by["ann_fp32"]["uJ"] == pytest.approx((t["ann_macs"] * 4.6 + t["ann_adds"] * 0.9) * 1e-6)
+    assert t["ann_adds"] > 0  # the residual additions
+    assert rep["ratios"]["ann_fp32_over_qsnn"] == pytest.approx(by["ann_fp32"]["uJ"] / by["qsnn"]["uJ"])
+    assert "| float SNN (fp32) |" in (tmp_path / "energy.md").read_text()
+    assert (tmp_path / "energy.png").read_bytes()[:4] == b"\x89PNG"

@@ -69,6 +69,32 @@ def test_shapes_from_ir_counts_nonzero_weights():
     assert one(sparse)["capacity"] == 28 and one(full)["capacity"] == 14
 
 
+def test_shapes_from_ir_conv_pool_and_skips():
+    """Conv layers become conv shapes (fan-in C_in/groups * kh * kw, kernel weights); skips add theirs."""
+    from qsnn_lava.ir import INPUT, Conv, Skip, sum_pool
+
+    c1 = Conv(np.ones((4, 2, 3, 3), int), (2, 8, 8), padding=1)
+    pool = sum_pool(c1.out_shape, 2)
+    ident = Conv(np.full((4, 1, 1, 1), 5), pool.out_shape, groups=4)
+    c2 = Conv(np.ones((4, 4, 3, 3), int), pool.out_shape, padding=1)
+    fc = np.zeros((3, 64), int)
+    fc[:, :10] = 1
+    lif = lambda n: LIF(n, vth=10, du=4095, dv=4095)  # noqa: E731
+    net = Network((2, 8, 8), [Layer("c1", c1, lif(256), weight_bits=4), Layer("pool", pool, lif(64), weight_bits=1),
+                              Layer("c2", c2, lif(64), weight_bits=4, skips=[Skip("pool", ident)]),
+                              Layer("fc", Dense(fc), lif(3), skips=[Skip(INPUT, Dense(np.ones((3, 128), int)))])],
+                  2).validate()
+    s = rs.shapes_from_ir(net)
+    assert [x.kind for x in s] == ["conv", "conv", "conv", "dense"]
+    assert (s[0].n_neurons, s[0].fan_in, s[0].n_synapses) == (256, 18, 72)
+    assert s[0].kernel_params["out_chw"] == (4, 8, 8) and s[0].kernel_params["kernel"] == (3, 3)
+    assert (s[1].n_neurons, s[1].fan_in, s[1].n_synapses, s[1].weight_bits) == (64, 4, 16, 1)
+    assert (s[2].fan_in, s[2].n_synapses) == (36 + 1, 144 + 4)
+    assert (s[3].fan_in, s[3].n_synapses) == (64 + 128, 30 + 384)
+    assert rs.shapes_from_ir(net, sparse=False)[3].n_synapses == 192 + 384
+    assert rs.estimate(s)["totals"]["fits"]
+
+
 # --- known answers --------------------------------------------------------------------------------------
 
 def test_dense_layer_bound_by_synaptic_memory():

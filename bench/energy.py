@@ -1,0 +1,236 @@
+"""Energy per inference of the Fashion-MNIST conv QSNN: float SNN, QSNN, pruned QSNN, ANN fp32 and int8.
+
+Every number is an ESTIMATE: operation counts from the bit-exact reference simulation of the deployed
+network (deploy.energy.count_ops, exact for conv, pooling and skip synapses) times per-operation energies of
+45 nm CMOS arithmetic (Horowitz, ISSCC 2014). Memory accesses, static power and routing are in none of
+them. Rows (docs/energy.md):
+  * float SNN: the same network and the SAME spike counts, with fp32 weights and state: every synop an fp32
+    add (0.9 pJ), every neuron update fp32 arithmetic (2 mult + 4 add = 11.0 pJ); table cmos45_snn_fp32;
+  * QSNN (the checkpoint's bits, 4 by default): integer synops at the 32-bit add (0.1 pJ, the nearest width
+    to Loihi's 24-bit accumulator), neuron update 6.6 pJ; table cmos45_snn;
+  * pruned QSNN: the same table on the channel-pruned checkpoint (bench/pruning.py), its own spike counts;
+  * ANN fp32 / int8: the same layers as a conventional ANN, one pass: MACs of every dense and conv layer
+    (4.6 / 0.23 pJ), pooling as max-pool comparisons and residual additions (fp32 0.9 / int8 0.03 pJ);
+  * for reference, the QSNN on the Loihi 1 table (pre-silicon estimate, not Loihi 2).
+Writes <out>/<stem>.{md,json,png} (per layer and total, with spike rates) and prints headline ratios.
+Usage: python bench/energy.py [--checkpoint bench/results/fashion_conv.pt]
+       [--pruned bench/results/fashion_conv_pruned.pt] [--samples 1000]
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repo on sys.path)
+import numpy as np
+
+from converters.checkpoint import load_model, model_to_ir
+from deploy.energy import TABLES, count_ops, energy, memory_bytes
+from qsnn_lava.data import encoded, load_dataset
+from qsnn_lava.io import atomic_write
+from qsnn_lava.reference import simulate
+
+CAVEAT = ("Estimates: operation counts from the bit-exact simulation x per-operation energies of 45 nm CMOS "
+          "arithmetic (Horowitz, ISSCC 2014). Memory accesses (5 pJ per 32-bit SRAM access, which would dominate), "
+          "static power, spike routing and I/O are not included. The Loihi 1 row is a pre-silicon Loihi 1 cost "
+          "table applied to this network, not a Loihi 2 number.")
+
+
+def measure(path, data, samples: int, quiet: bool) -> dict:
+    """Counts of one checkpoint's deployed network on the first ``samples`` test inputs."""
+    model, ckpt = load_model(path)
+    net = model_to_ir(model)
+    x, y = encoded(data.test, net.timesteps, min(samples, len(data.test.y)))
+    t0 = time.perf_counter()
+    rec = simulate(net, x, progress=not quiet)
+    counts = count_ops(net, x, rec)
+    cfg = model.config
+    return {"path": str(path), "net": net, "counts": counts, "accuracy": rec.accuracy(y), "bits": int(cfg["bits"]),
+            "arch": cfg["arch"], "channels": cfg.get("channels"), "widths": cfg.get("widths") or {},
+            "timesteps": net.timesteps, "seconds": time.perf_counter() - t0}
+
+
+def targets(q: dict, pruned: dict | None) -> list:
+    """The rows: (key, label, measured network, cost table, weight memory in bytes)."""
+    b = q["bits"]
+    rows = [("float_snn", "float SNN (fp32)", q, "cmos45_snn_fp32", memory_bytes(q["counts"], 32, 64)),
+            ("qsnn", f"{b}-bit QSNN", q, "cmos45_snn", memory_bytes(q["counts"]))]
+    if pruned is not None:
+        rows.append(("qsnn_pruned", f"{pruned['bits']}-bit pruned QSNN", pruned, "cmos45_snn",
+                     memory_bytes(pruned["counts"])))
+    rows += [("ann_fp32", "ANN fp32", q, "ann_fp32", memory_bytes(q["counts"], 32, ann=True)),
+             ("ann_int8", "ANN int8", q, "ann_int8", memory_bytes(q["counts"], 8, ann=True)),
+             ("qsnn_loihi1", f"{b}-bit QSNN, Loihi 1 table", q, "loihi1", memory_bytes(q["counts"]))]
+    out = []
+    for key, label, m, table, mem in rows:
+        e = energy(m["counts"], TABLES[table])
+        t = m["counts"]["total"]
+        ops = t["synops_effective"] if TABLES[table]["kind"] == "snn" else t["ann_macs"] + t["ann_adds"]
+        out.append({"key": key, "label": label, "network": "pruned" if m is pruned else "qsnn", "table": table,
+                    "table_label": e["label"], "source": e["source"], "uJ": e["total"]["uJ"],
+                    "parts_pJ": e["total"]["parts_pJ"], "ops": ops, "memory_bytes": mem,
+                    "accuracy": m["accuracy"] if TABLES[table]["kind"] == "snn" else None,
+                    "layers": {layer["name"]: layer["pJ"] for layer in e["layers"]}})
+    return out
+
+
+def ratios(rows: list) -> dict:
+    e = {r["key"]: r["uJ"] for r in rows}
+    out = {"ann_fp32_over_qsnn": e["ann_fp32"] / e["qsnn"], "ann_int8_over_qsnn": e["ann_int8"] / e["qsnn"],
+           "float_snn_over_qsnn": e["float_snn"] / e["qsnn"], "ann_fp32_over_float_snn": e["ann_fp32"] / e["float_snn"]}
+    if "qsnn_pruned" in e:
+        out.update({"qsnn_over_pruned": e["qsnn"] / e["qsnn_pruned"],
+                    "ann_int8_over_pruned": e["ann_int8"] / e["qsnn_pruned"]})
+    return out
+
+
+def _than(ratio: float, other: str) -> str:
+    """'3.2x less energy than X' for ratio = E(X) / E(this) >= 1, else '2.5x more energy than X'."""
+    return (f"{ratio:.3g}x less energy than {other}" if ratio >= 1
+            else f"{1 / ratio:.3g}x MORE energy than {other}")
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def layer_table(m: dict, rows: list) -> list:
+    """Markdown lines: one row per layer of measurement ``m``, energies in nJ of the rows measured on it."""
+    mine = [r for r in rows if r["network"] == ("pruned" if "pruned" in m.get("role", "") else "qsnn")]
+    head = ("| layer | kind | neurons | input rate | firing rate | SynOps (effective) | SynOps (dense) | ANN MACs "
+            "| ANN adds | " + " | ".join(f"{r['label']} (nJ)" for r in mine) + " |")
+    lines = [head, "|" + "---|" * (9 + len(mine))]
+    for layer in m["counts"]["layers"]:
+        cells = [layer["name"], layer["kind"], str(layer["n"]), f"{layer['input_rate']:.4f}",
+                 f"{layer['firing_rate']:.4f}", f"{layer['synops_effective']:.4g}", f"{layer['synops_dense']:.4g}",
+                 str(layer["ann_macs"]), str(layer["ann_adds"])]
+        cells += [f"{r['layers'][layer['name']] / 1e3:.4g}" for r in mine]
+        lines.append("| " + " | ".join(cells) + " |")
+    t = m["counts"]["total"]
+    cells = ["**total**", "", str(sum(layer["n"] for layer in m["counts"]["layers"])), f"{t['input_rate']:.4f}",
+             f"{t['firing_rate']:.4f}", f"{t['synops_effective']:.4g}", f"{t['synops_dense']:.4g}",
+             str(t["ann_macs"]), str(t["ann_adds"])] + [f"{r['uJ'] * 1e3:.4g}" for r in mine]
+    lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(args, q: dict, pruned: dict | None, rows: list, rat: dict, missing: str) -> str:
+    n = q["counts"]["samples"]
+    md = [f"# Energy per inference: {q['arch']} QSNN on {args.dataset} ({n} test samples, T = {q['timesteps']})",
+          "", CAVEAT, "",
+          "| target | network | cost table | energy / inference (uJ) | ratio to QSNN | ops / inference "
+          "| weight + state memory (KB) | accuracy |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    ref = next(r["uJ"] for r in rows if r["key"] == "qsnn")
+    for r in rows:
+        kind = "SynOps" if TABLES[r["table"]]["kind"] == "snn" else "MACs + adds"
+        md.append(f"| {r['label']} | {r['network']} | {r['table']} | {r['uJ']:.4g} | {r['uJ'] / ref:.3g} "
+                  f"| {r['ops']:.4g} {kind} | {r['memory_bytes'] / 1024:.4g} | "
+                  f"{_pct(r['accuracy'])} |")
+    if missing:
+        md += ["", missing]
+    md += ["", "Headline ratios (energy): " + ", ".join(f"{k} = {v:.3g}" for k, v in rat.items()), "",
+           f"## Per layer: {q['bits']}-bit QSNN ({q['path']}); the float SNN and ANN rows use its counts", ""]
+    md += layer_table(q, rows)
+    if pruned is not None:
+        md += ["", f"## Per layer: pruned QSNN ({pruned['path']}, widths {pruned['widths']})", ""]
+        md += layer_table(pruned, rows)
+    md += ["", "Definitions (docs/energy.md): rates are spikes per neuron per step; SynOps (effective) count one "
+           "accumulate per input spike per nonzero synapse (dense: all structural fan-out); ANN MACs count every "
+           "dense / conv multiply-accumulate of one pass (padded positions included); ANN adds are max-pool "
+           "comparisons and residual additions. Memory: QSNN weights at their trained bits (pool weights 1 bit) "
+           "+ 48-bit u, v per neuron; float SNN every weight at 32 bits + 64-bit state; ANN learned weights at "
+           "32 / 8 bits (activations not counted)."]
+    return "\n".join(md) + "\n"
+
+
+def chart(rows: list, q: dict, path) -> None:
+    """Left: total uJ per inference per target (log). Right: nJ per layer for the main targets (log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"float_snn": "tab:red", "qsnn": "tab:orange", "qsnn_pruned": "tab:olive", "ann_fp32": "tab:blue",
+              "ann_int8": "tab:cyan", "qsnn_loihi1": "tab:gray"}
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1, 1.6]})
+    bars = a.bar([r["label"] for r in rows], [r["uJ"] for r in rows], color=[colors[r["key"]] for r in rows])
+    a.set_yscale("log")
+    for bar, r in zip(bars, rows):
+        a.annotate(f"{r['uJ']:.3g}", (bar.get_x() + bar.get_width() / 2, r["uJ"]), ha="center", va="bottom",
+                   fontsize=8)
+    a.set_ylabel("uJ per inference (estimate)")
+    a.set_title("Total (45 nm arithmetic; gray: Loihi 1 table)", fontsize=9)
+    a.tick_params(axis="x", labelsize=7, rotation=30)
+    names = [layer["name"] for layer in q["counts"]["layers"]]
+    shown = [r for r in rows if r["key"] != "qsnn_loihi1"]
+    width = 0.8 / len(shown)
+    xs = np.arange(len(names))
+    for k, r in enumerate(shown):
+        vals = [r["layers"].get(nm, np.nan) / 1e3 for nm in names]
+        b.bar(xs + (k - (len(shown) - 1) / 2) * width, vals, width, label=r["label"], color=colors[r["key"]])
+    b.set_xticks(xs, names, fontsize=8)
+    b.set_yscale("log")
+    b.set_ylabel("nJ per inference (estimate)")
+    b.set_title("Per layer", fontsize=9)
+    b.legend(fontsize=7)
+    fig.suptitle("Estimated energy per inference: op counts x 45 nm CMOS cost tables (memory access excluded)",
+                 fontsize=9)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _public(m: dict | None) -> dict | None:
+    return None if m is None else {k: v for k, v in m.items() if k != "net"}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default="bench/results/fashion_conv.pt")
+    ap.add_argument("--pruned", default="bench/results/fashion_conv_pruned.pt",
+                    help="the channel-pruned checkpoint (bench/pruning.py); its row is skipped when missing")
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--stem", default="energy", help="output names: <out>/<stem>.{md,json,png}")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        sys.exit(f"checkpoint '{args.checkpoint}' not found: run bench/fashion_mnist.py first")
+    data = load_dataset(args.dataset)
+    q = measure(args.checkpoint, data, args.samples, args.quiet)
+    q["role"] = "qsnn"
+    pruned, missing = None, ""
+    if args.pruned and Path(args.pruned).is_file():
+        pruned = measure(args.pruned, data, args.samples, args.quiet)
+        pruned["role"] = "pruned"
+    else:
+        missing = (f"Pruned checkpoint '{args.pruned}' not found (bench/pruning.py writes it): "
+                   "the pruned QSNN row is skipped.")
+        print(missing)
+    rows = targets(q, pruned)
+    rat = ratios(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(args, q, pruned, rows, rat, missing)
+    (out / f"{args.stem}.md").write_text(md)
+    common.save_result(args.out, f"{args.stem}.json", {
+        "dataset": args.dataset, "samples": q["counts"]["samples"], "caveat": CAVEAT,
+        "tables": {r["table"]: TABLES[r["table"]] for r in rows},
+        "targets": rows, "ratios": rat, "pruned_missing": missing or None,
+        "qsnn": _public(q), "pruned": _public(pruned)})
+    chart(rows, q, out / f"{args.stem}.png")
+    print(md)
+    t = q["counts"]["total"]
+    print(f"headline ({q['counts']['samples']} samples, mean firing rate {100 * t['firing_rate']:.2f} %, "
+          f"input rate {100 * t['input_rate']:.2f} %; estimates, arithmetic only): the {q['bits']}-bit QSNN uses "
+          f"{_than(rat['ann_fp32_over_qsnn'], 'the fp32 ANN')}, {_than(rat['ann_int8_over_qsnn'], 'the int8 ANN')}, "
+          f"{_than(rat['float_snn_over_qsnn'], 'the float SNN')}"
+          + (f"; the pruned QSNN uses {_than(rat['qsnn_over_pruned'], 'the unpruned QSNN')}"
+             if pruned is not None else ""))
+    print(f"wrote {out / (args.stem + '.md')}, {out / (args.stem + '.json')}, {out / (args.stem + '.png')}")
+
+
+if __name__ == "__main__":
+    main()
