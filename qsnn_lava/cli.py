@@ -400,6 +400,12 @@ def cmd_demo(args) -> int:
     return 0 if rep["equivalent"] else EXIT_MISMATCH
 
 
+def cmd_prune(args) -> int:
+    from .pruning import prune_command
+
+    return prune_command(args)
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qsnn-lava", description=__doc__.split("\n")[0])
@@ -497,6 +503,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--check-lava", action="store_true", help="also count on Lava and require equal counts")
     e.add_argument("--out", help="directory for energy.json and energy.png")
     e.set_defaults(func=cmd_energy)
+
+    pr = sub.add_parser("prune", help="structured pruning (QP-SNN SVS, SCA or random): score, shrink, fine-tune")
+    pr.add_argument("checkpoint", metavar="CKPT")
+    pr.add_argument("--criterion", default="svs", choices=["svs", "sca", "random"])
+    pg = pr.add_mutually_exclusive_group(required=True)
+    pg.add_argument("--ratio", type=float, help="fraction of channels/neurons removed from every prunable layer")
+    pg.add_argument("--ratios", help="one fraction per prunable layer (group), comma-separated, in order")
+    pr.add_argument("--finetune-epochs", type=int, default=1)
+    pr.add_argument("--out", required=True, help="the pruned checkpoint (.pt)")
+    pr.add_argument("--dataset", default=None, choices=DATASETS, help="default: the checkpoint's")
+    pr.add_argument("--batches", type=int, default=4, help="training batches the scores are averaged over")
+    pr.add_argument("--batch-size", type=int, default=64, help="scoring and fine-tuning batch size")
+    pr.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (Adam, cosine)")
+    pr.add_argument("--train-samples", type=int, default=None, help="fine-tune on this many training samples")
+    pr.add_argument("--samples", type=int, default=None, help="test samples for accuracy (default all)")
+    pr.add_argument("--synops-samples", type=int, default=256, help="test samples SynOps are measured on")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--json", help="write the scores' stability, summary and accuracies here")
+    pr.add_argument("--data-dir", help="folder of the dataset's files")
+    pr.add_argument("--denoise", action="store_true", help="event data: drop unsupported events")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    pr.set_defaults(func=cmd_prune)
 
     for sp in (t, s, v, dp, e):
         sp.add_argument("--data-dir", help="folder of the dataset's files (fashion-mnist: the idx .gz files; "

@@ -1,0 +1,515 @@
+"""Structured pruning that physically shrinks a QSNN (QP-SNN Sec. 4.2, Eqs. 11-13, Alg. 1).
+
+Workflow (``prune_command``, ``qsnn-lava prune``): score every output channel (conv layers) or neuron
+(dense layers) of each prunable layer on a few batches of training input, remove the lowest-scoring
+fraction, rebuild a smaller QSNN from sliced latent weights, fine-tune it, save it. See docs/pruning.md.
+
+Scores are taken on the eval (integer, deployed) forward of the model, per batch; a layer's score is the
+mean over batches. ``v~`` below is the membrane before the reset (QP-SNN's U~), in the neuron's internal
+units divided by 64 (i.e. weight-mantissa units); spike maps are a channel's [T, H, W] spikes.
+
+  svs (conv)   the singular value score, Eqs. 11-13: per sample, the numerical rank of the channel's
+               time-averaged spike map (1/T) sum_t S[t] ([H, W]), counting singular values > 1e-6;
+               averaged over the samples.
+  svs (dense)  a neuron's map is 1 x 1, so the literal rank is only "fired at all or not". We use the
+               numerical rank of the [T, T] matrix of the neuron's spike trains on T different samples
+               (time x samples, the dense stand-in for the [H, W] map), averaged over disjoint groups of T
+               consecutive samples of each batch (one group of all samples if the batch has fewer than T).
+               Like the conv score it counts linearly independent response patterns, i.e. how much the
+               neuron's output varies with the input, bounded by T; a silent or input-independent neuron
+               scores 0 or 1.
+  sca          Li et al. (ICML 2024) as QP-SNN writes it: (1/(B T)) sum_b sum_t ||v~[t]||_1 over the channel's
+               map (a neuron: |v~[t]|).
+  random       a seeded uniform [0, 1) vector per batch (its mean is the score): the chance baseline.
+
+Ties are broken by index: of equal scores, the higher-indexed channel is removed first.
+
+Which channels can be removed:
+  * every layer with learned synapses (QuantDense, QuantConv) except the last (the classifier's outputs);
+  * pooling layers (SumPool) follow their input's channels;
+  * a residual identity skip ties a block's output channels to its source's channel for channel, so the
+    layers it connects form one group (resnet: {stem, res1b} and {down, res2b}); a group is pruned as one,
+    scored by the sum of its members' scores, and takes one ratio. Groups are ordered by their first layer.
+A group with a skip from the network input is not prunable (the input is fixed).
+
+Slicing: each removed channel/neuron drops its output row of the layer's latent weight (and BatchNorm
+weight, bias, running mean, running var); every consumer drops the matching inputs: the next conv's input
+channels, or, for a dense layer after a map, the removed channels' H*W columns of the flattened input.
+Everything else (other parameters, buffers, quantizer state) is copied. The quantized weights of the kept
+channels are the same as before except where the quantizer or the BatchNorm bias exponent depends on the
+whole layer (ReScaW's gamma, the per-layer bias exponent): those are recomputed for the smaller layer.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import dynamics as dyn
+from .errors import QsnnError
+from .ir import INPUT
+from .models import QSNN, IdentitySkip, QuantConv, QuantDense, QuantSynapse, SumPool, build_model
+
+CRITERIA = ("svs", "sca", "random")
+EPS = 1e-6  # QP-SNN's tolerance for a nonzero singular value
+
+
+# ---------------------------------------------------------------- structure
+def prunable_groups(model: QSNN) -> list[list[str]]:
+    """Layer names whose output channels are pruned together, one list per group, in network order."""
+    layers = list(model.layers)
+    names = [layer.name for layer in layers]
+    candidates = [layer.name for layer in layers[:-1] if isinstance(layer.synapse, QuantSynapse)]
+    parent = {n: n for n in names + [INPUT]}
+
+    def find(n):
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for layer in layers:
+        for src, m in zip(layer.skip_sources, layer.skips):
+            if isinstance(m, IdentitySkip):
+                parent[find(layer.name)] = find(src)
+    groups: dict[str, list[str]] = {}
+    for layer in layers:
+        groups.setdefault(find(layer.name), []).append(layer.name)
+    out = []
+    for root, members in groups.items():
+        if root == INPUT or find(INPUT) == root:
+            continue
+        if all(m in candidates for m in members):
+            out.append(members)
+    out.sort(key=lambda g: names.index(g[0]))
+    return out
+
+
+def _width(model: QSNN, name: str) -> int:
+    return int(_layer(model, name).synapse.weight.shape[0])
+
+
+def _layer(model: QSNN, name: str):
+    return next(layer for layer in model.layers if layer.name == name)
+
+
+def check_ratios(ratios) -> list[float]:
+    """A ratio or a list of them -> list of floats, each in [0, 1) (QsnnError otherwise)."""
+    if isinstance(ratios, (int, float)):
+        ratios = [ratios]
+    ratios = list(ratios)
+    if not ratios:
+        raise QsnnError("the ratio list is empty: give one ratio, or one per prunable layer")
+    out = []
+    for r in ratios:
+        try:
+            r = float(r)
+        except (TypeError, ValueError):
+            raise QsnnError(f"ratio '{r}' is not a number") from None
+        if not (0.0 <= r < 1.0) or math.isnan(r):
+            raise QsnnError(f"ratio {r} is outside [0, 1): it is the fraction of channels removed")
+        out.append(r)
+    return out
+
+
+def plan(model: QSNN, ratios) -> list[dict]:
+    """Validate ``ratios`` against the model: a number applies to every prunable group, a list gives one
+    ratio per group in order. Returns per group {"layers", "width", "ratio", "remove", "keep"}; QsnnError
+    when a ratio is out of range or would remove every channel of a layer."""
+    groups = prunable_groups(model)
+    if not groups:
+        raise QsnnError(f"this {model.config['arch']} network has no prunable layer (only the output layer, "
+                        "whose outputs are never pruned)")
+    scalar = isinstance(ratios, (int, float))
+    ratios = check_ratios(ratios)
+    if scalar:
+        ratios = ratios * len(groups)
+    if len(ratios) != len(groups):
+        raise QsnnError(f"{len(ratios)} ratios given for {len(groups)} prunable layers "
+                        f"({', '.join('+'.join(g) for g in groups)}); give one ratio or one per layer")
+    out = []
+    for g, r in zip(groups, ratios):
+        n = _width(model, g[0])
+        remove = int(math.floor(r * n + 0.5))  # QP-SNN Alg. 1: keep n - round(r n)
+        if n - remove < 1:
+            kind = "neurons" if isinstance(_layer(model, g[0]).synapse, QuantDense) else "channels"
+            raise QsnnError(f"ratio {r} would remove all {n} {kind} of layer {'+'.join(g)}; use a smaller ratio")
+        out.append({"layers": list(g), "width": n, "ratio": r, "remove": remove, "keep": n - remove})
+    return out
+
+
+# ---------------------------------------------------------------- recording and scores
+def _lif_trace(a: torch.Tensor, p: dyn.LIFParams):
+    """Spikes and the pre-reset membrane v~ [T, ...] of the integer LIF (the same steps as dyn.lif_run)."""
+    state = dyn.lif_init(a.shape[1:], a)
+    spikes, vpre = torch.empty_like(a), torch.empty_like(a)
+    for t in range(a.shape[0]):
+        v_in = dyn.rtz_decay(state.v, p.dv)
+        s, state = dyn.lif_step(a[t], state, p)
+        v = v_in + state.u + p.bias
+        vpre[t] = dyn.saturate_v(v) if p.can_saturate else v
+        spikes[t] = s
+    return spikes, vpre
+
+
+def record(model: QSNN, x: np.ndarray) -> dict:
+    """Eval (integer) forward on spikes [T, N, n_in]; {layer name: (spikes, v~)}, each [T, N, *out_shape]."""
+    model.eval()
+    s = torch.from_numpy(np.asarray(x).astype(np.int64))
+    outputs, rec = {INPUT: s}, {}
+    with torch.no_grad():
+        for layer in model.layers:
+            a = layer.synapse(s)
+            a, bias = a if isinstance(a, tuple) else (a, None)
+            for src, m in zip(layer.skip_sources, layer.skips):
+                a = a + m(outputs[src]).to(a.dtype)
+            s, vpre = _lif_trace(a, layer.neuron.params(bias))
+            outputs[layer.name] = s
+            rec[layer.name] = (s, vpre)
+    return rec
+
+
+def svs_map_score(spikes: torch.Tensor) -> torch.Tensor:
+    """QP-SNN Eq. 13 for conv spikes [T, N, C, H, W]: mean over N of rank((1/T) sum_t S[t]) -> [C]."""
+    m = spikes.to(torch.float64).mean(0)
+    sv = torch.linalg.svdvals(m)  # [N, C, min(H, W)]
+    return (sv > EPS).sum(-1).to(torch.float64).mean(0)
+
+
+def svs_dense_score(spikes: torch.Tensor) -> torch.Tensor:
+    """Dense spikes [T, N, n]: mean over groups of T samples of rank of the [T, T] (time x samples) matrix."""
+    T, N, n = spikes.shape
+    g = N // T
+    if g == 0:
+        mats = spikes.permute(2, 0, 1)[None]  # [1, n, T, N]
+    else:
+        mats = spikes[:, :g * T].reshape(T, g, T, n).permute(1, 3, 0, 2)  # [g, n, T(time), T(samples)]
+    sv = torch.linalg.svdvals(mats.to(torch.float64))
+    return (sv > EPS).sum(-1).to(torch.float64).mean(0)
+
+
+def sca_score(vpre: torch.Tensor) -> torch.Tensor:
+    """(1/(N T)) sum_n sum_t ||v~[t]||_1 per channel/neuron, in weight-mantissa units (v~ / 64) -> [C]."""
+    a = vpre.abs().to(torch.float64) / (1 << dyn.ACT_SHIFT)
+    if a.dim() == 5:
+        a = a.sum((3, 4))
+    return a.mean((0, 1))
+
+
+def layer_score(criterion: str, spikes: torch.Tensor, vpre: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if criterion == "svs":
+        return svs_map_score(spikes) if spikes.dim() == 5 else svs_dense_score(spikes)
+    if criterion == "sca":
+        return sca_score(vpre)
+    if criterion == "random":
+        return torch.rand(spikes.shape[2], generator=gen, dtype=torch.float64)
+    raise QsnnError(f"unknown pruning criterion '{criterion}' (known: {', '.join(CRITERIA)})")
+
+
+def score_channels(model: QSNN, batches: list, criterion: str, seed: int = 0) -> list[dict]:
+    """Scores per prunable group: {"layers", "per_batch": [B, C] array, "score": [C] (mean over batches)}.
+
+    ``batches``: input spike arrays [T, N, n_in]. A group's score is the sum of its members' scores."""
+    if criterion not in CRITERIA:
+        raise QsnnError(f"unknown pruning criterion '{criterion}' (known: {', '.join(CRITERIA)})")
+    if not batches:
+        raise QsnnError("no batches to score on")
+    groups = prunable_groups(model)
+    gen = torch.Generator().manual_seed(int(seed))
+    per_batch = [[] for _ in groups]
+    for x in batches:
+        rec = record(model, x)
+        for gi, g in enumerate(groups):
+            per_batch[gi].append(sum(layer_score(criterion, *rec[name], gen) for name in g).numpy())
+    return [{"layers": list(g), "per_batch": np.stack(pb), "score": np.stack(pb).mean(0)}
+            for g, pb in zip(groups, per_batch)]
+
+
+def stability(per_batch: np.ndarray) -> float:
+    """Mean cosine similarity between the score vectors of different batches (QP-SNN Fig. 4's measure).
+    Two all-zero vectors count as identical (1), one zero vector against a nonzero one as 0."""
+    b = np.asarray(per_batch, np.float64)
+    if len(b) < 2:
+        return float("nan")
+    sims = []
+    for i in range(len(b)):
+        for j in range(i + 1, len(b)):
+            na, nb = np.linalg.norm(b[i]), np.linalg.norm(b[j])
+            sims.append(1.0 if na == 0 and nb == 0 else 0.0 if na == 0 or nb == 0 else float(b[i] @ b[j] / (na * nb)))
+    return float(np.mean(sims))
+
+
+def keep_indices(score: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the ``keep`` highest scores, ascending; ties keep the lower index."""
+    score = np.asarray(score, np.float64)
+    order = np.lexsort((np.arange(len(score)), -score))  # best first; equal scores by index
+    return np.sort(order[:keep])
+
+
+# ---------------------------------------------------------------- pruning
+def prune_model(model: QSNN, scores: list[dict], ratios) -> tuple[QSNN, list[dict]]:
+    """A new, smaller QSNN without the lowest-scoring fraction of each group's channels.
+
+    ``scores`` from ``score_channels`` (or any list of {"layers", "score"} in ``prunable_groups`` order);
+    ``ratios``: one for all groups or one per group. Returns (model in eval mode, plan with "kept")."""
+    groups = plan(model, ratios)
+    if [g["layers"] for g in groups] != [list(s["layers"]) for s in scores]:
+        raise QsnnError("the scores do not belong to this model's prunable layers")
+    out_keep: dict[str, np.ndarray] = {}
+    for g, s in zip(groups, scores):
+        if len(s["score"]) != g["width"]:
+            raise QsnnError(f"layer {'+'.join(g['layers'])} has {g['width']} channels but {len(s['score'])} scores")
+        g["kept"] = keep_indices(s["score"], g["keep"])
+        for name in g["layers"]:
+            out_keep[name] = g["kept"]
+
+    cfg = copy.deepcopy(model.config)
+    if cfg["arch"] == "mlp":
+        sizes = list(cfg["sizes"])
+        for i, layer in enumerate(model.layers):
+            if layer.name in out_keep:
+                sizes[i + 1] = int(len(out_keep[layer.name]))
+        cfg["sizes"] = sizes
+    else:
+        widths = dict(cfg.get("widths") or {})
+        widths.update({name: int(len(k)) for name, k in out_keep.items()})
+        cfg["widths"] = widths
+
+    # which channels each layer keeps at its output (None: all), following pools through
+    keeps, prev = [], None
+    for layer in model.layers:
+        if layer.name in out_keep:
+            keeps.append(torch.as_tensor(out_keep[layer.name], dtype=torch.long))
+        elif isinstance(layer.synapse, SumPool):
+            keeps.append(prev)
+        else:
+            keeps.append(None)
+        prev = keeps[-1]
+    for layer, k in zip(model.layers, keeps):
+        for src, m in zip(layer.skip_sources, layer.skips):
+            src_keep = None if src == INPUT else keeps[[x.name for x in model.layers].index(src)]
+            same = (k is None and src_keep is None) or (k is not None and src_keep is not None
+                                                        and torch.equal(k, src_keep))
+            if not (isinstance(m, IdentitySkip) and same):
+                raise QsnnError(f"layer {layer.name}: cannot prune across its skip from {src}")
+
+    state = {}
+    for key, v in model.state_dict().items():
+        parts = key.split(".")
+        if parts[0] != "layers":
+            state[key] = v.clone()
+            continue
+        i, rest = int(parts[1]), ".".join(parts[2:])
+        out_k = keeps[i]
+        in_k = keeps[i - 1] if i > 0 else None
+        if rest == "synapse.weight":
+            w = v if out_k is None else v[out_k]
+            if in_k is not None:
+                if isinstance(model.layers[i].synapse, QuantConv):
+                    w = w[:, in_k]
+                else:  # dense after a map (flattened C, H, W) or after dense neurons (hw = 1)
+                    hw = int(np.prod(model.layers[i - 1].out_shape[1:]))  # (n,) -> 1
+                    cols = (in_k[:, None] * hw + torch.arange(hw)[None]).flatten()
+                    w = w[:, cols]
+            state[key] = w.clone()
+        elif rest in ("synapse.bn.weight", "synapse.bn.bias", "synapse.bn.running_mean", "synapse.bn.running_var"):
+            state[key] = (v if out_k is None else v[out_k]).clone()
+        else:
+            state[key] = v.clone()
+    new = build_model(cfg, state)
+    return new.eval(), groups
+
+
+# ---------------------------------------------------------------- summary
+def synops_per_layer(net, x: np.ndarray, rec) -> list[float]:
+    """Synaptic operations per inference of each IR layer, exactly: every (input spike, nonzero synapse)
+    event of every synapse population into the layer (main and skips), summed over T, mean over samples.
+
+    Dense: sum_j (spikes of j) * nnz fan-out of j. Conv: the convolution is linear, so the events equal the
+    convolution of the spike-count map (summed over t and samples) with the kernel's nonzero mask, summed
+    over all outputs (float64: exact). Pooling and skip synapses count like any other."""
+    import torch.nn.functional as F
+
+    x = np.asarray(x)
+    N = x.shape[1]
+    counts = {INPUT: torch.from_numpy(x.sum((0, 1), dtype=np.int64)).to(torch.float64)}
+    for name, s in zip(rec.layer_names, rec.spikes):
+        counts[name] = torch.from_numpy(s.sum((0, 1), dtype=np.int64)).to(torch.float64)
+    out = []
+    for i, layer in enumerate(net.layers):
+        total = 0.0
+        for src, syn in net.sources(i):
+            mask = torch.from_numpy((np.asarray(syn.weight) != 0).astype(np.float64))
+            c = counts[src]
+            if syn.type == "dense":
+                total += float(c @ mask.sum(0))
+            else:
+                m = c.reshape(1, *syn.in_shape)
+                total += float(F.conv2d(m, mask, stride=tuple(syn.stride), padding=tuple(syn.padding),
+                                        groups=syn.groups).sum())
+        out.append(total / N)
+    return out
+
+
+def summarize(model: QSNN, x: np.ndarray) -> dict:
+    """Per layer and total: kind, channels (conv/pool) or neurons, neurons, learned parameters, bits, model
+    size (QP-SNN Eq. 16: parameters x bits), IR synapse weights (learned and fixed), SynOps and spikes per
+    inference on ``x`` (run on the reference simulator of the model's IR, the deployed network)."""
+    from converters.checkpoint import model_to_ir
+    from .reference import simulate
+
+    net = model_to_ir(model)
+    rec = simulate(net, x)
+    syn = synops_per_layer(net, x, rec)
+    layers = []
+    for i, (layer, ir_layer) in enumerate(zip(model.layers, net.layers)):
+        s = layer.synapse
+        kind = "conv" if isinstance(s, QuantConv) else "dense" if isinstance(s, QuantDense) else \
+            "pool" if isinstance(s, SumPool) else type(s).__name__
+        params = int(s.weight.numel()) if isinstance(s, QuantSynapse) else 0
+        bits = int(s.bits) if isinstance(s, QuantSynapse) else 0
+        layers.append({
+            "name": layer.name, "kind": kind,
+            "channels": int(layer.out_shape[0]), "neurons": int(ir_layer.neuron.n),
+            "params": params, "bits": bits, "size_bits": params * bits,
+            "ir_weights": int(sum(np.asarray(sy.weight).size for _, sy in net.sources(i))),
+            "synops": syn[i], "spikes": float(rec.spikes[i].sum(dtype=np.int64)) / x.shape[1],
+        })
+    keys = ("neurons", "params", "size_bits", "ir_weights", "synops", "spikes")
+    total = {k: sum(layer[k] for layer in layers) for k in keys}
+    total["size_kbytes"] = total["size_bits"] / 8 / 1024
+    return {"layers": layers, "total": total, "samples": int(x.shape[1])}
+
+
+def format_summary(before: dict, after: dict) -> str:
+    rows = [("layer", "kind", "ch/neur", "params", "size kB", "SynOps", "spikes")]
+
+    def arrow(a, b, fmt="{:d}"):
+        return fmt.format(a) if a == b else f"{fmt.format(a)} -> {fmt.format(b)}"
+
+    for a, b in zip(before["layers"], after["layers"]):
+        rows.append((a["name"], a["kind"], arrow(a["channels"], b["channels"]), arrow(a["params"], b["params"]),
+                     arrow(a["size_bits"] / 8192, b["size_bits"] / 8192, "{:.2f}"),
+                     arrow(a["synops"], b["synops"], "{:.0f}"), arrow(a["spikes"], b["spikes"], "{:.0f}")))
+    ta, tb = before["total"], after["total"]
+    rows.append(("total", "", arrow(ta["neurons"], tb["neurons"]) + " neur", arrow(ta["params"], tb["params"]),
+                 arrow(ta["size_kbytes"], tb["size_kbytes"], "{:.2f}"), arrow(ta["synops"], tb["synops"], "{:.0f}"),
+                 arrow(ta["spikes"], tb["spikes"], "{:.0f}")))
+    widths = [max(len(str(r[c])) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(str(v).ljust(w) if c < 2 else str(v).rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- data and the command
+def subset(split, idx):
+    from .data import Split
+
+    return Split(split.x[idx], split.y[idx], split.levels)
+
+
+def scoring_batches(data, timesteps: int, batches: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:
+    """``batches`` disjoint batches of ``batch_size`` training samples (seeded draw), encoded [T, B, n_in]."""
+    from .data import encoded
+
+    if batches < 1 or batch_size < 1:
+        raise QsnnError("--batches and --batch-size must be >= 1")
+    n = len(data.train.y)
+    if batches * batch_size > n:
+        raise QsnnError(f"{batches} batches of {batch_size} need {batches * batch_size} training samples; "
+                        f"the dataset has {n}")
+    idx = np.random.default_rng(seed).permutation(n)[:batches * batch_size]
+    return [encoded(subset(data.train, idx[b * batch_size:(b + 1) * batch_size]), timesteps)[0]
+            for b in range(batches)]
+
+
+def parse_ratios(ratio, ratios):
+    """--ratio R -> R (every prunable layer); --ratios a,b,... -> [a, b, ...] (one per layer, in order)."""
+    if ratios is not None:
+        return check_ratios([r for r in (p.strip() for p in ratios.split(",")) if r])
+    return check_ratios([ratio])[0]
+
+
+def finetune(pruned: QSNN, data, epochs: int, lr: float, batch_size: int, seed: int, train_samples=None,
+             epoch_offset: int = 0, progress: bool = False):
+    """Fine-tune the pruned model (training.train from its weights) on all or ``train_samples`` training
+    samples (seeded draw). Returns (model, history)."""
+    from .data import Dataset
+    from .training import train
+
+    if train_samples is not None and train_samples < len(data.train.y):
+        idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data.train.y))[:train_samples])
+        data = Dataset(data.name, subset(data.train, idx), data.test, data.n_in, data.n_classes, data.shape)
+    return train(pruned.config, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                 init_state=pruned.state_dict(), epoch_offset=epoch_offset)
+
+
+def prune_command(args) -> int:
+    """``qsnn-lava prune``: score, prune, fine-tune, save; prints the summary table (docs/pruning.md)."""
+    from converters.checkpoint import load_model
+    from .data import encoded, load_dataset
+    from .io import save_checkpoint, write_json
+    from .training import evaluate
+
+    ratios = parse_ratios(args.ratio, args.ratios)
+    if args.finetune_epochs < 0:
+        raise QsnnError("--finetune-epochs must be >= 0")
+    model, ckpt = load_model(args.checkpoint)
+    plan(model, ratios)  # every ratio error before any data is read
+    T = int(model.config["timesteps"])
+    dataset = args.dataset or ckpt.get("meta", {}).get("dataset") or "digits"
+    data = load_dataset(dataset, args.data_dir, T, args.denoise)
+    if data.n_in != int(model.config["sizes"][0]) or data.n_classes != int(model.config["sizes"][-1]):
+        raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs and {data.n_classes} classes; the network "
+                        f"takes {model.config['sizes'][0]} and has {model.config['sizes'][-1]} outputs")
+    batches = scoring_batches(data, T, args.batches, args.batch_size, args.seed)
+    scores = score_channels(model, batches, args.criterion, args.seed)
+    pruned, groups = prune_model(model, scores, ratios)
+    x, y = encoded(data.test, T, args.samples)
+    acc_before = evaluate(model, x).accuracy(y)
+    acc_pruned = evaluate(pruned, x).accuracy(y)
+    hist = None
+    if args.finetune_epochs > 0:
+        pruned, hist = finetune(pruned, data, args.finetune_epochs, args.lr, args.batch_size, args.seed,
+                                args.train_samples, int(ckpt.get("meta", {}).get("epochs", 0) or 0),
+                                progress=not args.quiet)
+    acc_after = evaluate(pruned, x).accuracy(y)
+    n_sum = min(args.synops_samples, x.shape[1])
+    before, after = summarize(model, x[:, :n_sum]), summarize(pruned, x[:, :n_sum])
+    result = {
+        "checkpoint": str(args.checkpoint), "out": str(args.out), "dataset": dataset,
+        "criterion": args.criterion, "batches": args.batches, "batch_size": args.batch_size, "seed": args.seed,
+        "groups": [{"layers": g["layers"], "ratio": g["ratio"], "before": g["width"], "after": g["keep"],
+                    "kept": [int(i) for i in g["kept"]],
+                    "score_stability": stability(s["per_batch"])} for g, s in zip(groups, scores)],
+        "finetune": {"epochs": args.finetune_epochs, "lr": args.lr, "train_samples": args.train_samples,
+                     "test_accuracy_per_epoch": hist["test_acc"] if hist else [],
+                     "seconds": hist["seconds"] if hist else 0.0},
+        "accuracy": {"before": acc_before, "pruned": acc_pruned, "finetuned": acc_after, "samples": int(x.shape[1])},
+        "summary": {"before": before, "after": after},
+        "config": pruned.config,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()
+    meta = {**{k: v for k, v in ckpt.get("meta", {}).items() if k not in ("test_accuracy", "pruning")},
+            "dataset": dataset, "test_accuracy": acc_after,
+            "pruning": {"source_checkpoint_sha256": digest, "criterion": args.criterion,
+                        "ratios": [g["ratio"] for g in groups], "finetune_epochs": args.finetune_epochs,
+                        "widths": {"+".join(g["layers"]): [g["width"], g["keep"]] for g in groups},
+                        "accuracy_before": acc_before}}
+    save_checkpoint(args.out, pruned.config, pruned.state_dict(), meta)
+    what = ", ".join(f"{'+'.join(g['layers'])} {g['ratio']:g}" for g in groups)
+    print(f"pruned {args.checkpoint} by {args.criterion} ({what}), fine-tuned {args.finetune_epochs} epochs "
+          f"-> {args.out}")
+    print(format_summary(before, after))
+    print(f"accuracy on {x.shape[1]} {dataset} test samples: {100 * acc_before:.2f} % before, "
+          f"{100 * acc_pruned:.2f} % pruned, {100 * acc_after:.2f} % fine-tuned; SynOps and spikes per inference "
+          f"on {n_sum} samples")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
