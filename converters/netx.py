@@ -31,8 +31,12 @@ def netx_layers(net: Network) -> list[dict]:
     for i, layer in enumerate(net.layers):
         where = f"layer {i} ({layer.name})"
         syn, nrn = layer.synapse, layer.neuron
+        if layer.skips:
+            raise QsnnError(f"{where}: has a residual skip connection, which netx cannot express (it loads "
+                            "sequential networks only); run this network from the qsnn-lava IR instead")
         if syn.type != "dense" or nrn.type != "lif":
-            raise QsnnError(f"{where}: netx export supports dense synapses into CUBA LIF only")
+            raise QsnnError(f"{where}: netx export supports dense synapses into CUBA LIF only (this layer is "
+                            f"{syn.type} into {nrn.type}); run this network from the qsnn-lava IR instead")
         if syn.weight_exp < 0:
             raise QsnnError(f"{where}: weight_exp = {syn.weight_exp} < 0 cannot be written to a netx file "
                             "(it floors the summed input); use the qsnn-lava IR for this network")

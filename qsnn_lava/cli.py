@@ -152,11 +152,15 @@ def _read_input(path, net) -> np.ndarray:
         x = np.load(p, allow_pickle=False)
     except Exception as e:
         raise QsnnError(f"'{path}' is not a .npy array ({e.__class__.__name__})") from None
+    shape = tuple(net.input_shape)
+    if len(shape) > 1 and x.shape[-len(shape):] == shape:  # [T, C, H, W] or [N, T, C, H, W]: flatten
+        x = x.reshape(*x.shape[:-len(shape)], net.n_in)
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3 or x.shape[1] != net.timesteps or x.shape[2] != net.n_in:
-        raise QsnnError(f"'{path}' has shape {x.shape}; expected [T={net.timesteps}, {net.n_in}] or "
-                        f"[N, {net.timesteps}, {net.n_in}]")
+        dims = ", ".join(map(str, shape))
+        raise QsnnError(f"'{path}' has shape {x.shape}; expected [T={net.timesteps}, {dims}] or "
+                        f"[N, {net.timesteps}, {dims}] (the input may also be flat, {net.n_in} wide)")
     if not np.isin(x, (0, 1)).all():
         raise QsnnError(f"'{path}' must hold binary spikes (0/1)")
     return np.ascontiguousarray(np.transpose(x.astype(np.uint8), (1, 0, 2)))  # -> [T, N, n_in]

@@ -42,6 +42,15 @@ NEURON_DEFAULTS = {"lif": {"du": 4095, "dv": 2048}, "mfp": {"du": 2047, "dv": 40
 ARCH_DEFAULTS = {"vgg": {"bn": True, "theta": 1.0}, "resnet": {"bn": True, "theta": 1.0}}
 
 
+# keys added after the first checkpoints were written; older configs get these defaults
+LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths")
+
+
+def with_defaults(cfg: dict) -> dict:
+    """``cfg`` with any later-added key filled in from DEFAULT_CONFIG (older checkpoints still load)."""
+    return {**{k: DEFAULT_CONFIG[k] for k in LATER_KEYS if k in DEFAULT_CONFIG}, **cfg}
+
+
 def make_config(**overrides) -> dict:
     cfg = dict(DEFAULT_CONFIG)
     cfg.update(ARCH_DEFAULTS.get(overrides.get("arch") or "mlp", {}))
@@ -359,7 +368,7 @@ class QSNN(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         check_config(cfg)
-        self.config = dict(cfg)
+        cfg = self.config = with_defaults(cfg)
         self.layers = nn.ModuleList(build_layers(cfg))
         # mlp trains on float64 as before; conv nets on float32, exact for the integers they hold
         # (|v| < 2^24 and dyadic decays) and twice as fast
