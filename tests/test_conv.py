@@ -132,3 +132,30 @@ def test_trained_conv_models_deploy_exactly(arch, bn):
     assert compare(torch_rec, ref)["mismatches"] == 0
     c = compare(ref, run_lava(net, x))
     assert c["mismatches"] == 0, c["first_divergence"]
+
+
+def test_netx_refuses_conv_and_residual_layers_by_name(tmp_path):
+    from converters.netx import export_netx
+
+    rng = np.random.default_rng(0)
+    for net, name in ((conv_net(rng), "conv1"), (residual_net(rng), "c1")):
+        with pytest.raises(QsnnError, match=f"layer 0 \\({name}\\)"):
+            export_netx(net, tmp_path / "n.net")
+        assert not (tmp_path / "n.net").exists()
+
+
+def test_simulate_takes_input_in_the_networks_shape(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(2)
+    net = conv_net(rng)
+    net.save(tmp_path / "c.h5")
+    x = random_spikes(rng, net, 3)  # [T, N, n]
+    shaped = np.transpose(x, (1, 0, 2)).reshape(3, net.timesteps, *net.input_shape)
+    np.save(tmp_path / "x.npy", shaped)
+    p = subprocess.run([sys.executable, "-m", "qsnn_lava.cli", "simulate", str(tmp_path / "c.h5"), "--input",
+                        str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    out = np.load(tmp_path / "y.npy")
+    assert np.array_equal(out, np.transpose(simulate(net, x).spikes[-1], (1, 0, 2)))
