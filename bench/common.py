@@ -1,6 +1,11 @@
 """Pieces the benchmarks share: the repo on sys.path, a trained digits network, and writing results."""
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -8,7 +13,7 @@ from converters.checkpoint import model_to_ir  # noqa: E402
 from qsnn_lava.data import encoded, load_dataset  # noqa: E402
 from qsnn_lava.io import write_json  # noqa: E402
 from qsnn_lava.models import make_config  # noqa: E402
-from qsnn_lava.training import train  # noqa: E402
+from qsnn_lava.training import set_seed, train  # noqa: E402
 
 
 def digits_network(epochs: int, samples: int):
@@ -23,3 +28,33 @@ def digits_network(epochs: int, samples: int):
 def save_result(out: str, name: str, result: dict) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / name, result)
+
+
+def train_ann(ann, data, epochs: int, batch_size: int = 128, seed: int = 0):
+    """Train a float ANN on the intensities (scaled to [0, 1]) with Adam; (test accuracy, seconds)."""
+    set_seed(seed)
+    x = torch.from_numpy(data.train.x.astype(np.float32) / data.train.levels)
+    y = torch.from_numpy(data.train.y)
+    opt = torch.optim.Adam(ann.parameters(), 1e-3)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        ann.train()
+        perm = torch.randperm(len(y))
+        for lo in range(0, len(y), batch_size):
+            idx = perm[lo:lo + batch_size]
+            loss = nn.functional.cross_entropy(ann(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    ann.eval()
+    xt = torch.from_numpy(data.test.x.astype(np.float32) / data.test.levels)
+    with torch.no_grad():
+        acc = float((ann(xt).argmax(-1).numpy() == data.test.y).mean())
+    return acc, time.perf_counter() - t0
+
+
+def model_size(net) -> dict:
+    """QP-SNN Eq. 16: M = sum over layers of (parameters x bits); every weight counts (zeros too)."""
+    params = sum(syn.weight.size for i in range(len(net.layers)) for _, syn in net.sources(i))
+    bits = sum(syn.weight.size * layer.weight_bits for i, layer in enumerate(net.layers) for _, syn in net.sources(i))
+    return {"parameters": int(params), "kbytes": bits / 8 / 1024, "kbytes_at_32_bit": params * 4 / 1024}
