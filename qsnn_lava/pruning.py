@@ -52,6 +52,7 @@ import torch
 from . import dynamics as dyn
 from .errors import QsnnError
 from .ir import INPUT
+from .reference import fanout
 from .models import QSNN, IdentitySkip, QuantConv, QuantDense, QuantSynapse, SumPool, build_model
 
 CRITERIA = ("svs", "sca", "random")
@@ -328,30 +329,14 @@ def synops_per_layer(net, x: np.ndarray, rec) -> list[float]:
     """Synaptic operations per inference of each IR layer, exactly: every (input spike, nonzero synapse)
     event of every synapse population into the layer (main and skips), summed over T, mean over samples.
 
-    Dense: sum_j (spikes of j) * nnz fan-out of j. Conv: the convolution is linear, so the events equal the
-    convolution of the spike-count map (summed over t and samples) with the kernel's nonzero mask, summed
-    over all outputs (float64: exact). Pooling and skip synapses count like any other."""
-    import torch.nn.functional as F
-
+    Per population: sum_j (spikes of j over T and samples) * (nonzero synapses leaving j), the fan-out
+    ``qsnn_lava.reference.fanout`` that deploy.energy counts with too. Pooling and skips count like any other."""
     x = np.asarray(x)
-    N = x.shape[1]
-    counts = {INPUT: torch.from_numpy(x.sum((0, 1), dtype=np.int64)).to(torch.float64)}
+    counts = {INPUT: x.sum((0, 1), dtype=np.int64)}
     for name, s in zip(rec.layer_names, rec.spikes):
-        counts[name] = torch.from_numpy(s.sum((0, 1), dtype=np.int64)).to(torch.float64)
-    out = []
-    for i, layer in enumerate(net.layers):
-        total = 0.0
-        for src, syn in net.sources(i):
-            mask = torch.from_numpy((np.asarray(syn.weight) != 0).astype(np.float64))
-            c = counts[src]
-            if syn.type == "dense":
-                total += float(c @ mask.sum(0))
-            else:
-                m = c.reshape(1, *syn.in_shape)
-                total += float(F.conv2d(m, mask, stride=tuple(syn.stride), padding=tuple(syn.padding),
-                                        groups=syn.groups).sum())
-        out.append(total / N)
-    return out
+        counts[name] = s.sum((0, 1), dtype=np.int64)
+    return [sum(float(counts[src] @ fanout(syn, syn.weight != 0)) for src, syn in net.sources(i)) / x.shape[1]
+            for i in range(len(net.layers))]
 
 
 def summarize(model: QSNN, x: np.ndarray) -> dict:

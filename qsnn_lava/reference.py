@@ -39,6 +39,27 @@ def accumulate(syn, s: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"no accumulate for synapse type '{syn.type}'")
 
 
+def fanout(syn, mask: np.ndarray) -> np.ndarray:
+    """int64 [n_in]: for each input j, the number of synapses of ``mask`` (weight-shaped 0/1) that reach it,
+    i.e. the nonzeros of column j of the unrolled matrix (``converters.lava_graph.synapse_matrix``).
+
+    Dense: the column sums. Conv: the transposed convolution of an all-ones output map with the mask (exact in
+    float64), which is the same count without building the [n_out, n_in] matrix.
+    """
+    mask = np.asarray(mask, np.int64)
+    if syn.type == "dense":
+        return mask.sum(axis=0)
+    import torch.nn.functional as F
+
+    (c, h, w), (co, ho, wo), (kh, kw) = syn.in_shape, syn.out_shape, syn.kernel
+    (sh, sw), (ph, pw) = syn.stride, syn.padding
+    extra = (h + 2 * ph - kh - (ho - 1) * sh, w + 2 * pw - kw - (wo - 1) * sw)  # rows / cols the conv never reaches
+    out = F.conv_transpose2d(torch.ones(1, co, ho, wo, dtype=torch.float64), torch.from_numpy(mask).double(),
+                             stride=(sh, sw), padding=(ph, pw), output_padding=extra, groups=syn.groups)
+    assert tuple(out.shape[1:]) == (c, h, w), (out.shape, syn.in_shape)
+    return out.reshape(-1).round().long().numpy()
+
+
 def layer_inputs(net: Network, index: int, outputs: dict) -> torch.Tensor:
     """Summed synaptic input of layer ``index`` from ``outputs`` (source name -> spikes [T, N, n])."""
     a = None

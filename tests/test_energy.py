@@ -7,6 +7,7 @@ import pytest
 from deploy import energy as en
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, Skip, sum_pool
+from qsnn_lava.reference import fanout
 from qsnn_lava.reference import simulate
 
 
@@ -199,8 +200,8 @@ def test_conv_fanout_by_hand():
     """Outputs reaching each input pixel of a 2x2 kernel on 3x3 (stride 1, no padding): structural
     [[1,2,1],[2,4,2],[1,2,1]]; through K's nonzeros (K[0,1] = 0) [[1,1,0],[2,3,1],[1,2,1]]."""
     c = Conv(np.array(K).reshape(1, 1, 2, 2), (1, 3, 3))
-    assert en.fanout(c, np.ones((1, 1, 2, 2))).reshape(3, 3).tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
-    assert en.fanout(c, c.weight != 0).reshape(3, 3).tolist() == [[1, 1, 0], [2, 3, 1], [1, 2, 1]]
+    assert fanout(c, np.ones((1, 1, 2, 2))).reshape(3, 3).tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+    assert fanout(c, c.weight != 0).reshape(3, 3).tolist() == [[1, 1, 0], [2, 3, 1], [1, 2, 1]]
 
 
 @pytest.mark.parametrize("in_shape, wshape, stride, padding, groups", [
@@ -214,9 +215,9 @@ def test_conv_fanout_equals_unrolled_matrix(in_shape, wshape, stride, padding, g
 
     w = np.random.default_rng(0).integers(-2, 3, wshape)
     c = Conv(w, in_shape, stride, padding, groups)
-    np.testing.assert_array_equal(en.fanout(c, w != 0), np.diff(synapse_matrix(c).tocsc().indptr))
+    np.testing.assert_array_equal(fanout(c, w != 0), np.diff(synapse_matrix(c).tocsc().indptr))
     ones = Conv(np.ones(wshape, int), in_shape, stride, padding, groups)
-    np.testing.assert_array_equal(en.fanout(c, np.ones(wshape)), np.diff(synapse_matrix(ones).tocsc().indptr))
+    np.testing.assert_array_equal(fanout(c, np.ones(wshape)), np.diff(synapse_matrix(ones).tocsc().indptr))
 
 
 def test_synapse_kinds():
