@@ -106,7 +106,8 @@ def cmd_train(args) -> int:
         shape = data.shape if args.arch != "mlp" else None
         sizes = [data.n_in, *args.hidden, data.n_classes] if args.arch == "mlp" else [data.n_in, data.n_classes]
         cfg = make_config(arch=args.arch, sizes=sizes, input_shape=shape, channels=args.channels, bn=args.bn,
-                          quant=args.quant, bits=args.bits, theta=args.theta, timesteps=args.timesteps,
+                          quant=args.quant, bits=args.bits, first_bits=args.first_bits, last_bits=args.last_bits,
+                          theta=args.theta, timesteps=args.timesteps,
                           neuron=args.neuron, mem_bits=args.mem_bits)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.seed, "lr": args.lr,
@@ -437,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta counts in units of gamma); "
                         "sigmoid: sigmoid-sum quantizer (--bits 1 = binary); ternary: sigmoid-sum {-1, 0, 1}")
     t.add_argument("--bits", type=int, default=4)
+    t.add_argument("--first-bits", type=int, default=None, help="weight bits of the first layer (default --bits)")
+    t.add_argument("--last-bits", type=int, default=None, help="weight bits of the last layer (default --bits)")
     t.add_argument("--neuron", default="lif", choices=["lif", "mfp", "qmem"],
                    help="lif: QP-SNN hard-reset LIF; mfp: memory-free neuron trained in parallel over time; "
                         "qmem: LIF with a --mem-bits stored membrane (CPU only, not deployable to Loihi)")

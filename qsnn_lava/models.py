@@ -43,7 +43,7 @@ ARCH_DEFAULTS = {"vgg": {"bn": True, "theta": 1.0}, "resnet": {"bn": True, "thet
 
 
 # keys added after the first checkpoints were written; older configs get these defaults
-LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths")
+LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths", "first_bits", "last_bits")
 
 
 def with_defaults(cfg: dict) -> dict:
@@ -70,8 +70,9 @@ def check_config(cfg: dict) -> None:
         raise QsnnError(f"quantizer '{cfg['quant']}' is not supported (known: {', '.join(QUANT_NAMES)})")
     if cfg["neuron"] not in NEURON_DEFAULTS:
         raise QsnnError(f"neuron '{cfg['neuron']}' is not supported (known: {', '.join(NEURON_DEFAULTS)})")
-    if not 1 <= int(cfg["bits"]) <= 8:
-        raise QsnnError(f"bits = {cfg['bits']} is out of range; Loihi weights hold 1 to 8 bits")
+    for key in ("bits", "first_bits", "last_bits"):
+        if cfg.get(key) is not None and not 1 <= int(cfg[key]) <= 8:
+            raise QsnnError(f"{key} = {cfg[key]} is out of range; Loihi weights hold 1 to 8 bits")
     if cfg["quant"] == "ternary" and int(cfg["bits"]) != 2:
         raise QsnnError("ternary weights take 2 bits on the target: pass --bits 2")
     sizes = cfg["sizes"]
@@ -324,11 +325,13 @@ def _pool_neuron(n: int):
 def build_layers(cfg: dict) -> list[SpikingLayer]:
     """The named architecture's layers (see docs/architectures.md)."""
     q, b, arch = cfg["quant"], int(cfg["bits"]), cfg["arch"]
+    b_first, b_last = int(cfg.get("first_bits") or b), int(cfg.get("last_bits") or b)
     sizes = [int(n) for n in cfg["sizes"]]
     if arch == "mlp":
         layers = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            syn = QuantDense(n_in, n_out, q, b)
+            bits = b_last if i == len(sizes) - 2 else b_first if i == 0 else b
+            syn = QuantDense(n_in, n_out, q, bits)
             layers.append(SpikingLayer(f"fc{i + 1}", syn, _neuron(cfg, n_out, syn.unit, f"fc{i + 1}")))
         return layers
     c1, c2 = (int(c) for c in cfg["channels"])
@@ -343,7 +346,8 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
 
     def conv(name, c_out, stride=1, skips=()):
         c_out = int(widths.get(name, c_out))
-        add(name, QuantConv(shape, c_out, 3, q, b, stride=stride, padding=1, bn=cfg["bn"]), skips=skips)
+        bits = b_first if not layers else b
+        add(name, QuantConv(shape, c_out, 3, q, bits, stride=stride, padding=1, bn=cfg["bn"]), skips=skips)
 
     if arch == "vgg":  # conv - pool - conv - pool - fc
         conv("conv1", c1)
@@ -357,7 +361,7 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
             conv(f"res{stage + 1}a", c)
             gain = round(1.0 / layers[-1].synapse.unit)
             conv(f"res{stage + 1}b", c, skips=[(name, IdentitySkip(src_shape, gain))])
-    fc = QuantDense(int(np.prod(shape)), sizes[-1], q, b)
+    fc = QuantDense(int(np.prod(shape)), sizes[-1], q, b_last)
     add("fc", fc)
     return layers
 

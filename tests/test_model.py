@@ -124,3 +124,31 @@ def test_mfp_trains_in_parallel_and_deploys_exactly():
     net = model_to_ir(model)
     assert compare(exact, simulate(net, x))["mismatches"] == 0
     assert compare(simulate(net, x), run_lava(net, x))["mismatches"] == 0
+
+
+@pytest.mark.lava
+def test_first_and_last_layer_precision_is_configurable_and_deploys_exactly():
+    """2-bit hidden layers with 6-bit first and last layers: per-layer bits reach the IR, and the
+    network runs on Lava spike for spike (8-bit odd uniform levels would be refused by the IR check)."""
+    from converters.checkpoint import model_to_ir
+    from deploy.backends.lava import run as run_lava
+    from deploy.verify import compare
+    from qsnn_lava.data import encoded, load_dataset
+    from qsnn_lava.reference import simulate
+    from qsnn_lava.training import train
+
+    data = load_dataset("digits")
+    cfg = make_config(sizes=[64, 24, 16, 10], bits=2, first_bits=6, last_bits=6, timesteps=4)
+    model, _ = train(cfg, data, epochs=2, progress=False)
+    net = model_to_ir(model)
+    assert [layer.weight_bits for layer in net.layers] == [6, 2, 6]
+    assert int(abs(net.layers[0].synapse.weight).max()) > 3 >= int(abs(net.layers[1].synapse.weight).max())
+    x, _ = encoded(data.test, 4, 30)
+    assert compare(simulate(net, x), run_lava(net, x))["mismatches"] == 0
+    with pytest.raises(QsnnError, match="first_bits"):
+        make_config(first_bits=9)
+    model8 = build_model(make_config(sizes=[64, 8, 10], first_bits=8))
+    with torch.no_grad():
+        model8.layers[0].synapse.weight[0, :2] = torch.tensor([1.0, -1.0])  # levels +-255: 9 bits mixed
+    with pytest.raises(QsnnError, match="weight"):
+        model_to_ir(model8.eval())
