@@ -1,8 +1,13 @@
-"""IR -> lava-dl netx HDF5 (``lava.lib.dl.netx.hdf5.Network``), for networks netx can express.
+"""IR -> lava-dl netx HDF5 (``lava.lib.dl.netx.hdf5.Network``), for networks netx can express, and back.
 
 netx layout (lava-dl 0.6.0, ``lib/dl/netx/hdf5.py``): ``/layer/<i>`` with ``type``; a dense layer has
 ``shape`` [n_out], ``weight`` [n_out, n_in] (float storage, read as integers), optional ``bias``, and
-``neuron/{type, iDecay, vDecay, vThMant, refDelay, gradedSpike}``. netx builds a CUBA neuron as
+``neuron/{type, iDecay, vDecay, vThMant, refDelay, gradedSpike}``. A conv layer has ``shape`` (C, H, W)
+in torch order (netx reverses it to Lava's W, H, C), ``weight`` [C_out, C_in/groups, kh, kw] in torch's
+layout (netx flips and transposes it for Lava's Conv), ``stride``, ``padding``, ``dilation``, ``groups`` and
+a per-channel ``bias``. A ``flatten`` layer before a dense layer makes netx feed it the conv map in torch's
+(C, H, W) order, which is the IR's flat order, so dense weights need no permutation. Sum pooling is a
+depthwise conv with weights 1 (netx has no pool layer of its own). netx builds a CUBA neuron as
 ``LIF(vth=vThMant, du=iDecay - 1, dv=vDecay, bias_mant=bias, bias_exp=6)`` and chooses each layer's
 weight exponent itself from the integer weights (``optimize_weight_bits``, exact).
 
@@ -34,9 +39,12 @@ def netx_layers(net: Network) -> list[dict]:
         if layer.skips:
             raise QsnnError(f"{where}: has a residual skip connection, which netx cannot express (it loads "
                             "sequential networks only); run this network from the qsnn-lava IR instead")
-        if syn.type != "dense" or nrn.type != "lif":
-            raise QsnnError(f"{where}: netx export supports dense synapses into CUBA LIF only (this layer is "
-                            f"{syn.type} into {nrn.type}); run this network from the qsnn-lava IR instead")
+        if syn.type not in ("dense", "conv") or nrn.type != "lif":
+            raise QsnnError(f"{where}: netx export supports dense and conv synapses into CUBA LIF only (this "
+                            f"layer is {syn.type} into {nrn.type}); run this network from the qsnn-lava IR instead")
+        if syn.type == "conv" and (syn.stride[0] != syn.stride[1] or syn.padding[0] != syn.padding[1]):
+            raise QsnnError(f"{where}: stride {syn.stride} / padding {syn.padding} differ between the axes; netx "
+                            "files do not say which axis comes first, so only square ones are written")
         if syn.weight_exp < 0:
             raise QsnnError(f"{where}: weight_exp = {syn.weight_exp} < 0 cannot be written to a netx file "
                             "(it floors the summed input); use the qsnn-lava IR for this network")
@@ -47,7 +55,13 @@ def netx_layers(net: Network) -> list[dict]:
         bias_mant = bias >> NETX_BIAS_EXP
         if bias_mant.size and (bias_mant.min() < -4096 or bias_mant.max() > 4095):
             raise QsnnError(f"{where}: bias mantissa at bias_exp = 6 exceeds 13 bits")
-        out.append({"weight": syn.weight << syn.weight_exp, "bias": bias_mant,
+        spec = {"type": syn.type, "weight": syn.weight << syn.weight_exp, "bias": bias_mant, "shape": layer.shape}
+        if syn.type == "conv":  # netx's conv bias is one value per channel
+            per_channel = bias_mant.reshape(layer.shape[0], -1)
+            if np.any(per_channel != per_channel[:, :1]):
+                raise QsnnError(f"{where}: the bias differs within a channel; a netx conv bias is per channel")
+            spec.update(bias=per_channel[:, 0], stride=syn.stride[0], padding=syn.padding[0], groups=syn.groups)
+        out.append({**spec,
                     "neuron": {"type": "CUBA", "iDecay": nrn.du + 1, "vDecay": nrn.dv, "vThMant": nrn.vth,
                                "refDelay": 1, "gradedSpike": False}})
     return out
@@ -63,11 +77,20 @@ def export_netx(net: Network, path) -> None:
             inp = g.create_group("0")
             inp.create_dataset("type", data=b"input")
             inp.create_dataset("shape", data=np.asarray(net.input_shape, np.int64))
-            for i, spec in enumerate(layers, start=1):
+            i, prev_shape = 1, tuple(net.input_shape)
+            for spec in layers:
+                if spec["type"] == "dense" and len(prev_shape) == 3:  # netx flattens (W, H, C) to torch's CHW
+                    g.create_group(str(i)).create_dataset("type", data=b"flatten")
+                    i += 1
                 lg = g.create_group(str(i))
-                lg.create_dataset("type", data=b"dense")
-                lg.create_dataset("shape", data=np.asarray([spec["weight"].shape[0]], np.int64))
+                i, prev_shape = i + 1, tuple(spec["shape"])
+                lg.create_dataset("type", data=spec["type"].encode())
+                lg.create_dataset("shape", data=np.asarray(spec["shape"], np.int64))
                 lg.create_dataset("weight", data=spec["weight"].astype(np.float32))
+                if spec["type"] == "conv":
+                    for k in ("stride", "padding", "groups"):
+                        lg.create_dataset(k, data=spec[k])
+                    lg.create_dataset("dilation", data=1)
                 if np.any(spec["bias"]):
                     lg.create_dataset("bias", data=spec["bias"].astype(np.float32))
                 ng = lg.create_group("neuron")
@@ -94,8 +117,32 @@ def _int_array(values, where: str, field: str) -> np.ndarray:
     return out
 
 
+def _conv_from_netx(lg, w: np.ndarray, in_shape, shape: tuple, where: str):
+    """A netx conv layer (torch-layout weight, square stride/padding, dilation 1) as an IR Conv."""
+    from qsnn_lava.ir import Conv
+
+    if in_shape is None or len(in_shape) != 3:
+        raise QsnnError(f"{where}: a conv layer needs a (C, H, W) input; give the input layer a 3-D shape")
+    params = {}
+    for k, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
+        v = np.atleast_1d(lg[k][()]) if k in lg else np.asarray([default])
+        if v.size > 1 and np.any(v != v.reshape(-1)[0]):
+            raise QsnnError(f"{where}: {k} {v.tolist()} differs between the axes; only square ones are read "
+                            "(netx files do not say which axis comes first)")
+        params[k] = int(v.reshape(-1)[0])
+    if params.pop("dilation") != 1:
+        raise QsnnError(f"{where}: dilated convolutions are not supported by the qsnn-lava IR")
+    try:
+        conv = Conv(w.reshape(w.shape[:4]), tuple(in_shape), **params)
+    except QsnnError as e:
+        raise QsnnError(f"{where}: {e}") from None
+    if conv.out_shape != tuple(shape):
+        raise QsnnError(f"{where}: shape {shape} does not match the convolution's output {conv.out_shape}")
+    return conv
+
+
 def import_netx(path, timesteps: int) -> Network:
-    """A lava-dl netx file of CUBA/LOIHI dense layers -> IR, with netx's own parameter mapping:
+    """A lava-dl netx file of CUBA/LOIHI dense and conv layers -> IR, with netx's own parameter mapping:
     ``vth = vThMant, du = iDecay - 1, dv = vDecay, bias_mant = bias, bias_exp = 6`` and integer weights
     (netx's optimize_weight_bits is exact, so the synaptic sum is the sum of these integers).
     A netx file carries no time-step count: give the ``timesteps`` the network runs for."""
@@ -126,14 +173,14 @@ def import_netx(path, timesteps: int) -> Network:
                                     "synapse layer")
                 input_shape = tuple(int(d) for d in np.atleast_1d(lg["shape"][()]))
                 continue
-            if kind == "flatten":
+            if kind == "flatten":  # netx flattens to torch's (C, H, W) order: the IR's flat order already
                 continue
-            if kind != "dense":
-                raise QsnnError(f"{where}: layer type '{kind}' is not supported by the qsnn-lava IR yet "
-                                "(dense only)")
-            for missing in ("weight", "neuron"):
+            if kind not in ("dense", "conv"):
+                raise QsnnError(f"{where}: layer type '{kind}' is not supported by the qsnn-lava IR "
+                                "(dense, conv and flatten)")
+            for missing in ("weight", "neuron", "shape"):
                 if missing not in lg:
-                    raise QsnnError(f"{where}: dense layer without '{missing}'")
+                    raise QsnnError(f"{where}: {kind} layer without '{missing}'")
             ng = lg["neuron"]
             ntype = _scalar(ng, "type")
             if ntype not in SUPPORTED_NEURONS:
@@ -144,15 +191,21 @@ def import_netx(path, timesteps: int) -> Network:
             if "gradedSpike" in ng and bool(_scalar(ng, "gradedSpike")):
                 raise QsnnError(f"{where}: graded spikes are not supported (binary spikes only)")
             w = _int_array(lg["weight"][()], where, "weight")
-            if w.ndim == 1:
-                w = w.reshape(int(np.prod(lg["shape"][()])), -1)
+            shape = tuple(int(d) for d in np.atleast_1d(lg["shape"][()]))
+            if kind == "conv":
+                prev = layers[-1].shape if layers else input_shape
+                syn = _conv_from_netx(lg, w, prev, shape, where)
+            else:
+                syn = Dense(w.reshape(int(np.prod(shape)), -1) if w.ndim == 1 else w)
             bias = _int_array(lg["bias"][()], where, "bias") if "bias" in lg else None
-            neuron = LIF(w.shape[0], vth=int(_scalar(ng, "vThMant")), du=int(_scalar(ng, "iDecay")) - 1,
+            if bias is not None and kind == "conv":  # one value per channel -> every neuron of the channel
+                bias = np.repeat(bias.reshape(-1), syn.n_out // bias.size)
+            neuron = LIF(syn.n_out, vth=int(_scalar(ng, "vThMant")), du=int(_scalar(ng, "iDecay")) - 1,
                          dv=int(_scalar(ng, "vDecay")), bias_mant=bias, bias_exp=NETX_BIAS_EXP if bias is not None else 0)
             bits = int(np.ceil(np.log2(int(np.abs(w).max()) + 1))) + 1 if w.size and np.abs(w).max() else 1
-            layers.append(Layer(f"layer{i}", Dense(w), neuron, weight_bits=min(bits, 9)))
+            layers.append(Layer(f"layer{i}", syn, neuron, weight_bits=min(bits, 9)))
     if not layers:
-        raise QsnnError(f"'{path}' has no dense layers")
+        raise QsnnError(f"'{path}' has no dense or conv layers")
     net = Network(input_shape or (layers[0].synapse.n_in,), layers, timesteps,
                   meta={"imported_from": str(path), "format": "lava-dl netx"})
     try:

@@ -159,7 +159,7 @@ def run_bundle(path, hardware: bool = True) -> int:
         from deploy.backends.netx import run_netx
 
         out = run_netx(path / manifest["netx"]["file"], x, manifest["network"]["timesteps"],
-                       len(manifest["network"]["layers"]), hw=True)
+                       len(manifest["network"]["layers"]), hw=True, input_shape=manifest["network"]["input_shape"])
         where = "Loihi 2 (Loihi2HwCfg)"
         mismatches = int((out != expected).sum())
         print(f"{where}: {x.shape[1]} samples, {mismatches} output spike mismatches against the reference")
@@ -169,7 +169,8 @@ def run_bundle(path, hardware: bool = True) -> int:
         from deploy.backends.netx import run_netx
 
         runs["netx file on Lava CPU (fixed_pt)"] = run_netx(
-            path / manifest["netx"]["file"], x, manifest["network"]["timesteps"], len(manifest["network"]["layers"]))
+            path / manifest["netx"]["file"], x, manifest["network"]["timesteps"], len(manifest["network"]["layers"]),
+            input_shape=manifest["network"]["input_shape"])
     total = 0
     for where, out in runs.items():
         mismatches = int((out != expected).sum())

@@ -80,6 +80,6 @@ def test_import_refuses_unsupported_layers(tmp_path):
         import_netx(tmp_path / "s.net", timesteps=4)
     with h5py.File(tmp_path / "s.net", "a") as f:
         del f["layer/1/type"]
-        f["layer/1/type"] = b"conv"
-    with pytest.raises(QsnnError, match="layer 1: layer type 'conv'"):
+        f["layer/1/type"] = b"pool"
+    with pytest.raises(QsnnError, match="layer 1: layer type 'pool'"):
         import_netx(tmp_path / "s.net", timesteps=4)

@@ -12,8 +12,11 @@ from converters import lava_graph
 from .lava import import_lava
 
 
-def run_netx(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool = False) -> np.ndarray:
-    """Input spikes [T, N, n_in] -> output-layer spikes [T, N, n_out] of the netx network at ``path``."""
+def run_netx(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool = False,
+             input_shape: tuple | None = None) -> np.ndarray:
+    """Input spikes [T, N, n_in] -> output-layer spikes [T, N, n_out] of the netx network at ``path``.
+    ``n_layers`` counts neuron layers (not flatten). With a (C, H, W) ``input_shape`` the flat input is
+    reshaped and transposed to the (W, H, C) port netx gives a conv-first network."""
     import_lava()
     from lava.lib.dl.netx.hdf5 import Network as NetxNetwork
     from lava.magma.core.run_conditions import RunSteps
@@ -25,7 +28,10 @@ def run_netx(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool =
     steps = N * T + n_layers
     net = NetxNetwork(net_config=str(path), reset_interval=T, reset_offset=1)
     src, sink = Source(data=lava_graph.source_data(spikes, steps)), Sink(shape=net.out.shape, buffer=steps)
-    src.s_out.connect(net.inp)
+    port = src.s_out
+    if input_shape is not None and len(input_shape) == 3:
+        port = port.reshape(tuple(input_shape)).transpose([2, 1, 0])
+    port.connect(net.inp)
     net.out.connect(sink.a_in)
     cfg = Loihi2HwCfg() if hw else Loihi2SimCfg(select_tag="fixed_pt")
     try:
