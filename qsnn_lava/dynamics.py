@@ -188,8 +188,8 @@ def store_membrane(v, mem_bits: int, mem_shift: int):
     return _xp(v).clip(v >> mem_shift, lo, hi) << mem_shift
 
 
-def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams,
-             counts: dict | None = None) -> tuple[torch.Tensor, LIFState]:
+def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams, counts: dict | None = None,
+             probe: dict | None = None) -> tuple[torch.Tensor, LIFState]:
     """One time step of the CUBA LIF for synaptic input ``a`` (integer units before the << 6).
 
     ``a`` and the state are int64 tensors, float tensors holding integers, or numpy int64 arrays (then
@@ -197,7 +197,8 @@ def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams,
     reset: ``v = store_membrane(v, p.mem_bits, p.mem_shift)`` (the ``qmem`` neuron).
 
     If ``counts`` is a dict, the number of u wraps and v saturations of this step are added to its
-    ``"u_wraps"`` and ``"v_saturations"`` entries.
+    ``"u_wraps"`` and ``"v_saturations"`` entries. If ``probe`` is a dict, its ``"v_pre_reset"`` is set
+    to this step's voltage before the spike's reset (what QP-SNN's SCA pruning score measures).
     """
     u = rtz_decay(state.u, p.du + 1) + a * (1 << ACT_SHIFT)
     if p.can_wrap:
@@ -209,6 +210,8 @@ def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams,
         v_raw, v = v, saturate_v(v)
         if counts is not None:
             counts["v_saturations"] = counts.get("v_saturations", 0) + int((v != v_raw).sum())
+    if probe is not None:
+        probe["v_pre_reset"] = v
     s = fire(v, p.vth)
     v = v * (1 - s)  # hard reset of v only
     if p.mem_bits:

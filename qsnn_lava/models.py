@@ -302,12 +302,16 @@ class SpikingLayer(nn.Module):
     def out_shape(self) -> tuple:
         return self.synapse.out_shape
 
-    def forward(self, s: torch.Tensor, outputs: dict) -> torch.Tensor:
+    def synaptic_input(self, s: torch.Tensor, outputs: dict):
+        """(summed input of the main synapse and the skips, the folded-BN bias or None)."""
         a = self.synapse(s)
         a, bias = a if isinstance(a, tuple) else (a, None)
         for src, m in zip(self.skip_sources, self.skips):
             a = a + m(outputs[src]).to(a.dtype)
-        return self.neuron(a, bias)
+        return a, bias
+
+    def forward(self, s: torch.Tensor, outputs: dict) -> torch.Tensor:
+        return self.neuron(*self.synaptic_input(s, outputs))
 
 
 def _neuron(cfg: dict, n: int, unit: float, name: str):

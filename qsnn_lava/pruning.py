@@ -144,15 +144,12 @@ def plan(model: QSNN, ratios) -> list[dict]:
 
 # ---------------------------------------------------------------- recording and scores
 def _lif_trace(a: torch.Tensor, p: dyn.LIFParams):
-    """Spikes and the pre-reset membrane v~ [T, ...] of the integer LIF (the same steps as dyn.lif_run)."""
-    state = dyn.lif_init(a.shape[1:], a)
+    """Spikes and the pre-reset membrane v~ [T, ...] of the integer LIF (dyn.lif_step, step by step)."""
+    state, probe = dyn.lif_init(a.shape[1:], a), {}
     spikes, vpre = torch.empty_like(a), torch.empty_like(a)
     for t in range(a.shape[0]):
-        v_in = dyn.rtz_decay(state.v, p.dv)
-        s, state = dyn.lif_step(a[t], state, p)
-        v = v_in + state.u + p.bias
-        vpre[t] = dyn.saturate_v(v) if p.can_saturate else v
-        spikes[t] = s
+        spikes[t], state = dyn.lif_step(a[t], state, p, probe=probe)
+        vpre[t] = probe["v_pre_reset"]
     return spikes, vpre
 
 
@@ -163,10 +160,7 @@ def record(model: QSNN, x: np.ndarray) -> dict:
     outputs, rec = {INPUT: s}, {}
     with torch.no_grad():
         for layer in model.layers:
-            a = layer.synapse(s)
-            a, bias = a if isinstance(a, tuple) else (a, None)
-            for src, m in zip(layer.skip_sources, layer.skips):
-                a = a + m(outputs[src]).to(a.dtype)
+            a, bias = layer.synaptic_input(s, outputs)
             s, vpre = _lif_trace(a, layer.neuron.params(bias))
             outputs[layer.name] = s
             rec[layer.name] = (s, vpre)
