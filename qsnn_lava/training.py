@@ -39,8 +39,8 @@ def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
           progress: bool = True, log=print, resume: dict | None = None, on_epoch=None,
           init_state: dict | None = None, epoch_offset: int = 0) -> tuple[QSNN, dict]:
-    """Train ``epochs`` epochs in total. ``resume`` (a checkpoint dict with a ``"training"`` entry, see
-    ``training_state``) continues an interrupted run where it stopped, with the same optimizer, schedule,
+    """Train ``epochs`` epochs in total. ``resume`` (a checkpoint dict with the ``"training"`` entry that
+    ``on_epoch`` receives: epoch, optimizer, scheduler, generator, torch_rng, history, seconds) continues an interrupted run where it stopped, with the same optimizer, schedule,
     shuffling and history, so the result equals an uninterrupted run. ``on_epoch(model, state)`` is
     called after every epoch (the CLI saves a resumable checkpoint there). ``init_state`` starts from
     these weights instead of a random init (fine-tuning, e.g. a pruned network); ``epoch_offset`` is added to
