@@ -108,7 +108,7 @@ def cmd_train(args) -> int:
         cfg = make_config(arch=args.arch, sizes=sizes, input_shape=shape, channels=args.channels, bn=args.bn,
                           quant=args.quant, bits=args.bits, first_bits=args.first_bits, last_bits=args.last_bits,
                           theta=args.theta, timesteps=args.timesteps,
-                          neuron=args.neuron, mem_bits=args.mem_bits)
+                          neuron=args.neuron, mem_bits=args.mem_bits, bias_exp_min=args.bias_exp_min)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.seed, "lr": args.lr,
             "batch_size": args.batch_size}
@@ -433,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels", type=int, nargs=2, default=None, help="conv archs: the two stage widths")
     t.add_argument("--bn", action=argparse.BooleanOptionalAction, default=None,
                    help="conv archs: BatchNorm folded into integer weights and biases (default on)")
+    t.add_argument("--bias-exp-min", type=int, default=None,
+                   help="conv archs with --bn: smallest exponent of the folded bias; 6 keeps biases in whole "
+                        "weight units, which lava-dl netx files require (export-netx)")
     t.add_argument("--hidden", type=int, nargs="+", default=[256], help="hidden layer widths")
     t.add_argument("--quant", default="uniform", choices=QUANT_NAMES,
                    help="uniform: QP-SNN Eqs. 4-6; rescaw: QP-SNN ReScaW (theta counts in units of gamma); "

@@ -34,6 +34,7 @@ DEFAULT_CONFIG = {
     "timesteps": 8,
     "widths": None,  # conv archs, optional: {conv layer name: output channels}, e.g. a pruned net (docs/pruning.md)
     "mem_bits": 4,  # qmem neuron: bits of the stored membrane
+    "bias_exp_min": 0,  # conv archs with bn: smallest bias_exp of the folded bias (6: netx-exportable)
 }
 
 ARCHS = ("mlp", "vgg", "resnet")
@@ -43,7 +44,7 @@ ARCH_DEFAULTS = {"vgg": {"bn": True, "theta": 1.0}, "resnet": {"bn": True, "thet
 
 
 # keys added after the first checkpoints were written; older configs get these defaults
-LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths", "first_bits", "last_bits")
+LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths", "first_bits", "last_bits", "bias_exp_min")
 
 
 def with_defaults(cfg: dict) -> dict:
@@ -95,6 +96,8 @@ def check_config(cfg: dict) -> None:
         raise QsnnError("timesteps must be >= 1")
     if cfg.get("widths") is not None:
         check_widths(cfg)
+    if not 0 <= int(cfg.get("bias_exp_min") or 0) <= 7:
+        raise QsnnError(f"bias_exp_min = {cfg['bias_exp_min']} is out of range; bias_exp is 3-bit (0..7)")
     if cfg["neuron"] == "qmem" and not 2 <= int(cfg["mem_bits"]) <= 8:
         raise QsnnError(f"mem_bits = {cfg['mem_bits']} is out of range; the qmem membrane holds 2 to 8 bits")
 
@@ -184,13 +187,14 @@ class QuantConv(QuantSynapse):
     """
 
     def __init__(self, in_shape: tuple, c_out: int, kernel: int, quant: str, bits: int, stride: int = 1,
-                 padding: int = 0, groups: int = 1, bn: bool = False):
+                 padding: int = 0, groups: int = 1, bn: bool = False, bias_exp_min: int = 0):
         c_in = int(in_shape[0])
         super().__init__((c_out, c_in // groups, kernel, kernel), c_in // groups * kernel * kernel, quant, bits)
         self.in_shape, self.stride, self.padding, self.groups = tuple(in_shape), stride, padding, groups
         probe = ir.Conv(np.zeros((c_out, c_in // groups, kernel, kernel), np.int64), in_shape, stride, padding, groups)
         self.out_shape = probe.out_shape
         self.bn = nn.BatchNorm2d(c_out) if bn else None
+        self.bias_exp_min = int(bias_exp_min)
 
     def _conv(self, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = s.reshape(*s.shape[:2], *self.in_shape)
@@ -225,7 +229,7 @@ class QuantConv(QuantSynapse):
         _, shift = self._scale_shift(s)
         b = shift * (64.0 / self.unit)
         big = float(b.detach().abs().max())
-        exp = min(7, max(0, math.ceil(math.log2(big / 4095)))) if big > 4095 else 0
+        exp = min(7, max(self.bias_exp_min, math.ceil(math.log2(big / 4095)) if big > 4095 else 0))
         mant = ste_round(b / (1 << exp)).clamp(-4096, 4095)
         return mant, exp
 
@@ -351,7 +355,8 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
     def conv(name, c_out, stride=1, skips=()):
         c_out = int(widths.get(name, c_out))
         bits = b_first if not layers else b
-        add(name, QuantConv(shape, c_out, 3, q, bits, stride=stride, padding=1, bn=cfg["bn"]), skips=skips)
+        add(name, QuantConv(shape, c_out, 3, q, bits, stride=stride, padding=1, bn=cfg["bn"],
+                                  bias_exp_min=int(cfg.get("bias_exp_min") or 0)), skips=skips)
 
     if arch == "vgg":  # conv - pool - conv - pool - fc
         conv("conv1", c1)

@@ -185,3 +185,22 @@ def test_simulate_takes_input_in_the_networks_shape(tmp_path):
     assert p.returncode == 0, p.stderr
     out = np.load(tmp_path / "y.npy")
     assert np.array_equal(out, np.transpose(simulate(net, x).spikes[-1], (1, 0, 2)))
+
+
+@pytest.mark.lava
+def test_bn_folded_vgg_with_bias_exp_6_exports_to_netx_exactly(tmp_path):
+    """bias_exp_min = 6 keeps folded biases in whole weight units, so lava-dl's netx runs the trained
+    BN-folded conv net spike for spike like our reference."""
+    from converters.checkpoint import model_to_ir
+    from converters.netx import export_netx
+    from deploy.backends.netx import run_netx
+    from qsnn_lava.data import encoded
+
+    model, data, _ = _trained_conv_model("vgg", True, epochs=1, bias_exp_min=6)
+    net = model_to_ir(model)
+    assert all(layer.neuron.bias_exp >= 6 for layer in net.layers if np.any(layer.neuron.bias_mant))
+    export_netx(net, tmp_path / "v.net")
+    x, _ = encoded(data.test, net.timesteps, 8)
+    ref = simulate(net, x)
+    out = run_netx(tmp_path / "v.net", x, net.timesteps, len(net.layers), input_shape=net.input_shape)
+    assert int(ref.spikes[-1].sum()) > 0 and np.array_equal(out, ref.spikes[-1])
