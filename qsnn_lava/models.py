@@ -216,26 +216,24 @@ class QuantConv(QuantSynapse):
         inv = bn.weight / torch.sqrt(var.to(bn.weight.dtype) + bn.eps)
         return inv, bn.bias - mean.to(inv.dtype) * inv
 
-    def mantissa(self, s: torch.Tensor | None = None) -> torch.Tensor:
+    def folded(self, s: torch.Tensor | None = None):
+        """(mantissas, (bias mantissa per channel, bias_exp)) from ONE BatchNorm scale and shift: this
+        batch's statistics when training with input ``s``, else the running ones. Without bn: (mantissas,
+        (None, 0)). The bias is shift / unit * 64 internal units as ``mant << exp``, 13-bit ``mant``."""
         if self.bn is None:
-            return self.quantized(self.weight)
-        inv, _ = self._scale_shift(s)
-        return self.quantized(self.weight * inv[:, None, None, None])
-
-    def bias(self, s: torch.Tensor | None = None):
-        """(bias per output channel in internal v units as mantissa * 2^exp, exp); None without bn."""
-        if self.bn is None:
-            return None, 0
-        _, shift = self._scale_shift(s)
+            return self.quantized(self.weight), (None, 0)
+        inv, shift = self._scale_shift(s)
         b = shift * (64.0 / self.unit)
         big = float(b.detach().abs().max())
         exp = min(7, max(self.bias_exp_min, math.ceil(math.log2(big / 4095)) if big > 4095 else 0))
-        mant = ste_round(b / (1 << exp)).clamp(-4096, 4095)
-        return mant, exp
+        return self.quantized(self.weight * inv[:, None, None, None]), (ste_round(b / (1 << exp)).clamp(-4096, 4095), exp)
+
+    def mantissa(self) -> torch.Tensor:
+        return self.folded()[0]
 
     def integer_bias(self) -> tuple[np.ndarray, int]:
         """Per-neuron bias mantissas (each channel's repeated over its map) and the exponent, for the IR."""
-        mant, exp = self.bias()
+        mant, exp = self.folded()[1]
         if mant is None:
             return np.zeros(int(np.prod(self.out_shape)), np.int64), 0
         per_channel = mant.detach().round().to(torch.int64).numpy()
@@ -243,16 +241,13 @@ class QuantConv(QuantSynapse):
 
     def forward(self, s: torch.Tensor):
         """-> (synaptic input [T, N, C_out, H_out, W_out], bias per channel or None)."""
+        w, (mant, exp) = self.folded(s)
         if self.training:
-            w = self.mantissa(s).to(s.dtype)
-            mant, exp = self.bias(s)
-            bias = None if mant is None else (mant * (1 << exp)).to(s.dtype)
+            w, bias = w.to(s.dtype), None if mant is None else (mant * (1 << exp)).to(s.dtype)
         else:
-            w = self.integer_weight()
-            mant, exp = self.bias()
+            w = w.detach().round().to(torch.int64)
             bias = None if mant is None else mant.detach().round().to(torch.int64) << exp
-        a = self._conv(s, w)
-        return a, (None if bias is None else bias[:, None, None])
+        return self._conv(s, w), (None if bias is None else bias[:, None, None])
 
     def to_ir(self):
         return ir.Conv(self.integer_weight().numpy(), self.in_shape, self.stride, self.padding, self.groups)

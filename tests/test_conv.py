@@ -204,3 +204,18 @@ def test_bn_folded_vgg_with_bias_exp_6_exports_to_netx_exactly(tmp_path):
     ref = simulate(net, x)
     out = run_netx(tmp_path / "v.net", x, net.timesteps, len(net.layers), input_shape=net.input_shape)
     assert int(ref.spikes[-1].sum()) > 0 and np.array_equal(out, ref.spikes[-1])
+
+
+def test_a_training_step_updates_batchnorm_statistics_once():
+    """The folded weights and the folded bias come from one set of batch statistics: one forward, one
+    running-statistics update (momentum 0.1 applied once)."""
+    import torch
+
+    from qsnn_lava.models import QuantConv
+
+    conv = QuantConv((2, 6, 6), 3, 3, "uniform", 4, padding=1, bn=True).train()
+    s = (torch.rand(4, 5, 2, 6, 6) < 0.5).float()
+    conv(s)
+    assert int(conv.bn.num_batches_tracked) == 1
+    a = torch.nn.functional.conv2d(s.flatten(0, 1), conv.weight.detach(), padding=1)
+    assert torch.allclose(conv.bn.running_mean, 0.1 * a.mean((0, 2, 3)), atol=1e-6)
