@@ -15,22 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 from .dynamics import UV_MAX, V_LIMIT
-from .ir import Network
-
-
-def _shift(x: int, e: int) -> int:
-    return x << e if e >= 0 else x >> -e
+from .ir import Network, max_input
 
 
 def static_bounds(net: Network) -> dict:
     out = {}
     T = net.timesteps
     for i, layer in enumerate(net.layers):
-        n, a_max = layer.neuron, 0
-        for _, syn in net.sources(i):  # skips add their worst case to the main synapse's
-            pos, neg = syn.row_sums()
-            a_max += max(abs(_shift(int(pos.max(initial=0)), syn.weight_exp)),
-                         abs(_shift(int(neg.min(initial=0)), syn.weight_exp)))
+        n = layer.neuron
+        a_max = sum(max_input(syn) for _, syn in net.sources(i))  # skips add their worst case to the main one
         r_u, r_v = (4096 - n.du - 1) / 4096, (4096 - n.dv) / 4096
         u_max = 64 * a_max * sum(r_u ** k for k in range(T))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0

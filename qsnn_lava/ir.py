@@ -96,6 +96,30 @@ def weight_limits(weight: np.ndarray) -> tuple[int, int]:
     return -128, 127
 
 
+def integer_weight(weight, kind: str, layout: str) -> np.ndarray:
+    """``weight`` as int64 with the layout's number of axes; refuses fractional values (not mantissas)."""
+    w = np.asarray(weight)
+    ndim = layout.count(",") + 1
+    if w.ndim != ndim:
+        raise QsnnError(f"{kind} weight must be {ndim}-D {layout}, got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.integer) and not np.all(np.mod(w, 1) == 0):
+        raise QsnnError(f"{kind} weight must hold integers (mantissas), found fractional values")
+    return w.astype(np.int64)
+
+
+def shift(x: int, e: int) -> int:
+    """The weight exponent on an integer: ``x << e``, or ``x >> -e`` (floor) when e < 0, as Lava does."""
+    return x << e if e >= 0 else x >> -e
+
+
+def max_input(syn) -> int:
+    """The largest |a| one step of a synapse population can send to any of its neurons (after weight_exp):
+    all positive or all negative weights of a neuron's row (per output channel for a conv) active."""
+    pos, neg = syn.row_sums()
+    return max(abs(shift(int(pos.max(initial=0)), syn.weight_exp)),
+               abs(shift(int(neg.min(initial=0)), syn.weight_exp)))
+
+
 @dataclass
 class Dense:
     """All-to-all synapses: ``a_i = (sum_j weight[i, j] * s_j)`` shifted by ``weight_exp`` (floor)."""
@@ -105,13 +129,7 @@ class Dense:
     type = "dense"
 
     def __post_init__(self):
-        self.weight = np.asarray(self.weight)
-        if self.weight.ndim != 2:
-            raise QsnnError(f"dense weight must be 2-D [n_out, n_in], got shape {self.weight.shape}")
-        if not np.issubdtype(self.weight.dtype, np.integer):
-            if not np.all(np.mod(self.weight, 1) == 0):
-                raise QsnnError("dense weight must hold integers (mantissas), found fractional values")
-        self.weight = self.weight.astype(np.int64)
+        self.weight = integer_weight(self.weight, "dense", "[n_out, n_in]")
         self.weight_exp = int(self.weight_exp)
 
     @property
@@ -136,8 +154,7 @@ class Dense:
                           "retrain with fewer weight bits (mixed-sign odd mantissas hold at most 7 bits "
                           "plus sign on Loihi 2)")
         out += check_range(where, "weight_exp", self.weight_exp, *WEIGHT_EXP_RANGE, "rescale weights and vth")
-        worst = int(np.abs(self.weight).sum(axis=1).max()) if self.weight.size else 0
-        worst = worst << self.weight_exp if self.weight_exp >= 0 else worst >> -self.weight_exp
+        worst = shift(int(np.abs(self.weight).sum(axis=1).max()) if self.weight.size else 0, self.weight_exp)
         out += check_range(where, "worst-case synaptic input << 6", worst << 6, 0, INT32_SAFE - 1,
                            "Lava's 32-bit current update would overflow; lower weight_exp or the weights")
         return out
@@ -171,12 +188,7 @@ class Conv:
     type = "conv"
 
     def __post_init__(self):
-        self.weight = np.asarray(self.weight)
-        if self.weight.ndim != 4:
-            raise QsnnError(f"conv weight must be 4-D [C_out, C_in/groups, kh, kw], got shape {self.weight.shape}")
-        if not np.issubdtype(self.weight.dtype, np.integer) and not np.all(np.mod(self.weight, 1) == 0):
-            raise QsnnError("conv weight must hold integers (mantissas), found fractional values")
-        self.weight = self.weight.astype(np.int64)
+        self.weight = integer_weight(self.weight, "conv", "[C_out, C_in/groups, kh, kw]")
         self.in_shape = tuple(int(d) for d in self.in_shape)
         self.stride, self.padding = _pair(self.stride), _pair(self.padding)
         self.groups, self.weight_exp = int(self.groups), int(self.weight_exp)
@@ -483,12 +495,7 @@ def _summed_input_violations(where: str, sources: list) -> list:
     """With several synapse populations into one LIF, their summed worst case must fit the int32 update."""
     if len(sources) < 2:
         return []
-    worst = 0
-    for _, syn in sources:
-        pos, neg = syn.row_sums()
-        e = syn.weight_exp
-        shift = (lambda x: x << e) if e >= 0 else (lambda x: x >> -e)
-        worst += max(shift(int(pos.max(initial=0))), -shift(int(neg.min(initial=0))))
+    worst = sum(max_input(syn) for _, syn in sources)
     return check_range(where, "worst-case summed input << 6", worst << 6, 0, INT32_SAFE - 1,
                        "Lava's 32-bit current update would overflow; lower the weights")
 
