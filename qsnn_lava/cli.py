@@ -406,9 +406,74 @@ def cmd_demo(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .pruning import prune_command
+    """Score, prune, fine-tune, save; prints the summary table (docs/pruning.md)."""
+    import hashlib
 
-    return prune_command(args)
+    from converters.checkpoint import load_model
+    from .data import encoded, load_dataset
+    from .io import save_checkpoint, write_json
+    from .pruning import (finetune, format_summary, parse_ratios, plan, prune_model, score_channels,
+                          scoring_batches, stability, summarize)
+    from .training import evaluate
+
+    ratios = parse_ratios(args.ratio, args.ratios)
+    if args.finetune_epochs < 0:
+        raise QsnnError("--finetune-epochs must be >= 0")
+    model, ckpt = load_model(args.checkpoint)
+    plan(model, ratios)  # every ratio error before any data is read
+    T = int(model.config["timesteps"])
+    dataset = args.dataset or ckpt.get("meta", {}).get("dataset") or "digits"
+    data = load_dataset(dataset, args.data_dir, T, args.denoise)
+    if data.n_in != int(model.config["sizes"][0]) or data.n_classes != int(model.config["sizes"][-1]):
+        raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs and {data.n_classes} classes; the network "
+                        f"takes {model.config['sizes'][0]} and has {model.config['sizes'][-1]} outputs")
+    batches = scoring_batches(data, T, args.batches, args.batch_size, args.seed)
+    scores = score_channels(model, batches, args.criterion, args.seed)
+    pruned, groups = prune_model(model, scores, ratios)
+    x, y = encoded(data.test, T, args.samples)
+    acc_before = evaluate(model, x).accuracy(y)
+    acc_pruned = evaluate(pruned, x).accuracy(y)
+    hist = None
+    if args.finetune_epochs > 0:
+        pruned, hist = finetune(pruned, data, args.finetune_epochs, args.lr, args.batch_size, args.seed,
+                                args.train_samples, int(ckpt.get("meta", {}).get("epochs", 0) or 0),
+                                progress=not args.quiet)
+    acc_after = evaluate(pruned, x).accuracy(y)
+    n_sum = min(args.synops_samples, x.shape[1])
+    before, after = summarize(model, x[:, :n_sum]), summarize(pruned, x[:, :n_sum])
+    result = {
+        "checkpoint": str(args.checkpoint), "out": str(args.out), "dataset": dataset,
+        "criterion": args.criterion, "batches": args.batches, "batch_size": args.batch_size, "seed": args.seed,
+        "groups": [{"layers": g["layers"], "ratio": g["ratio"], "before": g["width"], "after": g["keep"],
+                    "kept": [int(i) for i in g["kept"]],
+                    "score_stability": stability(s["per_batch"])} for g, s in zip(groups, scores)],
+        "finetune": {"epochs": args.finetune_epochs, "lr": args.lr, "train_samples": args.train_samples,
+                     "test_accuracy_per_epoch": hist["test_acc"] if hist else [],
+                     "seconds": hist["seconds"] if hist else 0.0},
+        "accuracy": {"before": acc_before, "pruned": acc_pruned, "finetuned": acc_after, "samples": int(x.shape[1])},
+        "summary": {"before": before, "after": after},
+        "config": pruned.config,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()
+    meta = {**{k: v for k, v in ckpt.get("meta", {}).items() if k not in ("test_accuracy", "pruning")},
+            "dataset": dataset, "test_accuracy": acc_after,
+            "pruning": {"source_checkpoint_sha256": digest, "criterion": args.criterion,
+                        "ratios": [g["ratio"] for g in groups], "finetune_epochs": args.finetune_epochs,
+                        "widths": {"+".join(g["layers"]): [g["width"], g["keep"]] for g in groups},
+                        "accuracy_before": acc_before}}
+    save_checkpoint(args.out, pruned.config, pruned.state_dict(), meta)
+    what = ", ".join(f"{'+'.join(g['layers'])} {g['ratio']:g}" for g in groups)
+    print(f"pruned {args.checkpoint} by {args.criterion} ({what}), fine-tuned {args.finetune_epochs} epochs "
+          f"-> {args.out}")
+    print(format_summary(before, after))
+    print(f"accuracy on {x.shape[1]} {dataset} test samples: {100 * acc_before:.2f} % before, "
+          f"{100 * acc_pruned:.2f} % pruned, {100 * acc_after:.2f} % fine-tuned; SynOps and spikes per inference "
+          f"on {n_sum} samples")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
 
 
 # ---------------------------------------------------------------- parser
