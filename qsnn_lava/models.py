@@ -32,6 +32,8 @@ DEFAULT_CONFIG = {
     "du": 4095,  # QP-SNN LIF: no synaptic current memory
     "dv": 2048,  # tau = 0.5
     "timesteps": 8,
+    "first_bits": None,  # weight bits of the first / last layer (None: bits); the papers keep them at full
+    "last_bits": None,  # precision, Loihi holds at most 8 (7 for the uniform quantizer's odd mixed levels)
     "widths": None,  # conv archs, optional: {conv layer name: output channels}, e.g. a pruned net (docs/pruning.md)
     "mem_bits": 4,  # qmem neuron: bits of the stored membrane
     "bias_exp_min": 0,  # conv archs with bn: smallest bias_exp of the folded bias (6: netx-exportable)
@@ -49,7 +51,7 @@ LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths", "first_bits
 
 def with_defaults(cfg: dict) -> dict:
     """``cfg`` with any later-added key filled in from DEFAULT_CONFIG (older checkpoints still load)."""
-    return {**{k: DEFAULT_CONFIG[k] for k in LATER_KEYS if k in DEFAULT_CONFIG}, **cfg}
+    return {**{k: DEFAULT_CONFIG[k] for k in LATER_KEYS}, **cfg}
 
 
 def make_config(**overrides) -> dict:
@@ -62,7 +64,8 @@ def make_config(**overrides) -> dict:
 
 
 def check_config(cfg: dict) -> None:
-    missing = [k for k in DEFAULT_CONFIG if k not in cfg and k != "widths"]  # widths: optional (older files)
+    cfg = with_defaults(cfg)
+    missing = [k for k in DEFAULT_CONFIG if k not in cfg]
     if missing:
         raise QsnnError(f"model config lacks {', '.join(missing)}")
     if cfg["arch"] not in ARCHS:
@@ -72,7 +75,7 @@ def check_config(cfg: dict) -> None:
     if cfg["neuron"] not in NEURON_DEFAULTS:
         raise QsnnError(f"neuron '{cfg['neuron']}' is not supported (known: {', '.join(NEURON_DEFAULTS)})")
     for key in ("bits", "first_bits", "last_bits"):
-        if cfg.get(key) is not None and not 1 <= int(cfg[key]) <= 8:
+        if cfg[key] is not None and not 1 <= int(cfg[key]) <= 8:
             raise QsnnError(f"{key} = {cfg[key]} is out of range; Loihi weights hold 1 to 8 bits")
     if cfg["quant"] == "ternary" and int(cfg["bits"]) != 2:
         raise QsnnError("ternary weights take 2 bits on the target: pass --bits 2")
@@ -94,9 +97,9 @@ def check_config(cfg: dict) -> None:
         raise QsnnError("du and dv are 12-bit decays in [0, 4095]")
     if int(cfg["timesteps"]) < 1:
         raise QsnnError("timesteps must be >= 1")
-    if cfg.get("widths") is not None:
+    if cfg["widths"] is not None:
         check_widths(cfg)
-    if not 0 <= int(cfg.get("bias_exp_min") or 0) <= 7:
+    if not 0 <= int(cfg["bias_exp_min"]) <= 7:
         raise QsnnError(f"bias_exp_min = {cfg['bias_exp_min']} is out of range; bias_exp is 3-bit (0..7)")
     if cfg["neuron"] == "qmem" and not 2 <= int(cfg["mem_bits"]) <= 8:
         raise QsnnError(f"mem_bits = {cfg['mem_bits']} is out of range; the qmem membrane holds 2 to 8 bits")
@@ -328,7 +331,7 @@ def _pool_neuron(n: int):
 def build_layers(cfg: dict) -> list[SpikingLayer]:
     """The named architecture's layers (see docs/architectures.md)."""
     q, b, arch = cfg["quant"], int(cfg["bits"]), cfg["arch"]
-    b_first, b_last = int(cfg.get("first_bits") or b), int(cfg.get("last_bits") or b)
+    b_first, b_last = int(cfg["first_bits"] or b), int(cfg["last_bits"] or b)
     sizes = [int(n) for n in cfg["sizes"]]
     if arch == "mlp":
         layers = []
@@ -339,7 +342,7 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
         return layers
     c1, c2 = (int(c) for c in cfg["channels"])
     layers, shape = [], tuple(int(d) for d in cfg["input_shape"])
-    widths = cfg.get("widths") or {}
+    widths = cfg["widths"] or {}
 
     def add(name, syn, neuron=None, skips=()):
         nonlocal shape
@@ -351,7 +354,7 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
         c_out = int(widths.get(name, c_out))
         bits = b_first if not layers else b
         add(name, QuantConv(shape, c_out, 3, q, bits, stride=stride, padding=1, bn=cfg["bn"],
-                                  bias_exp_min=int(cfg.get("bias_exp_min") or 0)), skips=skips)
+                                  bias_exp_min=int(cfg["bias_exp_min"])), skips=skips)
 
     if arch == "vgg":  # conv - pool - conv - pool - fc
         conv("conv1", c1)

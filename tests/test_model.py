@@ -152,3 +152,19 @@ def test_first_and_last_layer_precision_is_configurable_and_deploys_exactly():
         model8.layers[0].synapse.weight[0, :2] = torch.tensor([1.0, -1.0])  # levels +-255: 9 bits mixed
     with pytest.raises(QsnnError, match="weight"):
         model_to_ir(model8.eval())
+
+
+def test_a_config_saved_before_later_keys_existed_still_builds(tmp_path):
+    """Checkpoints written before input_shape, channels, bn, mem_bits, widths, first/last bits and
+    bias_exp_min existed load with those keys' defaults."""
+    from converters.checkpoint import load_model
+    from qsnn_lava.io import save_checkpoint
+    from qsnn_lava.models import LATER_KEYS
+
+    cfg = make_config(sizes=[64, 16, 10])
+    model = build_model(cfg)
+    old = {k: v for k, v in cfg.items() if k not in LATER_KEYS}
+    save_checkpoint(tmp_path / "old.pt", old, model.state_dict())
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.config["mem_bits"] == 4 and loaded.config["widths"] is None
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
