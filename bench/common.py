@@ -9,7 +9,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.checkpoint import model_to_ir  # noqa: E402
+from qsnn_lava.converters.checkpoint import model_to_ir  # noqa: E402
 from qsnn_lava.data import encoded, load_dataset  # noqa: E402
 from qsnn_lava.io import write_json  # noqa: E402
 from qsnn_lava.models import make_config  # noqa: E402

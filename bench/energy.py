@@ -24,8 +24,8 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
-from converters.checkpoint import load_model, model_to_ir
-from deploy.energy import TABLES, count_ops, energy, memory_bytes
+from qsnn_lava.converters.checkpoint import load_model, model_to_ir
+from qsnn_lava.deploy.energy import TABLES, count_ops, energy, memory_bytes
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.io import atomic_write
 from qsnn_lava.reference import simulate

@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.checkpoint import model_to_ir  # noqa: E402
-from deploy.backends.lava import run as run_lava  # noqa: E402
-from deploy.verify import report  # noqa: E402
+from qsnn_lava.converters.checkpoint import model_to_ir  # noqa: E402
+from qsnn_lava.deploy.backends.lava import run as run_lava  # noqa: E402
+from qsnn_lava.deploy.verify import report  # noqa: E402
 from qsnn_lava.data import encoded, load_dataset  # noqa: E402
 from qsnn_lava.io import atomic_write, write_json  # noqa: E402
 from qsnn_lava.models import make_config  # noqa: E402

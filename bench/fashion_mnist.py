@@ -17,9 +17,9 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import torch
 from torch import nn
 
-from converters.checkpoint import load_model, model_to_ir
-from deploy.backends.lava import run as run_lava
-from deploy.verify import compare
+from qsnn_lava.converters.checkpoint import load_model, model_to_ir
+from qsnn_lava.deploy.backends.lava import run as run_lava
+from qsnn_lava.deploy.verify import compare
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.io import save_checkpoint
 from qsnn_lava.models import make_config

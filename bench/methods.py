@@ -16,9 +16,9 @@ import time
 import common
 from torch import nn
 
-from converters.checkpoint import model_to_ir
-from deploy.backends.lava import run as run_lava
-from deploy.verify import compare
+from qsnn_lava.converters.checkpoint import model_to_ir
+from qsnn_lava.deploy.backends.lava import run as run_lava
+from qsnn_lava.deploy.verify import compare
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.models import make_config
 from qsnn_lava.reference import simulate

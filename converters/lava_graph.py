@@ -54,7 +54,7 @@ def run_config(net: Network | None = None):
 
     models = {Extractor: PyLoihiExtractorModel}
     if net is not None and any(layer.neuron.type == "qmem" for layer in net.layers):
-        from converters.qmem_lava import QMEM_MODEL_MAP
+        from qsnn_lava.converters.qmem_lava import QMEM_MODEL_MAP
         models.update(QMEM_MODEL_MAP)
     return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
 
@@ -160,7 +160,7 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
                   bias_exp=nrn.bias_exp, reset_interval=net.timesteps, reset_offset=(d + 1) % net.timesteps,
                   name=f"{layer.name}_lif")
         if nrn.type == "qmem":  # CPU only (converters.qmem_lava)
-            from converters.qmem_lava import QMemLIF
+            from qsnn_lava.converters.qmem_lava import QMemLIF
             lif = QMemLIF(mem_bits=nrn.mem_bits, mem_shift=nrn.mem_shift, **kw)
         else:
             lif = LIFReset(**kw)

@@ -30,7 +30,7 @@ import typing as ty
 
 import numpy as np
 
-from deploy.backends.lava import import_lava
+from qsnn_lava.deploy.backends.lava import import_lava
 from qsnn_lava import dynamics as dyn
 
 import_lava()  # Lava's runtime sets the 'fork' start method on import; do that the tolerant way first

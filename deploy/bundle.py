@@ -39,7 +39,7 @@ Needs qsnn-lava (pip install qsnn-lava) and lava-nc 0.10.0. Exit 0: output equal
 import sys
 from pathlib import Path
 
-from deploy.bundle import run_bundle
+from qsnn_lava.deploy.bundle import run_bundle
 
 if __name__ == "__main__":
     sys.exit(run_bundle(Path(__file__).resolve().parent, hardware="--cpu" not in sys.argv))
@@ -73,7 +73,7 @@ def package_versions() -> dict:
 def write_bundle(net: Network, out, sample_input: np.ndarray, drc: dict, resources: dict | None,
                  target: str) -> dict:
     """Write the bundle folder ``out`` atomically; returns the manifest. sample_input: [T, N, n_in]."""
-    from converters.netx import export_netx
+    from qsnn_lava.converters.netx import export_netx
     from qsnn_lava.reference import simulate
 
     out = Path(out)
@@ -145,7 +145,7 @@ def loihi_installed() -> bool:
 
 def run_bundle(path, hardware: bool = True) -> int:
     """Run the bundle on its sample input and compare with the expected spikes (the run.py entry)."""
-    from deploy.backends.lava import run as run_lava
+    from qsnn_lava.deploy.backends.lava import run as run_lava
 
     path = Path(path)
     bad = modified_files(path)
@@ -156,7 +156,7 @@ def run_bundle(path, hardware: bool = True) -> int:
     x = np.transpose(np.load(path / "sample_input.npy"), (1, 0, 2))
     expected = np.transpose(np.load(path / "expected_output.npy"), (1, 0, 2))
     if hardware and loihi_installed() and manifest["netx"]["file"]:
-        from deploy.backends.netx import run_netx
+        from qsnn_lava.deploy.backends.netx import run_netx
 
         out = run_netx(path / manifest["netx"]["file"], x, manifest["network"]["timesteps"],
                        len(manifest["network"]["layers"]), hw=True, input_shape=manifest["network"]["input_shape"])
@@ -166,7 +166,7 @@ def run_bundle(path, hardware: bool = True) -> int:
         return 0 if mismatches == 0 else 1
     runs = {"IR on Lava CPU (Loihi2SimCfg fixed_pt)": run_lava(Network.load(path / "model.ir.h5"), x).spikes[-1]}
     if manifest["netx"]["file"]:
-        from deploy.backends.netx import run_netx
+        from qsnn_lava.deploy.backends.netx import run_netx
 
         runs["netx file on Lava CPU (fixed_pt)"] = run_netx(
             path / manifest["netx"]["file"], x, manifest["network"]["timesteps"], len(manifest["network"]["layers"]),

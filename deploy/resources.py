@@ -109,7 +109,7 @@ def shapes_from_ir(net, sparse: bool = True) -> list:
     C_in / groups * kh * kw; Conv into a dense layer: its inputs, unrolled) and its synapses (Dense or
     unrolled Conv: nonzero or all matrix entries as above; Conv into a conv layer: its kernel's weights).
     """
-    from deploy.energy import fanout
+    from qsnn_lava.deploy.energy import fanout
 
     out = []
     for i, layer in enumerate(net.layers):
@@ -443,7 +443,7 @@ def pilotnet_lif_shapes(weight_bits: int = 8) -> list:
     return layers
 
 
-if __name__ == "__main__":  # python -m deploy.resources: the PilotNet calibration
+if __name__ == "__main__":  # python -m qsnn_lava.deploy.resources: the PilotNet calibration
     res = estimate(pilotnet_lif_shapes())
     print(format_table(res))
     print(f"\nLava-Loihi compiler log: {PILOTNET_LIF_LOG_TOTAL} cores.")

@@ -14,7 +14,7 @@ import numpy as np
 
 from .data import DATASETS
 from .quantizers import QUANT_NAMES
-from .errors import QsnnError
+from .errors import QsnnError, Terminated
 
 EXIT_MISMATCH = 1
 EXIT_BAD_INPUT = 2
@@ -23,8 +23,8 @@ EXIT_BAD_INPUT = 2
 # ---------------------------------------------------------------- shared pieces
 def load_target(path, validate: bool = True):
     """A checkpoint, an IR file or a bundle folder -> (Network, eval model or None)."""
-    from converters.checkpoint import load_model, model_to_ir
-    from deploy.bundle import is_bundle
+    from qsnn_lava.converters.checkpoint import load_model, model_to_ir
+    from qsnn_lava.deploy.bundle import is_bundle
     from .io import is_hdf5
     from .ir import Network
 
@@ -54,7 +54,7 @@ def dataset_inputs(net, args):
 
 
 def run_backends(net, model, spikes, backends: list[str], progress: bool):
-    from deploy.backends import get_backend
+    from qsnn_lava.deploy.backends import get_backend
     from .training import evaluate
 
     records = []
@@ -132,7 +132,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from converters.checkpoint import checkpoint_to_ir
+    from qsnn_lava.converters.checkpoint import checkpoint_to_ir
 
     net = checkpoint_to_ir(args.checkpoint)
     net.save(args.output)
@@ -168,7 +168,7 @@ def _read_input(path, net) -> np.ndarray:
 
 
 def cmd_simulate(args) -> int:
-    from deploy.backends import get_backend
+    from qsnn_lava.deploy.backends import get_backend
     from .io import atomic_write
     from .ir import Network
 
@@ -202,8 +202,8 @@ def _backends(text: str) -> list[str]:
 
 
 def cmd_verify(args) -> int:
-    from deploy.bundle import is_bundle, modified_files
-    from deploy.verify import report
+    from qsnn_lava.deploy.bundle import is_bundle, modified_files
+    from qsnn_lava.deploy.verify import report
     from .bounds import flagged, static_bounds
 
     if is_bundle(args.target):
@@ -221,7 +221,7 @@ def cmd_verify(args) -> int:
     if args.against:
         if model is not None:
             raise QsnnError("--against compares an IR with its checkpoint: pass the IR as the target")
-        from converters.checkpoint import load_model
+        from qsnn_lava.converters.checkpoint import load_model
         model, _ = load_model(args.against)
         if [layer.neuron.n for layer in model.layers] != [layer.neuron.n for layer in net.layers]:
             raise QsnnError(f"'{args.target}' and '{args.against}' have different layer sizes")
@@ -248,9 +248,9 @@ def cmd_verify(args) -> int:
 
 
 def _diagnose(rep, net, model, spikes, records) -> None:
-    from converters.checkpoint import model_to_ir
-    from deploy.backends.lava import trace as lava_trace
-    from deploy.verify import diagnose
+    from qsnn_lava.converters.checkpoint import model_to_ir
+    from qsnn_lava.deploy.backends.lava import trace as lava_trace
+    from qsnn_lava.deploy.verify import diagnose
     from .reference import trace as ref_trace
 
     torch_net = model_to_ir(model) if model is not None else None
@@ -263,7 +263,7 @@ def _diagnose(rep, net, model, spikes, records) -> None:
 
 
 def _write_verify_outputs(rep, records, spikes, out: Path) -> None:
-    from deploy.plots import html_report, mismatch_heatmap, raster
+    from qsnn_lava.deploy.plots import html_report, mismatch_heatmap, raster
     from .io import write_json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -278,8 +278,8 @@ def _write_verify_outputs(rep, records, spikes, out: Path) -> None:
 
 
 def cmd_deploy(args) -> int:
-    from deploy.bundle import EXIT_NO_LOIHI, loihi_installed, run_bundle, write_bundle
-    from deploy.drc import design_rule_check, format_violations
+    from qsnn_lava.deploy.bundle import EXIT_NO_LOIHI, loihi_installed, run_bundle, write_bundle
+    from qsnn_lava.deploy.drc import design_rule_check, format_violations
 
     net, _ = load_target(args.target, validate=False)
     drc = design_rule_check(net, cpu=args.target_kind == "cpu")
@@ -303,7 +303,7 @@ def cmd_deploy(args) -> int:
 
 
 def _resources(net, chip_json):
-    from deploy.resources import ChipModel, estimate, format_table, shapes_from_ir
+    from qsnn_lava.deploy.resources import ChipModel, estimate, format_table, shapes_from_ir
 
     chip = ChipModel.from_json(chip_json) if chip_json else ChipModel()
     est = estimate(shapes_from_ir(net), chip)
@@ -312,7 +312,7 @@ def _resources(net, chip_json):
 
 
 def cmd_export_netx(args) -> int:
-    from converters.netx import export_netx
+    from qsnn_lava.converters.netx import export_netx
 
     net, _ = load_target(args.target)
     export_netx(net, args.output)
@@ -322,7 +322,7 @@ def cmd_export_netx(args) -> int:
 
 
 def cmd_import_netx(args) -> int:
-    from converters.netx import import_netx
+    from qsnn_lava.converters.netx import import_netx
 
     net = import_netx(args.netx, args.timesteps)
     net.save(args.output)
@@ -332,8 +332,8 @@ def cmd_import_netx(args) -> int:
 
 
 def cmd_energy(args) -> int:
-    from deploy.backends import get_backend
-    from deploy.energy import (TABLES, compare_table, count_ops, energy, energy_bar_chart, load_cost_table,
+    from qsnn_lava.deploy.backends import get_backend
+    from qsnn_lava.deploy.energy import (TABLES, compare_table, count_ops, energy, energy_bar_chart, load_cost_table,
                                neurobench_metrics)
     from .io import write_json
 
@@ -361,9 +361,9 @@ def cmd_energy(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from converters.checkpoint import checkpoint_to_ir
-    from deploy.plots import raster
-    from deploy.verify import report
+    from qsnn_lava.converters.checkpoint import checkpoint_to_ir
+    from qsnn_lava.deploy.plots import raster
+    from qsnn_lava.deploy.verify import report
     from .data import encoded, load_dataset
     from .io import save_checkpoint, write_json
     from .ir import Network
@@ -409,7 +409,7 @@ def cmd_prune(args) -> int:
     """Score, prune, fine-tune, save; prints the summary table (docs/pruning.md)."""
     import hashlib
 
-    from converters.checkpoint import load_model
+    from qsnn_lava.converters.checkpoint import load_model
     from .data import encoded, load_dataset
     from .io import save_checkpoint, write_json
     from .pruning import (finetune, format_summary, parse_ratios, plan, prune_model, score_channels,
@@ -611,8 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)  # stop like Ctrl-C: clean-up code runs
     try:
         return args.func(args)
     except QsnnError as e:
@@ -621,6 +628,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("qsnn-lava: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("qsnn-lava: terminated", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

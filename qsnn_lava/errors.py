@@ -1,9 +1,38 @@
-"""The one exception type for problems a user can cause and fix.
+"""The exception types for problems a user can cause and fix, and for being asked to stop.
 
 Everything else that goes wrong is a bug and may raise whatever it raises. The CLI turns a
-`QsnnError` into a single line on stderr and exit code 2.
+`QsnnError` into a single line on stderr and exit code 2, and `Terminated` (SIGTERM) into exit 143.
 """
+from __future__ import annotations
+
+import contextlib
 
 
 class QsnnError(Exception):
     """Bad input: the message names the file, layer or field, and says how to fix it."""
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM). A BaseException, like KeyboardInterrupt, so that only
+    clean-up code (``finally``) sees it on the way out."""
+
+
+@contextlib.contextmanager
+def about(path):
+    """Prefix any QsnnError raised inside the block with the file it concerns: ``'path': message``.
+
+    Example:
+        >>> from qsnn_lava.errors import about, QsnnError
+        >>> try:
+        ...     with about("m.pt"):
+        ...         raise QsnnError("layer 0: vth = -1 is outside [0, 131071]")
+        ... except QsnnError as e:
+        ...     print(e)
+        'm.pt': layer 0: vth = -1 is outside [0, 131071]
+    """
+    try:
+        yield
+    except QsnnError as e:
+        if str(e).startswith(f"'{path}'"):
+            raise
+        raise QsnnError(f"'{path}': {e}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,21 +14,201 @@ CHECKPOINT_FORMAT = "qsnn-lava-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def _modes() -> tuple[int, int]:
+    """File and folder modes that honour the user's umask (mkstemp/mkdtemp would give 0600/0700)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask, 0o777 & ~mask
+
+
+def _parent(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def same_file(a, b) -> bool:
+    """True when paths ``a`` and ``b`` name one file (or folder), links and relative paths resolved."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path, inputs=(), kind: str = "file", replaceable=None, names=()) -> Path:
+    """Refuse, before any work is done, an output path this command could not or must not write.
+
+    ``kind`` is "file" (replaced if it exists: the user named it) or "dir". A "dir" output that exists
+    is replaced only when ``replaceable(path)`` says this program wrote it (e.g. a bundle with its
+    manifest); with ``names`` instead, the files of those names are written into it, and any of them
+    that exists already must have been written by qsnn-lava (listed in the folder's ``.qsnn-lava``
+    record). An output that is one of ``inputs`` is refused. Returns the path.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> (d / "m.pt").write_bytes(b"x")
+        1
+        >>> check_output(d / "m.ir.h5", inputs=[d / "m.pt"]).name
+        'm.ir.h5'
+        >>> check_output(d / "m.pt", inputs=[d / "m.pt"])
+        Traceback (most recent call last):
+        ...
+        qsnn_lava.errors.QsnnError: output '.../m.pt' is also an input of this command; write the output to another path
+    """
+    path = Path(path)
+    parent = _parent(path)
+    for src in inputs:
+        if src is not None and same_file(path, src):
+            raise QsnnError(f"output '{path}' is also an input of this command; write the output to another path")
+    if not parent.is_dir():
+        raise QsnnError(f"cannot write '{path}': folder '{parent}' does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise QsnnError(f"cannot write '{path}': folder '{parent}' is not writable; choose another output path")
+    if kind == "file":
+        if path.is_dir():
+            raise QsnnError(f"cannot write '{path}': it is a folder; give a file path")
+        if path.exists() and not path.is_file():
+            raise QsnnError(f"cannot write '{path}': it exists and is not a regular file; choose another path")
+        return path
+    if path.exists() and not path.is_dir():
+        raise QsnnError(f"cannot write folder '{path}': a file of that name exists; choose another path")
+    if path.is_dir():
+        if replaceable is not None:
+            if any(path.iterdir()) and not replaceable(path):
+                raise QsnnError(f"'{path}' exists and was not written by this command; it is left untouched: "
+                                "choose a new folder (or remove it yourself)")
+        else:
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise QsnnError(f"cannot write into '{path}': the folder is not writable; choose another --out")
+            ours = set(_written(path))
+            clash = [n for n in names if (path / n).exists() and n not in ours]
+            if clash:
+                raise QsnnError(f"'{path / clash[0]}' exists and was not written by qsnn-lava; it is left "
+                                "untouched: choose a new --out folder")
+    return path
+
+
+RECORD = ".qsnn-lava"  # in a folder qsnn-lava writes into: the names of the files it wrote there
+
+
+def _written(folder: Path) -> list:
+    try:
+        return json.loads((folder / RECORD).read_text()).get("written", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _temp_beside(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=_parent(path))
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_files(paths):
+    """Yield one temporary path beside each of ``paths``; when the block succeeds, rename each onto its
+    target (with the user's normal file mode), else remove them all: every file is written, or none.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_files([d / "a.txt", d / "b.txt"]) as (a, b):
+        ...     _ = a.write_text("A"), b.write_text("B")
+        >>> sorted(p.name for p in d.iterdir())
+        ['a.txt', 'b.txt']
+    """
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not _parent(p).is_dir():
+            raise QsnnError(f"cannot write '{p}': folder '{_parent(p)}' does not exist")
+    tmps = []
+    try:
+        for p in paths:
+            tmps.append(_temp_beside(p))
+        yield tmps
+        mode = _modes()[0]
+        for tmp, p in zip(tmps, paths):
+            os.chmod(tmp, mode)
+            os.replace(tmp, p)
+    finally:
+        for tmp in tmps:
+            if tmp.exists():
+                tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    with atomic_files([path]) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(path, replaceable):
+    """Yield a fresh temporary folder beside ``path``; when the block succeeds it becomes ``path``.
+
+    An existing ``path`` is replaced only if ``replaceable(path)`` (it was written by this program);
+    otherwise QsnnError, before anything is built (call ``check_output(path, kind="dir", ...)`` before
+    long work too). The old folder is removed only after the new one is in place.
+    """
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise QsnnError(f"cannot write '{path}': directory '{parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
+    check_output(path, kind="dir", replaceable=replaceable)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=_parent(path)))
+    old = None
     try:
-        yield Path(tmp)
+        yield tmp
+        os.chmod(tmp, _modes()[1])
+        check_output(path, kind="dir", replaceable=replaceable)  # nothing else appeared meanwhile
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=_parent(path)))
+            os.replace(path, old / path.name)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            shutil.rmtree(tmp)  # our own temporary folder
+        if old is not None:
+            shutil.rmtree(old)  # the previous output, which replaceable() proved we wrote
+
+
+@contextlib.contextmanager
+def output_dir(path, names):
+    """Write the files ``names`` into folder ``path``, all or none: yields {name: temporary path}.
+
+    A missing folder is created only when the block succeeds; in an existing folder only files of these
+    names are written (``check_output`` refuses names it did not write before), and the folder's
+    ``.qsnn-lava`` record lists them, so a later run may replace them.
+    """
+    path = Path(path)
+    check_output(path, kind="dir", names=names)
+    created = not path.exists()
+    if created:
+        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=_parent(path)))
+        targets = [stage / n for n in names]
+    else:
+        stage, targets = None, [path / n for n in names]
+    try:
+        with atomic_files(targets + [targets[0].parent / RECORD]) as tmps:
+            yield dict(zip(names, tmps))
+            written = sorted(set(names) | (set() if created else set(_written(path))))
+            tmps[-1].write_text(json.dumps({"written": written}) + "\n")
+        if created:
+            os.chmod(stage, _modes()[1])
+            os.replace(stage, path)
+            stage = None
+    finally:
+        if stage is not None and stage.exists():
+            shutil.rmtree(stage)  # our own staging folder
+
+
+def save_figure(fig, path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def write_json(path, obj) -> None:

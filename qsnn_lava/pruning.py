@@ -335,7 +335,7 @@ def summarize(model: QSNN, x: np.ndarray) -> dict:
     """Per layer and total: kind, channels (conv/pool) or neurons, neurons, learned parameters, bits, model
     size (QP-SNN Eq. 16: parameters x bits), IR synapse weights (learned and fixed), SynOps and spikes per
     inference on ``x`` (run on the reference simulator of the model's IR, the deployed network)."""
-    from converters.checkpoint import model_to_ir
+    from qsnn_lava.converters.checkpoint import model_to_ir
     from .reference import simulate
 
     net = model_to_ir(model)

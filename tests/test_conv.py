@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from deploy.backends.lava import run as run_lava
-from deploy.verify import compare
+from qsnn_lava.deploy.backends.lava import run as run_lava
+from qsnn_lava.deploy.verify import compare
 from netgen import random_spikes
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, Skip, sum_pool
@@ -119,7 +119,7 @@ def _trained_conv_model(arch, bn, epochs=3, **kw):
 @pytest.mark.parametrize("arch,bn", [("vgg", True), ("resnet", True)])
 def test_trained_conv_models_deploy_exactly(arch, bn):
     """A trained VGG / ResNet (BatchNorm folded) converts, and torch eval == reference == Lava."""
-    from converters.checkpoint import model_to_ir
+    from qsnn_lava.converters.checkpoint import model_to_ir
     from qsnn_lava.data import encoded
     from qsnn_lava.training import evaluate
 
@@ -137,7 +137,7 @@ def test_trained_conv_models_deploy_exactly(arch, bn):
 
 
 def test_netx_refuses_residual_layers_by_name(tmp_path):
-    from converters.netx import export_netx
+    from qsnn_lava.converters.netx import export_netx
 
     net = residual_net(np.random.default_rng(0))
     for layer in net.layers:
@@ -151,8 +151,8 @@ def test_netx_refuses_residual_layers_by_name(tmp_path):
 def test_conv_pool_dense_network_round_trips_through_netx(tmp_path):
     """export-netx of a conv + pool + dense net: lava-dl's own netx Network gives our spikes, and
     import-netx gives back the same IR integers."""
-    from converters.netx import export_netx, import_netx
-    from deploy.backends.netx import run_netx
+    from qsnn_lava.converters.netx import export_netx, import_netx
+    from qsnn_lava.deploy.backends.netx import run_netx
 
     rng = np.random.default_rng(0)
     net = conv_net(rng)
@@ -191,9 +191,9 @@ def test_simulate_takes_input_in_the_networks_shape(tmp_path):
 def test_bn_folded_vgg_with_bias_exp_6_exports_to_netx_exactly(tmp_path):
     """bias_exp_min = 6 keeps folded biases in whole weight units, so lava-dl's netx runs the trained
     BN-folded conv net spike for spike like our reference."""
-    from converters.checkpoint import model_to_ir
-    from converters.netx import export_netx
-    from deploy.backends.netx import run_netx
+    from qsnn_lava.converters.checkpoint import model_to_ir
+    from qsnn_lava.converters.netx import export_netx
+    from qsnn_lava.deploy.backends.netx import run_netx
     from qsnn_lava.data import encoded
 
     model, data, _ = _trained_conv_model("vgg", True, epochs=1, bias_exp_min=6)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from deploy import energy as en
+from qsnn_lava.deploy import energy as en
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, Skip, sum_pool
 from qsnn_lava.reference import fanout
@@ -211,7 +211,7 @@ def test_conv_fanout_by_hand():
 ])
 def test_conv_fanout_equals_unrolled_matrix(in_shape, wshape, stride, padding, groups):
     """fanout() (transposed conv) == nonzeros per column of converters.lava_graph.synapse_matrix."""
-    from converters.lava_graph import synapse_matrix
+    from qsnn_lava.converters.lava_graph import synapse_matrix
 
     w = np.random.default_rng(0).integers(-2, 3, wshape)
     c = Conv(w, in_shape, stride, padding, groups)
@@ -266,7 +266,7 @@ def test_conv_hand_counts(conv_hand):
 
 def test_dense_counts_are_the_unrolled_conv_counts():
     """A conv layer and the Dense layer of its unrolled matrix give the same workload counts."""
-    from converters.lava_graph import synapse_matrix
+    from qsnn_lava.converters.lava_graph import synapse_matrix
     from netgen import random_spikes
 
     rng = np.random.default_rng(4)
@@ -290,7 +290,7 @@ def test_counts_from_reference_equal_counts_from_lava(builder, seed):
     """The counts of the same samples from the reference and from real Lava (fixed_pt) are identical:
     a dense net, conv + sum pool + grouped conv + dense, and a residual net (identity and dense skips)."""
     import test_conv
-    from deploy.backends.lava import run as run_lava
+    from qsnn_lava.deploy.backends.lava import run as run_lava
     from netgen import random_network, random_spikes
 
     rng = np.random.default_rng(seed)

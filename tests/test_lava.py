@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from converters.lava_graph import lava_dense_weights
-from deploy.backends.lava import run as run_lava
-from deploy.verify import compare
+from qsnn_lava.converters.lava_graph import lava_dense_weights
+from qsnn_lava.deploy.backends.lava import run as run_lava
+from qsnn_lava.deploy.verify import compare
 from netgen import random_network, random_spikes
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import LIF, Dense, Layer, Network
@@ -131,8 +131,8 @@ def test_processes_stopped_after_interrupt_timeout_and_error():
 
 
 def test_divergence_is_diagnosed_with_traces_and_cause():
-    from deploy.backends.lava import trace as lava_trace
-    from deploy.verify import diagnose
+    from qsnn_lava.deploy.backends.lava import trace as lava_trace
+    from qsnn_lava.deploy.verify import diagnose
     from qsnn_lava.reference import trace as ref_trace
 
     net, bad, x = perturbed_case()
@@ -151,5 +151,5 @@ def test_divergence_is_diagnosed_with_traces_and_cause():
     ([64, 64], [64, 640], [64, 64], [64, 640], 1, "threshold comparison"),
 ])
 def test_likely_cause_rules(ua, va, ub, vb, t, cause):
-    from deploy.verify import likely_cause
+    from qsnn_lava.deploy.verify import likely_cause
     assert likely_cause(*(np.array(z) for z in (ua, va, ub, vb)), vth=10, t=t) == cause

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from converters.netx import export_netx
-from deploy.backends.netx import run_netx
+from qsnn_lava.converters.netx import export_netx
+from qsnn_lava.deploy.backends.netx import run_netx
 from netgen import random_network, random_spikes
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.reference import simulate
@@ -57,7 +57,7 @@ def slayer_netx(path, seed=0):
 
 
 def test_import_slayer_export_matches_netx_on_lava(tmp_path):
-    from converters.netx import import_netx
+    from qsnn_lava.converters.netx import import_netx
 
     slayer_netx(tmp_path / "s.net")
     net = import_netx(tmp_path / "s.net", timesteps=6)
@@ -70,7 +70,7 @@ def test_import_slayer_export_matches_netx_on_lava(tmp_path):
 
 def test_import_refuses_unsupported_layers(tmp_path):
     import h5py
-    from converters.netx import import_netx
+    from qsnn_lava.converters.netx import import_netx
 
     slayer_netx(tmp_path / "s.net")
     with h5py.File(tmp_path / "s.net", "a") as f:

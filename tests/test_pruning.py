@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from converters.checkpoint import model_to_ir
-from deploy.verify import compare
+from qsnn_lava.converters.checkpoint import model_to_ir
+from qsnn_lava.deploy.verify import compare
 from qsnn_lava import pruning as P
 from qsnn_lava.cli import main
 from qsnn_lava.data import Dataset, encoded, load_dataset
@@ -78,7 +78,7 @@ def test_scores_shapes_stability_and_groups(vgg, mlp, digits):
 
 def test_synops_are_exact(vgg, mlp, digits):
     """Conv SynOps equal the dense-matrix count of the same conv; dense SynOps equal deploy.energy's."""
-    from deploy.energy import count_ops
+    from qsnn_lava.deploy.energy import count_ops
 
     x, _ = encoded(digits.test, 4, 10)
     net = model_to_ir(mlp)
@@ -163,7 +163,7 @@ def test_resnet_tied_groups_prune_together():
 
 @pytest.mark.lava
 def test_pruned_finetuned_vgg_deploys_exactly(vgg, digits):
-    from deploy.backends.lava import run as run_lava
+    from qsnn_lava.deploy.backends.lava import run as run_lava
 
     batches = P.scoring_batches(digits, 4, 2, 32)
     pr, _ = P.prune_model(vgg, P.score_channels(vgg, batches, "svs"), 0.5)
@@ -200,7 +200,7 @@ def test_cli_prune_mlp(ckpts, capsys):
     rep = json.loads((ckpts / "p.json").read_text())
     assert [(g["before"], g["after"]) for g in rep["groups"]] == [(32, 16), (24, 18)]
     assert rep["summary"]["after"]["total"]["params"] < rep["summary"]["before"]["total"]["params"]
-    from converters.checkpoint import load_model
+    from qsnn_lava.converters.checkpoint import load_model
     model, ck = load_model(out)
     assert model.config["sizes"] == [64, 16, 18, 10]
     assert ck["meta"]["pruning"]["criterion"] == "svs"

@@ -132,11 +132,11 @@ def test_store_membrane_float_gradient():
 def lava_qmem_spikes(x, w, pops):
     """Input spikes [T, N, n_in] and Dense weights [n, n_in] through one QMemLIF per ``pops`` entry (a
     dict of QMemLIF parameters), all in one Lava graph; returns zero-delay spikes [T, N, n] per population."""
-    from deploy.backends.lava import import_lava
+    from qsnn_lava.deploy.backends.lava import import_lava
 
     import_lava()
-    from converters import lava_graph
-    from converters.qmem_lava import QMEM_MODEL_MAP, QMemLIF
+    from qsnn_lava.converters import lava_graph
+    from qsnn_lava.converters.qmem_lava import QMEM_MODEL_MAP, QMemLIF
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
@@ -208,7 +208,7 @@ def test_lava_qmem_matches_dynamics(mem_bits):
 @pytest.mark.lava
 def test_qmem_process_refuses_bad_bits():
     pytest.importorskip("lava.magma")
-    from converters.qmem_lava import QMemLIF
+    from qsnn_lava.converters.qmem_lava import QMemLIF
 
     for bits, shift in ((0, 0), (9, 0), (4, 30)):
         with pytest.raises(ValueError):
@@ -219,10 +219,10 @@ def test_qmem_process_refuses_bad_bits():
 @pytest.mark.parametrize("mem_bits", [2, 4])
 def test_trained_qmem_model_converts_and_runs_exactly_on_lava(mem_bits):
     """train --neuron qmem: torch eval == reference == Lava (QMemLIF), and deploy to Loihi is refused."""
-    from converters.checkpoint import model_to_ir
-    from deploy.backends.lava import run as run_lava
-    from deploy.drc import design_rule_check
-    from deploy.verify import compare
+    from qsnn_lava.converters.checkpoint import model_to_ir
+    from qsnn_lava.deploy.backends.lava import run as run_lava
+    from qsnn_lava.deploy.drc import design_rule_check
+    from qsnn_lava.deploy.verify import compare
     from qsnn_lava.data import encoded, load_dataset
     from qsnn_lava.models import make_config
     from qsnn_lava.reference import simulate

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from converters import lava_graph
+from qsnn_lava.converters import lava_graph
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import Network
 from qsnn_lava.record import Record

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters import lava_graph
+from qsnn_lava.converters import lava_graph
 
 from .lava import import_lava
 
