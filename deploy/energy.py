@@ -5,6 +5,7 @@ multiplied by per-operation energies from a cost table. Nothing here is measured
 carries its table's name, label and source; print them. See docs/energy.md.
 
 Counts (``count_ops``), per layer l and per inference (summed over T steps, averaged over N samples).
+The fan-outs, SynOps and weight sizes come from ``qsnn_lava.metrics``, where they are counted once.
 Layer l is fed by one or more synapse POPULATIONS p (``Network.sources(l)``: the main Dense or Conv
 synapse, pooling as a fixed depthwise Conv, and any skip synapses). Population p has source spikes
 s_p[t, j] (the network input, the previous layer or a skip's source) and a synapse matrix M_p [n, n_in_p]
@@ -25,18 +26,20 @@ layer's own spikes::
     input_rate        = sum_p sum_t sum_j s_p[t, j] / (sum_p n_in_p * T);   input_sparsity = 1 - input_rate
     weights           = sum_p (stored weights of p: n * n_in for a dense matrix, C_out*C_in/groups*kh*kw
                         for a conv kernel, which is shared by all positions)
-    memory_weight_bits = weights * weight_bits    (QP-SNN Eq. 16, M = sum P_q * B_q; zeros are stored too)
+    memory_weight_bits = weights * weight_bits    (``metrics.model_size``'s memory_bits: QP-SNN Eq. 16,
+                        M = sum P_q * B_q, over every stored weight; zeros are stored too)
     memory_state_bits  = n * (24 + 24)  (u and v are 24-bit registers on Loihi; per sample, batch 1)
 
 The ANN twin (the same network as a conventional ANN, ONCE per inference, not x T), per population by
-its kind (``synapse_kind``)::
+its kind (``qsnn_lava.metrics.synapse_kind``)::
 
     dense     ann_macs = n_in * n
     conv      ann_macs = C_out * H_out * W_out * (C_in / groups) * kh * kw   (padded positions included)
     pool      ann_adds = n * (kh * kw - 1)   (a max pool's comparisons, or an average pool's adds; the
                                               average's 1 / k^2 scale is folded into the next layer)
     identity  ann_adds = n                   (the residual addition x + F(x))
-    ann_params = weights of the dense and conv populations (pool and identity have none in an ANN)
+    ann_params = weights of the dense and conv populations (pool and identity have none in an ANN;
+                 ``metrics.model_size``'s learned parameters)
 
 "Active" counts synaptic EVENTS (a spike through a nonzero weight), so inputs that cancel to a = 0 still
 make the neuron active; a neuron driven only by its bias is active only when it spikes. Biases and
@@ -69,10 +72,10 @@ from pathlib import Path
 import numpy as np
 
 from qsnn_lava.errors import QsnnError
-from qsnn_lava.io import atomic_write, read_json_object
+from qsnn_lava.io import read_json_object, save_figure
 from qsnn_lava.ir import INPUT, Network
+from qsnn_lava.metrics import fanouts, population_size, spikes_per_source, synops
 from qsnn_lava.record import Record
-from qsnn_lava.reference import fanout
 
 STATE_BITS = 24 + 24  # u and v, 24-bit each (Loihi 2 as modelled by Lava, see qsnn_lava.dynamics)
 
@@ -212,29 +215,6 @@ _SUMMED = ("weights", "nonzero_weights", "synapses", "nonzero_synapses", "input_
            "spikes", "ann_macs", "ann_adds", "ann_params", "memory_weight_bits", "memory_state_bits")
 
 
-def synapse_kind(syn) -> str:
-    """What a synapse population is in the ANN twin: "dense", "conv", "pool" or "identity".
-
-    pool: a depthwise Conv (groups = C_in = C_out) with a k x k kernel, k > 1, stride k, no padding and every
-    weight the same positive value (``ir.sum_pool``); the ANN twin max- or average-pools there.
-    identity: a depthwise 1x1 Conv, stride 1, no padding, one nonzero gain for all channels (the residual
-    shortcut ``models.IdentitySkip``); the ANN twin adds its input there. Every other Conv is "conv".
-    """
-    if syn.type == "dense":
-        return "dense"
-    w = np.asarray(syn.weight)
-    c_in, c_out = syn.in_shape[0], w.shape[0]
-    depthwise = syn.groups == c_in == c_out and w.shape[1] == 1
-    uniform = w.size > 0 and bool((w == w.flat[0]).all()) and w.flat[0] != 0
-    if depthwise and uniform and syn.padding == (0, 0):
-        kh, kw = syn.kernel
-        if (kh, kw) == (1, 1) and syn.stride == (1, 1):
-            return "identity"
-        if kh * kw > 1 and syn.stride == (kh, kw) and w.flat[0] > 0:
-            return "pool"
-    return "conv"
-
-
 def _conv_geometry(syn) -> dict:
     return {"stride": tuple(syn.stride), "padding": tuple(syn.padding), "groups": syn.groups}
 
@@ -250,17 +230,17 @@ def _events(syn, mask, s):
     return a.reshape(s.shape[0], -1)
 
 
-def _ann_ops(syn, kind: str) -> tuple[int, int, int]:
-    """(MACs, adds, parameters) of one synapse population in the ANN twin (module docstring)."""
+def _ann_ops(syn, kind: str) -> tuple[int, int]:
+    """(MACs, adds) of one synapse population in the ANN twin (module docstring)."""
     if kind == "dense":
-        return syn.n_in * syn.n_out, 0, int(syn.weight.size)
+        return syn.n_in * syn.n_out, 0
     if kind == "conv":
         _, cin_g, kh, kw = syn.weight.shape
-        return syn.n_out * cin_g * kh * kw, 0, int(syn.weight.size)
+        return syn.n_out * cin_g * kh * kw, 0
     if kind == "pool":
         kh, kw = syn.kernel
-        return 0, syn.n_out * (kh * kw - 1), 0
-    return 0, syn.n_out, 0  # identity: the residual addition
+        return 0, syn.n_out * (kh * kw - 1)
+    return 0, syn.n_out  # identity: the residual addition
 
 
 def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 256) -> dict:
@@ -282,35 +262,35 @@ def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 256
         raise QsnnError("no samples: counts are per inference and need at least one")
     if len(record.spikes) != len(net.layers):
         raise QsnnError(f"record has {len(record.spikes)} layers, the network {len(net.layers)}")
-    spikes = {INPUT: x}
     for layer, out in zip(net.layers, record.spikes):
         if out.shape != (T, N, layer.neuron.n):
             raise QsnnError(f"layer '{layer.name}': record spikes have shape {out.shape}, "
                             f"expected {(T, N, layer.neuron.n)}")
-        spikes[layer.name] = out
-    per_source = {k: v.sum(axis=(0, 1), dtype=np.int64) for k, v in spikes.items()}  # spikes of each j
+    spikes = {INPUT: x, **{layer.name: out for layer, out in zip(net.layers, record.spikes)}}
+    per_source = spikes_per_source(net, x, record)  # spikes of each j, over T and samples
     layers = []
     for i, layer in enumerate(net.layers):
         n, bits = layer.neuron.n, int(layer.weight_bits)
         pops, masks = [], []
         for src, syn in net.sources(i):
-            mask = (np.asarray(syn.weight) != 0)
-            kind = synapse_kind(syn)
-            nnz, fan = fanout(syn, mask), fanout(syn, np.ones_like(mask))
+            nnz, fan = fanouts(syn)
+            size = population_size(syn, bits)
+            kind = size["kind"]
             c = per_source[src]
-            macs, adds, params = _ann_ops(syn, kind)
+            macs, adds = _ann_ops(syn, kind)
+            nonzero = np.asarray(syn.weight) != 0
             pops.append({
                 "source": src, "kind": kind, "n_in": int(syn.n_in),
-                "weights": int(mask.size), "nonzero_weights": int(mask.sum()),
+                "weights": size["weights"], "nonzero_weights": int(nonzero.sum()),
                 "synapses": int(fan.sum()), "nonzero_synapses": int(nnz.sum()),
                 "input_spikes": int(c.sum()) / N,
-                "synops_effective": int(c @ nnz) / N,
-                "synops_dense": int(c @ fan) / N,
+                "synops_effective": synops(c, nnz) / N,
+                "synops_dense": synops(c, fan) / N,
                 "dense_ops": int(fan.sum()) * T,
-                "ann_macs": int(macs), "ann_adds": int(adds), "ann_params": int(params),
-                "memory_weight_bits": int(mask.size) * bits,
+                "ann_macs": int(macs), "ann_adds": int(adds), "ann_params": size["parameters"],
+                "memory_weight_bits": size["memory_bits"],
             })
-            masks.append((src, syn, torch.from_numpy(mask.astype(np.float32))))
+            masks.append((src, syn, torch.from_numpy(nonzero.astype(np.float32))))
         out = spikes[layer.name]
         active = 0
         with torch.no_grad():
@@ -450,6 +430,4 @@ def energy_bar_chart(results: list, path) -> None:
     ax.set_title("Estimated energy: op counts x cost table (orange SNN, blue ANN)", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -49,8 +49,8 @@ import torch
 
 from . import dynamics as dyn
 from .errors import QsnnError
-from .ir import INPUT
-from .reference import fanout
+from .ir import INPUT, Network
+from .metrics import model_size, synops_per_layer
 from .models import QSNN, IdentitySkip, QuantConv, QuantDense, QuantSynapse, SumPool, build_model
 
 CRITERIA = ("svs", "sca", "random")
@@ -317,42 +317,29 @@ def prune_model(model: QSNN, scores: list[dict], ratios) -> tuple[QSNN, list[dic
 
 
 # ---------------------------------------------------------------- summary
-def synops_per_layer(net, x: np.ndarray, rec) -> list[float]:
-    """Synaptic operations per inference of each IR layer, exactly: every (input spike, nonzero synapse)
-    event of every synapse population into the layer (main and skips), summed over T, mean over samples.
+def summarize(net: Network, x: np.ndarray) -> dict:
+    """What a network costs, per layer and in total, measured on its reference simulation.
 
-    Per population: sum_j (spikes of j over T and samples) * (nonzero synapses leaving j), the fan-out
-    ``qsnn_lava.reference.fanout`` that deploy.energy counts with too. Pooling and skips count like any other."""
-    x = np.asarray(x)
-    counts = {INPUT: x.sum((0, 1), dtype=np.int64)}
-    for name, s in zip(rec.layer_names, rec.spikes):
-        counts[name] = s.sum((0, 1), dtype=np.int64)
-    return [sum(float(counts[src] @ fanout(syn, syn.weight != 0)) for src, syn in net.sources(i)) / x.shape[1]
-            for i in range(len(net.layers))]
-
-
-def summarize(model: QSNN, x: np.ndarray) -> dict:
-    """Per layer and total: kind, channels (conv/pool) or neurons, neurons, learned parameters, bits, model
-    size (QP-SNN Eq. 16: parameters x bits), IR synapse weights (learned and fixed), SynOps and spikes per
-    inference on ``x`` (run on the reference simulator of the model's IR, the deployed network)."""
-    from qsnn_lava.converters.checkpoint import model_to_ir
+    ``net``: the IR of the model (``converters.checkpoint.model_to_ir(model, validate=False)``; the caller
+    converts, so the core never imports a converter); ``x``: input spikes [T, N, n_in]. Per layer: "name",
+    "kind" (dense, conv, pool), "channels" (conv/pool) or neurons (dense), "neurons", "params" (learned
+    weights), "bits" (their width; 0 without learned weights), "size_bits" (QP-SNN Eq. 16: params x bits),
+    "ir_weights" (every stored synapse weight, learned and fixed), "synops" and "spikes" (per inference).
+    "total" sums them and adds "size_kbytes" (size_bits / 8 / 1024); "samples" is N. Sizes come from
+    ``metrics.model_size``, SynOps from ``metrics.synops_per_layer``."""
     from .reference import simulate
 
-    net = model_to_ir(model)
+    x = np.asarray(x)
     rec = simulate(net, x)
     syn = synops_per_layer(net, x, rec)
+    sizes = model_size(net)["layers"]
     layers = []
-    for i, (layer, ir_layer) in enumerate(zip(model.layers, net.layers)):
-        s = layer.synapse
-        kind = "conv" if isinstance(s, QuantConv) else "dense" if isinstance(s, QuantDense) else \
-            "pool" if isinstance(s, SumPool) else type(s).__name__
-        params = int(s.weight.numel()) if isinstance(s, QuantSynapse) else 0
-        bits = int(s.bits) if isinstance(s, QuantSynapse) else 0
+    for i, (layer, size) in enumerate(zip(net.layers, sizes)):
         layers.append({
-            "name": layer.name, "kind": kind,
-            "channels": int(layer.out_shape[0]), "neurons": int(ir_layer.neuron.n),
-            "params": params, "bits": bits, "size_bits": params * bits,
-            "ir_weights": int(sum(np.asarray(sy.weight).size for _, sy in net.sources(i))),
+            "name": layer.name, "kind": size["kind"],
+            "channels": int(layer.shape[0]), "neurons": int(layer.neuron.n),
+            "params": size["parameters"], "bits": size["bits"] if size["parameters"] else 0,
+            "size_bits": size["size_bits"], "ir_weights": size["weights"],
             "synops": syn[i], "spikes": float(rec.spikes[i].sum(dtype=np.int64)) / x.shape[1],
         })
     keys = ("neurons", "params", "size_bits", "ir_weights", "synops", "spikes")

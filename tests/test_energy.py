@@ -7,6 +7,7 @@ import pytest
 from qsnn_lava.deploy import energy as en
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, Skip, sum_pool
+from qsnn_lava.metrics import synapse_kind
 from qsnn_lava.reference import fanout
 from qsnn_lava.reference import simulate
 
@@ -221,11 +222,11 @@ def test_conv_fanout_equals_unrolled_matrix(in_shape, wshape, stride, padding, g
 
 
 def test_synapse_kinds():
-    assert en.synapse_kind(Dense([[1, 2]])) == "dense"
-    assert en.synapse_kind(sum_pool((3, 4, 4), 2)) == "pool"
-    assert en.synapse_kind(Conv(np.full((3, 1, 1, 1), 5), (3, 4, 4), groups=3)) == "identity"
-    assert en.synapse_kind(Conv(np.full((3, 1, 2, 2), 1), (3, 4, 4), stride=1, groups=3)) == "conv"  # overlaps
-    assert en.synapse_kind(Conv(np.ones((2, 3, 1, 1), int), (3, 4, 4))) == "conv"  # a learned 1x1 projection
+    assert synapse_kind(Dense([[1, 2]])) == "dense"
+    assert synapse_kind(sum_pool((3, 4, 4), 2)) == "pool"
+    assert synapse_kind(Conv(np.full((3, 1, 1, 1), 5), (3, 4, 4), groups=3)) == "identity"
+    assert synapse_kind(Conv(np.full((3, 1, 2, 2), 1), (3, 4, 4), stride=1, groups=3)) == "conv"  # overlaps
+    assert synapse_kind(Conv(np.ones((2, 3, 1, 1), int), (3, 4, 4))) == "conv"  # a learned 1x1 projection
 
 
 def test_conv_hand_counts(conv_hand):
@@ -262,6 +263,24 @@ def test_conv_hand_counts(conv_hand):
     assert en.energy(c, en.TABLES["cmos45_snn_fp32"])["total"]["pJ"] == pytest.approx(37 * 0.9 + 18 * 11.0)
     assert en.memory_bytes(c, 32, 64) == (13 * 32 + 9 * 64) / 8 and en.memory_bytes(c, 8, ann=True) == 8
     assert en.neurobench_metrics(c)["synaptic_operations"]["Dense"] == 80
+
+
+def test_metrics_model_size_and_synops_by_hand(conv_hand):
+    """metrics.model_size (QP-SNN Eq. 16) by hand, and the numbers count_ops reports come from it.
+    c: a learned 2x2 kernel at 4 bits; r: a fixed identity (1 weight) + a learned 2x2 skip at 4 bits;
+    p: a fixed 2x2 sum pool at 1 bit."""
+    from qsnn_lava.metrics import model_size, synops_per_layer
+
+    net, rec, c = conv_hand
+    m = model_size(net)
+    assert [row["kind"] for row in m["layers"]] == ["conv", "identity", "pool"]
+    assert [row["parameters"] for row in m["layers"]] == [4, 4, 0]
+    assert [row["weights"] for row in m["layers"]] == [4, 5, 4]
+    assert [row["size_bits"] for row in m["layers"]] == [16, 16, 0]
+    assert m["total"]["size_bits"] == 32 and m["total"]["size_kbytes"] == 32 / 8 / 1024
+    assert m["total"]["memory_bits"] == 4 * 4 + 5 * 4 + 4 * 1 == c["total"]["memory_weight_bits"]
+    assert m["total"]["parameters"] == c["total"]["ann_params"] and m["total"]["weights"] == c["total"]["weights"]
+    assert synops_per_layer(net, XC, rec) == [16, 16, 5] == [layer["synops_effective"] for layer in c["layers"]]
 
 
 def test_dense_counts_are_the_unrolled_conv_counts():

@@ -79,14 +79,15 @@ def test_scores_shapes_stability_and_groups(vgg, mlp, digits):
 def test_synops_are_exact(vgg, mlp, digits):
     """Conv SynOps equal the dense-matrix count of the same conv; dense SynOps equal deploy.energy's."""
     from qsnn_lava.deploy.energy import count_ops
+    from qsnn_lava.metrics import synops_per_layer
 
     x, _ = encoded(digits.test, 4, 10)
     net = model_to_ir(mlp)
     rec = simulate(net, x)
-    assert P.synops_per_layer(net, x, rec) == [l["synops_effective"] for l in count_ops(net, x, rec)["layers"]]
+    assert synops_per_layer(net, x, rec) == [l["synops_effective"] for l in count_ops(net, x, rec)["layers"]]
     net = model_to_ir(vgg)
     rec = simulate(net, x)
-    got = P.synops_per_layer(net, x, rec)
+    got = synops_per_layer(net, x, rec)
     src = x
     for i, layer in enumerate(net.layers):
         syn = layer.synapse
@@ -114,7 +115,7 @@ def test_pruning_shrinks_vgg_and_mlp(vgg, mlp, digits):
     assert [l.neuron.n for l in b.layers] == [192, 48, 96, 24, 10]
     assert [l.synapse.weight.shape for l in b.layers if l.name != "pool1" and l.name != "pool2"] == \
         [(3, 1, 3, 3), (6, 3, 3, 3), (10, 24)]
-    s0, s1 = P.summarize(vgg, x), P.summarize(pr, x)
+    s0, s1 = P.summarize(model_to_ir(vgg, validate=False), x), P.summarize(model_to_ir(pr, validate=False), x)
     assert [l["params"] for l in s1["layers"]] == [27, 0, 162, 0, 240]  # 54*3/6, 432*(6*3)/(8*6), 320*6/8
     assert s1["total"]["size_bits"] == 4 * (27 + 162 + 240) < s0["total"]["size_bits"]
     assert s1["total"]["ir_weights"] < s0["total"]["ir_weights"]
@@ -129,7 +130,7 @@ def test_pruning_shrinks_vgg_and_mlp(vgg, mlp, digits):
     pm, groups = P.prune_model(mlp, P.score_channels(mlp, batches, "sca"), 0.5)
     assert pm.config["sizes"] == [64, 16, 12, 10] and pm.config.get("widths") is None
     assert [l.synapse.weight.shape for l in model_to_ir(pm).layers] == [(16, 64), (12, 16), (10, 12)]
-    s = P.summarize(pm, x)
+    s = P.summarize(model_to_ir(pm, validate=False), x)
     assert [l["params"] for l in s["layers"]] == [1024, 192, 120]
     assert s["total"]["neurons"] == 38
 

@@ -1,0 +1,122 @@
+"""What a network costs, counted once: synaptic operations (SynOps) and model size (QP-SNN Eq. 16).
+
+Every consumer (``deploy.energy.count_ops``, the pruning summary, the benches) counts with these functions,
+so their numbers cannot drift apart. All counts are on an IR ``Network``; a synapse population p (the main
+synapse of a layer, a pooling layer's fixed depthwise Conv, or a skip) has source spikes s_p[t, j] and a
+synapse matrix M_p [n_out, n_in] (a conv unrolled, ``converters.lava_graph.synapse_matrix``)::
+
+    fanout_p[j]  = #{i : M_p[i, j] is a synapse}    every weight that reaches input j, zeros included
+    nnz_p[j]     = #{i : M_p[i, j] != 0}            nonzero weights only
+    SynOps_p     = sum_t sum_j s_p[t, j] * nnz_p[j] one accumulate per (input spike, nonzero synapse) event
+
+Model size (QP-SNN Eq. 16, M = sum_q P_q * B_q) per population, with B the layer's ``weight_bits``::
+
+    parameters   learned weights: those of dense and conv populations (``synapse_kind``); a pool's and an
+                 identity skip's fixed weights are not parameters
+    size_bits    parameters * bits             (Eq. 16: the trained model)
+    weights      every stored weight, zeros and fixed pool / identity weights included
+    memory_bits  weights * bits                (the deployed network's weight memory; a pool at its 1 bit)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import INPUT, Network
+from .reference import fanout
+
+LEARNED_KINDS = ("dense", "conv")  # synapse kinds whose weights are trained parameters
+
+
+def synapse_kind(syn) -> str:
+    """What an IR synapse population is: "dense", "conv", "pool" or "identity".
+
+    ``syn``: an ``ir.Dense`` or ``ir.Conv``. pool: a depthwise Conv (groups = C_in = C_out) with a k x k
+    kernel, k > 1, stride k, no padding and every weight the same positive value (``ir.sum_pool``).
+    identity: a depthwise 1x1 Conv, stride 1, no padding, one nonzero gain for all channels (the residual
+    shortcut ``models.IdentitySkip``). Every other Conv is "conv".
+    """
+    if syn.type == "dense":
+        return "dense"
+    w = np.asarray(syn.weight)
+    c_in, c_out = syn.in_shape[0], w.shape[0]
+    depthwise = syn.groups == c_in == c_out and w.shape[1] == 1
+    uniform = w.size > 0 and bool((w == w.flat[0]).all()) and w.flat[0] != 0
+    if depthwise and uniform and syn.padding == (0, 0):
+        kh, kw = syn.kernel
+        if (kh, kw) == (1, 1) and syn.stride == (1, 1):
+            return "identity"
+        if kh * kw > 1 and syn.stride == (kh, kw) and w.flat[0] > 0:
+            return "pool"
+    return "conv"
+
+
+# ---------------------------------------------------------------- SynOps
+def fanouts(syn) -> tuple[np.ndarray, np.ndarray]:
+    """(nnz, fanout): int64 [n_in] each, per input j of ``syn`` the synapses leaving j with a nonzero weight,
+    and all synapses leaving j (zero weights included). Built on ``reference.fanout``."""
+    mask = np.asarray(syn.weight) != 0
+    return fanout(syn, mask), fanout(syn, np.ones_like(mask))
+
+
+def synops(spikes_per_input: np.ndarray, fan: np.ndarray) -> int:
+    """Synaptic events of one population: sum_j spikes_per_input[j] * fan[j].
+
+    ``spikes_per_input``: int [n_in], spikes of each input j (summed over whatever steps and samples the caller
+    wants counted); ``fan``: int [n_in], ``fanouts(syn)[0]`` for SynOps (nonzero synapses) or ``[1]`` for the
+    dense count. Returns an exact integer count (events, not per inference)."""
+    return int(np.asarray(spikes_per_input, np.int64) @ np.asarray(fan, np.int64))
+
+
+def spikes_per_source(net: Network, inputs: np.ndarray, record) -> dict:
+    """{source name: int64 [n]}: spikes of each neuron summed over the T steps and N samples.
+
+    ``inputs``: input spikes [T, N, n_in] (the source ``ir.INPUT``); ``record``: a ``Record`` of ``net`` on them
+    (per layer [T, N, n], zero-delay time)."""
+    out = {INPUT: np.asarray(inputs).sum(axis=(0, 1), dtype=np.int64)}
+    for layer, s in zip(net.layers, record.spikes):
+        out[layer.name] = np.asarray(s).sum(axis=(0, 1), dtype=np.int64)
+    return out
+
+
+def synops_per_layer(net: Network, inputs: np.ndarray, record) -> list[float]:
+    """SynOps per inference of each layer of ``net``: every (input spike, nonzero synapse) event of every
+    population into the layer (main, pooling and skips), summed over T, mean over the N samples.
+
+    ``inputs``: input spikes [T, N, n_in]; ``record``: a ``Record`` of ``net`` on them. Returns one float per
+    layer (events per inference); ``deploy.energy.count_ops`` reports the same numbers as ``synops_effective``.
+    """
+    counts = spikes_per_source(net, inputs, record)
+    n = np.asarray(inputs).shape[1]
+    return [sum(synops(counts[src], fanouts(syn)[0]) / n for src, syn in net.sources(i))
+            for i in range(len(net.layers))]
+
+
+# ---------------------------------------------------------------- model size
+def population_size(syn, bits: int) -> dict:
+    """Size of one synapse population stored at ``bits`` per weight (module docstring): {"kind", "weights",
+    "parameters", "memory_bits", "size_bits"}; counts are weights, sizes bits."""
+    kind = synapse_kind(syn)
+    weights = int(np.asarray(syn.weight).size)
+    params = weights if kind in LEARNED_KINDS else 0
+    return {"kind": kind, "weights": weights, "parameters": params,
+            "memory_bits": weights * int(bits), "size_bits": params * int(bits)}
+
+
+def model_size(net: Network) -> dict:
+    """QP-SNN Eq. 16 model size of ``net``, per layer and in total.
+
+    Returns {"layers": [{"name", "kind" (of the main synapse), "bits" (the layer's weight_bits), "weights",
+    "parameters", "memory_bits", "size_bits"}], "total": {"weights", "parameters", "memory_bits", "size_bits",
+    "size_kbytes", "memory_kbytes"}} (kbytes = bits / 8 / 1024). Sums run over every population of a layer.
+    """
+    keys = ("weights", "parameters", "memory_bits", "size_bits")
+    layers = []
+    for i, layer in enumerate(net.layers):
+        pops = [population_size(syn, layer.weight_bits) for _, syn in net.sources(i)]
+        row = {"name": layer.name, "kind": pops[0]["kind"], "bits": int(layer.weight_bits)}
+        row.update({k: sum(p[k] for p in pops) for k in keys})
+        layers.append(row)
+    total = {k: sum(row[k] for row in layers) for k in keys}
+    total["size_kbytes"] = total["size_bits"] / 8 / 1024
+    total["memory_kbytes"] = total["memory_bits"] / 8 / 1024
+    return {"layers": layers, "total": total}
