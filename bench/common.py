@@ -1,5 +1,8 @@
-"""Pieces the benchmarks share: the repo on sys.path, a trained digits network, and writing results."""
-import sys
+"""Pieces the benchmarks share: a trained digits network, a float ANN trainer, and writing results.
+
+The package is installed (``make setup``: editable), so the scripts import ``qsnn_lava`` directly; they
+import this sibling module as ``common`` (Python puts a script's own folder first on sys.path).
+"""
 import time
 from pathlib import Path
 
@@ -7,13 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from qsnn_lava.converters.checkpoint import model_to_ir  # noqa: E402
-from qsnn_lava.data import encoded, load_dataset  # noqa: E402
-from qsnn_lava.io import write_json  # noqa: E402
-from qsnn_lava.models import make_config  # noqa: E402
-from qsnn_lava.training import set_seed, train  # noqa: E402
+from qsnn_lava.converters.checkpoint import model_to_ir
+from qsnn_lava.data import encoded, load_dataset
+from qsnn_lava.io import write_json
+from qsnn_lava.models import make_config
+from qsnn_lava.training import set_seed, train
 
 
 def digits_network(epochs: int, samples: int):
@@ -51,10 +52,3 @@ def train_ann(ann, data, epochs: int, batch_size: int = 128, seed: int = 0):
     with torch.no_grad():
         acc = float((ann(xt).argmax(-1).numpy() == data.test.y).mean())
     return acc, time.perf_counter() - t0
-
-
-def model_size(net) -> dict:
-    """QP-SNN Eq. 16: M = sum over layers of (parameters x bits); every weight counts (zeros too)."""
-    params = sum(syn.weight.size for i in range(len(net.layers)) for _, syn in net.sources(i))
-    bits = sum(syn.weight.size * layer.weight_bits for i, layer in enumerate(net.layers) for _, syn in net.sources(i))
-    return {"parameters": int(params), "kbytes": bits / 8 / 1024, "kbytes_at_32_bit": params * 4 / 1024}

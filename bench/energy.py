@@ -21,13 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repo on sys.path)
+import common  # the sibling bench/common.py
 import numpy as np
 
 from qsnn_lava.converters.checkpoint import load_model, model_to_ir
 from qsnn_lava.deploy.energy import TABLES, count_ops, energy, memory_bytes
 from qsnn_lava.data import encoded, load_dataset
-from qsnn_lava.io import atomic_write
+from qsnn_lava.io import save_figure
 from qsnn_lava.reference import simulate
 
 CAVEAT = ("Estimates: operation counts from the bit-exact simulation x per-operation energies of 45 nm CMOS "
@@ -176,9 +176,7 @@ def chart(rows: list, q: dict, path) -> None:
     fig.suptitle("Estimated energy per inference: op counts x 45 nm CMOS cost tables (memory access excluded)",
                  fontsize=9)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _public(m: dict | None) -> dict | None:

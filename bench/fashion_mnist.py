@@ -12,8 +12,9 @@ checkpoint bench/results/fashion_conv.pt (reused by bench/pruning.py and bench/e
 Usage: python bench/fashion_mnist.py [--arch vgg|resnet] [--timesteps 4] [--epochs 8]
 """
 import argparse
+from pathlib import Path
 
-import common  # noqa: F401  (puts the repo on sys.path)
+import common  # the sibling bench/common.py
 import torch
 from torch import nn
 
@@ -22,6 +23,7 @@ from qsnn_lava.deploy.backends.lava import run as run_lava
 from qsnn_lava.deploy.verify import compare
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.io import save_checkpoint
+from qsnn_lava.metrics import model_size
 from qsnn_lava.models import make_config
 from qsnn_lava.reference import simulate
 from qsnn_lava.training import evaluate, train
@@ -118,11 +120,11 @@ def main():
         "deployed_accuracy_lava": lava.accuracy(y[:n]), "lava_samples": n,
         "reference_vs_lava_mismatches": lava_cmp["mismatches"],
         "lava_seconds": lava.info["seconds"],
-        "model_size": common.model_size(net),
+        "model_size": model_size(net)["total"],  # QP-SNN Eq. 16 (qsnn_lava.metrics)
     }
     common.save_result(args.out, "fashion_mnist.json", result)
     md = ["| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in result.items() if k != "layers"]
-    (common.Path(args.out) / "fashion_mnist.md").write_text("\n".join(md) + "\n")
+    (Path(args.out) / "fashion_mnist.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from common import digits_network, save_result  # noqa: I100 (sets sys.path)
+from common import digits_network, save_result  # the sibling bench/common.py
 from qsnn_lava.deploy.backends.lava import run as run_lava
 
 

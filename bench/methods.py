@@ -12,14 +12,17 @@ Usage: python bench/methods.py [--epochs 5] [--lr 1e-3] [--hidden 128]  (about 5
 """
 import argparse
 import time
+from pathlib import Path
 
-import common
+import common  # the sibling bench/common.py
 from torch import nn
 
 from qsnn_lava.converters.checkpoint import model_to_ir
 from qsnn_lava.deploy.backends.lava import run as run_lava
 from qsnn_lava.deploy.verify import compare
 from qsnn_lava.data import encoded, load_dataset
+from qsnn_lava.io import save_figure
+from qsnn_lava.metrics import model_size
 from qsnn_lava.models import make_config
 from qsnn_lava.reference import simulate
 from qsnn_lava.training import evaluate, train
@@ -59,7 +62,7 @@ def plot(rows, baseline, path):
     ax.set_title("Fashion-MNIST, 784-128-10, T = 4")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def main():
@@ -95,7 +98,8 @@ def main():
                "trained_accuracy": torch_rec.accuracy(y), "deployed_accuracy": ref.accuracy(y),
                "torch_vs_reference_mismatches": compare(torch_rec, ref)["mismatches"],
                "lava_samples": n, "reference_vs_lava_mismatches": compare(ref, lava)["mismatches"],
-               "utilisation": model.utilisation(), "model_kbytes": common.model_size(net)["kbytes"], "train_seconds": train_s,
+               "utilisation": model.utilisation(), "model_kbytes": model_size(net)["total"]["size_kbytes"],
+               "train_seconds": train_s,
                "loihi_deployable": neuron != "qmem"}
         rows.append(row)
         print(f"{quant:8s} {bits}b {neuron:4s} mem {mem_bits or '-'}: deployed {100 * row['deployed_accuracy']:.2f} % "
@@ -114,8 +118,8 @@ def main():
                   f"{100 * r['trained_accuracy']:.2f} | {100 * r['deployed_accuracy']:.2f} | "
                   f"{r['reference_vs_lava_mismatches']} ({r['lava_samples']}) | {r['model_kbytes']:.1f} | "
                   f"{'yes' if r['loihi_deployable'] else 'CPU only'} |")
-    (common.Path(args.out) / "methods.md").write_text("\n".join(md) + "\n")
-    plot(rows, baseline, common.Path(args.out) / "methods.png")
+    (Path(args.out) / "methods.md").write_text("\n".join(md) + "\n")
+    plot(rows, baseline, Path(args.out) / "methods.png")
     print("\n".join(md))
 
 

@@ -7,7 +7,6 @@ integer dynamics one step at a time with backpropagation through time. Prints th
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -15,12 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from qsnn_lava.data import load_dataset, rate_encode  # noqa: E402
-from qsnn_lava.io import write_json  # noqa: E402
-from qsnn_lava.models import build_model, make_config  # noqa: E402
-from qsnn_lava.neurons import MFP  # noqa: E402
+from qsnn_lava.data import load_dataset, rate_encode
+from qsnn_lava.io import write_json
+from qsnn_lava.models import build_model, make_config
+from qsnn_lava.neurons import MFP
 
 
 def steps_per_second(T: int, parallel: bool, steps: int, batch: int = 64) -> float:

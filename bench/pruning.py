@@ -16,8 +16,9 @@ Smoke run: python bench/pruning.py --train-samples 256 --epochs 1 --finetune-sam
 """
 import argparse
 import time
+from pathlib import Path
 
-import common  # noqa: F401  (puts the repo on sys.path)
+import common  # the sibling bench/common.py
 import numpy as np
 
 from qsnn_lava.converters.checkpoint import load_model, model_to_ir
@@ -25,7 +26,7 @@ from qsnn_lava.deploy.verify import compare
 from qsnn_lava import pruning as P
 from qsnn_lava.data import Dataset, encoded, load_dataset
 from qsnn_lava.errors import QsnnError
-from qsnn_lava.io import atomic_write, save_checkpoint
+from qsnn_lava.io import atomic_write, save_checkpoint, save_figure
 from qsnn_lava.models import make_config
 from qsnn_lava.reference import simulate
 from qsnn_lava.training import evaluate, train
@@ -62,9 +63,7 @@ def plot(result, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(result) -> str:
@@ -126,7 +125,7 @@ def main():
     args = ap.parse_args()
     criteria = [c for c in args.criteria.split(",") if c]
     ratios = [float(r) for r in args.ratios.split(",") if r]
-    out = common.Path(args.out)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     full = load_dataset("fashion-mnist")
@@ -161,7 +160,7 @@ def main():
                      epoch_offset=base_epochs)
 
     def measures(m):
-        s = P.summarize(m, xs)["total"]
+        s = P.summarize(model_to_ir(m, validate=False), xs)["total"]
         return {"params": s["params"], "size_kbytes": s["size_kbytes"], "synops": s["synops"],
                 "spikes": s["spikes"], "neurons": s["neurons"]}
 

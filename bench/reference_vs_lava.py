@@ -8,7 +8,7 @@ import argparse
 import json
 import time
 
-from common import digits_network, save_result  # noqa: I100 (sets sys.path)
+from common import digits_network, save_result  # the sibling bench/common.py
 from qsnn_lava.deploy.backends.lava import run as run_lava
 from qsnn_lava.deploy.verify import compare
 from qsnn_lava.reference import simulate

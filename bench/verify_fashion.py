@@ -7,19 +7,16 @@ Needs `apt-get install dataset-fashion-mnist`. Usage: python bench/verify_fashio
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from qsnn_lava.converters.checkpoint import load_model, model_to_ir  # noqa: E402
-from qsnn_lava.deploy.backends.lava import run as run_lava  # noqa: E402
-from qsnn_lava.deploy.verify import report  # noqa: E402
-from qsnn_lava.data import encoded, load_dataset  # noqa: E402
-from qsnn_lava.io import save_checkpoint, write_json  # noqa: E402
-from qsnn_lava.models import make_config  # noqa: E402
-from qsnn_lava.reference import simulate  # noqa: E402
-from qsnn_lava.training import evaluate, train  # noqa: E402
+from qsnn_lava.converters.checkpoint import load_model, model_to_ir
+from qsnn_lava.deploy.backends.lava import run as run_lava
+from qsnn_lava.deploy.verify import report
+from qsnn_lava.data import encoded, load_dataset
+from qsnn_lava.io import save_checkpoint, write_json
+from qsnn_lava.models import make_config
+from qsnn_lava.reference import simulate
+from qsnn_lava.training import evaluate, train
 
 
 def main():

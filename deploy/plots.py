@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qsnn_lava.io import atomic_write
+from qsnn_lava.io import atomic_write, save_figure
 from qsnn_lava.record import Record
 
 
@@ -30,9 +30,7 @@ def raster(records: list[Record], inputs: np.ndarray, path, sample: int = 0) -> 
     for ax in axes[-1]:
         ax.set_xlabel("time step")
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def mismatch_heatmap(records: list[Record], path) -> None:
@@ -53,9 +51,7 @@ def mismatch_heatmap(records: list[Record], path) -> None:
         ax.set_title(f"{a.backend} vs {b.backend}: {int(grid.sum())} mismatches", fontsize=9)
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def html_report(rep: dict, images: dict, path) -> None:

@@ -325,29 +325,26 @@ def test_counts_from_reference_equal_counts_from_lava(builder, seed):
     assert ref == lava
 
 
-def test_bench_energy_script(tmp_path, capsys):
-    """bench/energy.py on an (untrained) conv QSNN checkpoint: md, json and png, all rows but the missing
-    pruned one, and its per-layer energies sum to the totals."""
+def test_bench_energy_script(tmp_path):
+    """bench/energy.py, run as `make bench` runs it (a script of the installed package, no sys.path edits), on
+    an (untrained) conv QSNN checkpoint: md, json and png, all rows but the missing pruned one, and its
+    per-layer energies sum to the totals."""
+    import subprocess
     import sys
     from pathlib import Path
 
     from qsnn_lava.io import save_checkpoint
     from qsnn_lava.models import build_model, make_config
 
-    import importlib.util
-
-    here = Path(__file__).resolve().parents[1] / "bench"
-    sys.path.insert(0, str(here))  # bench scripts import their `common`
-    spec = importlib.util.spec_from_file_location("bench_energy", here / "energy.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-
+    script = Path(__file__).resolve().parents[1] / "bench" / "energy.py"
     cfg = make_config(arch="resnet", sizes=[64, 10], input_shape=(1, 8, 8), channels=[4, 6], timesteps=3)
     ckpt = tmp_path / "r.pt"
     save_checkpoint(ckpt, cfg, build_model(cfg).state_dict(), {"dataset": "digits"})
-    bench.main(["--checkpoint", str(ckpt), "--pruned", str(tmp_path / "none.pt"), "--dataset", "digits",
-                "--samples", "12", "--out", str(tmp_path), "--quiet"])
-    out = capsys.readouterr().out
+    run = subprocess.run([sys.executable, str(script), "--checkpoint", str(ckpt), "--pruned", str(tmp_path / "none.pt"),
+                          "--dataset", "digits", "--samples", "12", "--out", str(tmp_path), "--quiet"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
     assert "not found" in out and "headline" in out
     rep = json.loads((tmp_path / "energy.json").read_text())
     keys = [r["key"] for r in rep["targets"]]
