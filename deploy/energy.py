@@ -410,7 +410,7 @@ def compare_table(results: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def energy_bar_chart(results: list, path) -> None:
+def energy_bar_chart(results: list, path=None):
     """One bar per target (estimated uJ per inference, log scale), labelled; PNG written atomically."""
     import matplotlib
 
@@ -430,4 +430,4 @@ def energy_bar_chart(results: list, path) -> None:
     ax.set_title("Estimated energy: op counts x cost table (orange SNN, blue ANN)", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    save_figure(fig, path)
+    return save_figure(fig, path)

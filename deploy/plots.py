@@ -7,7 +7,7 @@ from qsnn_lava.io import atomic_write, save_figure
 from qsnn_lava.record import Record
 
 
-def raster(records: list[Record], inputs: np.ndarray, path, sample: int = 0) -> None:
+def raster(records: list[Record], inputs: np.ndarray, path=None, sample: int = 0):
     """One column per backend, one row per layer (input first); dots are spikes of one sample."""
     import matplotlib
 
@@ -30,10 +30,10 @@ def raster(records: list[Record], inputs: np.ndarray, path, sample: int = 0) -> 
     for ax in axes[-1]:
         ax.set_xlabel("time step")
     fig.tight_layout()
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def mismatch_heatmap(records: list[Record], path) -> None:
+def mismatch_heatmap(records: list[Record], path=None):
     """Per consecutive pair of backends: mismatching events per (layer, timestep), summed over samples."""
     import matplotlib
 
@@ -51,7 +51,7 @@ def mismatch_heatmap(records: list[Record], path) -> None:
         ax.set_title(f"{a.backend} vs {b.backend}: {int(grid.sum())} mismatches", fontsize=9)
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def html_report(rep: dict, images: dict, path) -> None:

@@ -200,10 +200,13 @@ def output_dir(path, names):
             shutil.rmtree(stage)  # our own staging folder
 
 
-def save_figure(fig, path, dpi: int = 110) -> None:
-    """Save a matplotlib figure as PNG atomically and close it."""
+def save_figure(fig, path, dpi: int = 110):
+    """Save a matplotlib figure as PNG atomically and close it; with ``path`` None return the figure
+    open instead (a notebook shows it)."""
     import matplotlib.pyplot as plt
 
+    if path is None:
+        return fig
     try:
         with atomic_write(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)

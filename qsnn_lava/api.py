@@ -1,0 +1,871 @@
+"""The public API: every command of ``qsnn-lava`` as a function that returns objects.
+
+These functions never print (progress bars only with ``progress=True``) and never exit; bad input raises
+``QsnnError`` with one line naming the problem and the fix. The CLI (``qsnn_lava.cli``) only parses
+arguments, calls these, and prints what they return. This module is the roof of the house: it may import
+the core, ``qsnn_lava.converters`` and ``qsnn_lava.deploy``; nothing below imports it.
+
+Arrays are time-major like Lava's and the backends': input spikes ``[T, N, n_in]`` (uint8 0/1), every
+layer's output spikes ``[T, N, n]``. Time is zero-delay: a layer integrates at step t what its sources
+emitted at step t (docs/integer-semantics.md).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import QsnnError, about
+from .ir import Network
+from .record import Record
+
+DEFAULT_TABLES = ("loihi1", "cmos45_snn", "ann_fp32", "ann_int8")
+
+
+def backend_names() -> tuple:
+    """Every backend a network can run on: the trained torch model in eval mode, and the IR backends.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> ql.backend_names()
+        ('torch', 'reference', 'lava')
+    """
+    from .deploy.backends import BACKENDS
+
+    return ("torch", *BACKENDS)
+
+
+# ---------------------------------------------------------------- checks of arguments
+def _positive_int(value, name: str, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise QsnnError(f"{name} = {value!r} must be a whole number >= 1")
+    return int(value)
+
+
+def _positive_float(value, name: str):
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise QsnnError(f"{name} = {value!r} must be a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise QsnnError(f"{name} = {value!r} must be a finite number > 0")
+    return v
+
+
+# ---------------------------------------------------------------- files
+def _is_model(obj) -> bool:
+    from .models import QSNN
+
+    return isinstance(obj, QSNN)
+
+
+def load(path, timesteps: int | None = None, validate: bool = True):
+    """What a file holds: a checkpoint -> a model (QSNN, eval mode, with ``.config`` and ``.meta``); an IR
+    file, a bundle folder, or a lava-dl netx file (give ``timesteps``: netx files carry none) -> a Network.
+
+    Every file is validated before anything is allocated from its declared sizes; ``validate=False``
+    leaves Loihi 2's register widths to the design-rule check (``deploy``).
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np, tempfile, os
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense(np.array([[1, 1]])), ql.LIF(1, vth=1, du=4095, dv=0))], 4)
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny.ir.h5")
+        >>> ql.save(net, path)
+        >>> ql.load(path).layers[0].neuron.vth
+        1
+    """
+    from .deploy.bundle import is_bundle
+    from .io import is_hdf5
+
+    p = Path(path)
+    if is_bundle(p):
+        return _bundle_network(p, validate)
+    if p.is_dir():
+        raise QsnnError(f"'{path}' is a folder but not a qsnn-lava bundle (no manifest.json); pass a checkpoint, "
+                        "an IR file or a bundle")
+    if not p.exists():
+        raise QsnnError(f"'{path}' not found; pass a checkpoint (qsnn-lava train), an IR (qsnn-lava convert) "
+                        "or a bundle (qsnn-lava deploy)")
+    if is_hdf5(p):
+        if _is_netx(p):
+            if timesteps is None:
+                raise QsnnError(f"'{path}' is a lava-dl netx file, which carries no time steps; pass timesteps "
+                                "(--timesteps)")
+            return import_netx(p, timesteps)
+        return Network.load(p, validate=validate)
+    if p.suffix.lower() in (".h5", ".hdf5", ".net"):
+        return Network.load(p, validate=validate)  # says: not an HDF5 file
+    from .converters.checkpoint import load_model
+
+    model, ckpt = load_model(p)
+    model.meta = dict(ckpt.get("meta", {}))
+    return model
+
+
+def _is_netx(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "format" not in f.attrs and "layer" in f
+    except OSError:
+        return False
+
+
+def _bundle_network(path: Path, validate: bool = True) -> Network:
+    from .deploy.bundle import load_manifest
+
+    load_manifest(path)
+    return Network.load(path / "model.ir.h5", validate=validate)
+
+
+def save(obj, path, inputs=()) -> None:
+    """Write a model as a checkpoint (config, weights, ``.meta``) or a Network as an IR file, atomically
+    (temporary name, then rename). ``inputs`` are files the caller read: writing onto one is refused.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np, tempfile, os
+        >>> net = ql.Network((1,), [ql.Layer("o", ql.Dense(np.array([[3]])), ql.LIF(1, vth=2, du=0, dv=0))], 2)
+        >>> ql.save(net, os.path.join(tempfile.mkdtemp(), "o.ir.h5"))
+    """
+    from .io import check_output, save_checkpoint
+
+    check_output(path, inputs=inputs)
+    if isinstance(obj, Network):
+        obj.save(path)
+    elif _is_model(obj):
+        save_checkpoint(path, obj.config, obj.state_dict(), getattr(obj, "meta", {}),
+                        training=getattr(obj, "training_state", None))
+    else:
+        raise QsnnError(f"cannot save a {type(obj).__name__}; ql.save takes a model (QSNN) or a Network")
+
+
+def _network(target, validate: bool = True) -> tuple[Network, object]:
+    """(Network, eval model or None) from a path, a model or a Network."""
+    if isinstance(target, Network):
+        return target, None
+    if _is_model(target):
+        return convert(target, validate=validate), target
+    obj = load(target, validate=validate)
+    if isinstance(obj, Network):
+        return obj, None
+    with about(target):
+        return convert(obj, validate=validate), obj
+
+
+def _model(target):
+    """An eval-mode model from a model or a checkpoint path."""
+    if _is_model(target):
+        return target
+    if isinstance(target, Network):
+        raise QsnnError("this needs the trained model (a checkpoint), not an IR network")
+    obj = load(target)
+    if not _is_model(obj):
+        raise QsnnError(f"'{target}' holds an IR network; this needs the checkpoint it was converted from")
+    return obj
+
+
+# ---------------------------------------------------------------- data
+def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denoise: bool = False):
+    """A dataset by name (``qsnn_lava.data.DATASETS``): train and test splits, input size, classes, shape.
+
+    digits is embedded (scikit-learn); fashion-mnist reads Debian's dataset-fashion-mnist or ``data_dir``;
+    event datasets read the recordings in ``data_dir`` and bin them into ``timesteps`` frames.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> d = ql.load_dataset("digits")
+        >>> d.n_in, d.n_classes, len(d.test.y)
+        (64, 10, 360)
+    """
+    from .data import load_dataset as _load
+
+    return _load(name, data_dir, _positive_int(timesteps, "timesteps"), denoise)
+
+
+def encode(split, timesteps: int, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``samples`` of a split as (spikes [T, N, n_in] uint8, labels [N]): a deterministic rate
+    code of the intensities (event data are binned already).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> x, y = ql.encode(ql.load_dataset("digits").test, timesteps=8, samples=5)
+        >>> x.shape, y.shape
+        ((8, 5, 64), (5,))
+    """
+    from .data import encoded
+
+    return encoded(split, _positive_int(timesteps, "timesteps"), _positive_int(samples, "samples", True))
+
+
+def _test_inputs(net: Network, dataset: str, data_dir, denoise: bool, samples):
+    data = load_dataset(dataset, data_dir, net.timesteps, denoise)
+    if data.n_in != net.n_in:
+        raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
+    return encode(data.test, net.timesteps, samples)
+
+
+def read_spikes(path, net: Network) -> np.ndarray:
+    """Input spikes from a .npy file, [T, ...] or [N, T, ...] with ... the network's input shape or flat,
+    as the backends take them: [T, N, n_in] uint8.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np, tempfile, os
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense([[1, 1]]), ql.LIF(1, vth=1, du=4095, dv=0))], 4)
+        >>> path = os.path.join(tempfile.mkdtemp(), "in.npy")
+        >>> np.save(path, np.ones((3, 4, 2), np.uint8))  # 3 samples [N, T, n_in]
+        >>> ql.read_spikes(path, net).shape
+        (4, 3, 2)
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise QsnnError(f"input spikes '{path}' not found")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise QsnnError(f"'{path}' is not a .npy array ({e.__class__.__name__}); save spikes with numpy.save") from None
+    if x.dtype.fields is not None or x.dtype.kind not in "biuf":
+        raise QsnnError(f"'{path}' holds {x.dtype} values; input spikes must be a plain numeric array of 0/1")
+    shape = tuple(net.input_shape)
+    if len(shape) > 1 and x.shape[-len(shape):] == shape:  # [T, C, H, W] or [N, T, C, H, W]: flatten
+        x = x.reshape(*x.shape[:-len(shape)], net.n_in)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1] != net.timesteps or x.shape[2] != net.n_in:
+        dims = ", ".join(map(str, shape))
+        raise QsnnError(f"'{path}' has shape {x.shape}; expected [T={net.timesteps}, {dims}] or "
+                        f"[N, {net.timesteps}, {dims}] (the input may also be flat, {net.n_in} wide)")
+    if x.shape[0] == 0:
+        raise QsnnError(f"'{path}' holds no samples")
+    if not np.isin(x, (0, 1)).all():
+        raise QsnnError(f"'{path}' must hold binary spikes (0/1)")
+    return np.ascontiguousarray(np.transpose(x.astype(np.uint8), (1, 0, 2)))  # -> [T, N, n_in]
+
+
+# ---------------------------------------------------------------- train, convert
+def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None, denoise: bool = False,
+          epochs: int = 30, lr: float = 1e-2, batch_size: int = 64, seed: int = 0, out=None, resume=None,
+          progress: bool = False, **options):
+    """Train a QSNN with quantization-aware BPTT on the exact integer dynamics it deploys with.
+
+    ``config`` is a full model config (``qsnn_lava.models.make_config``), or give its keys as ``options``:
+    arch ("mlp" | "vgg" | "resnet"), hidden (mlp widths), channels, bn, quant ("uniform" | "rescaw" |
+    "sigmoid" | "ternary"), bits, first_bits, last_bits, theta (threshold in weight units), timesteps,
+    neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min. ``lr`` is Adam's learning rate (cosine
+    schedule over ``epochs``). With ``out`` a resumable checkpoint is written after every epoch and at the
+    end; ``resume`` (a checkpoint path) continues an interrupted run exactly.
+
+    Returns the model in eval mode with ``.history`` (epoch, loss, train_acc, test_acc, seconds) and
+    ``.meta`` (what a checkpoint stores).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> model = ql.train(dataset="digits", epochs=1, hidden=[16], timesteps=4)
+        >>> model.config["sizes"], len(model.history["test_acc"])
+        ([64, 16, 10], 1)
+    """
+    from .io import check_output, load_checkpoint, save_checkpoint
+    from .models import make_config
+    from .training import train as _train
+
+    epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
+    lr = _positive_float(lr, "lr")
+    if options.get("theta") is not None:
+        options["theta"] = _positive_float(options["theta"], "theta")
+    if out is not None:
+        check_output(out)  # --resume may continue into its own file
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        if "training" not in ckpt:
+            raise QsnnError(f"'{resume}' has no training state (it was saved at the end of a run, or by an older "
+                            "qsnn-lava); it can be converted, not resumed")
+        cfg, meta = ckpt["config"], ckpt["meta"]
+        dataset, seed = meta.get("dataset", dataset), meta.get("seed", seed)
+        lr, batch_size = meta.get("lr", lr), meta.get("batch_size", batch_size)
+        data = load_dataset(dataset, data_dir, int(cfg["timesteps"]), denoise)
+    else:
+        timesteps = _positive_int(options.pop("timesteps", None) or (config or {}).get("timesteps", 8), "timesteps")
+        data = load_dataset(dataset, data_dir, timesteps, denoise)
+        if config is not None:
+            cfg = make_config(**{**config, **{k: v for k, v in options.items() if k != "hidden"}})
+        else:
+            arch = options.get("arch") or "mlp"
+            hidden = list(options.pop("hidden", None) or [256])
+            sizes = [data.n_in, *hidden, data.n_classes] if arch == "mlp" else [data.n_in, data.n_classes]
+            cfg = make_config(sizes=sizes, input_shape=data.shape if arch != "mlp" else None,
+                              timesteps=timesteps, **options)
+    meta = {"dataset": dataset, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
+    last = {"state": ckpt.get("training") if ckpt else None}
+
+    def checkpoint_epoch(model, state):  # an interrupted run resumes from the last finished epoch
+        last["state"] = state
+        if out is not None:
+            save_checkpoint(out, cfg, model.state_dict(), meta, training=state)
+
+    model, hist = _train(cfg, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress,
+                         resume=ckpt, on_epoch=checkpoint_epoch)
+    model.history = hist
+    model.meta = {**meta, "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"],
+                  "utilisation": model.utilisation()}
+    model.training_state = last["state"]
+    if out is not None:
+        save_checkpoint(out, cfg, model.state_dict(), model.meta, training=last["state"])
+    return model
+
+
+def convert(model, meta: dict | None = None, validate: bool = True) -> Network:
+    """A trained model (or a checkpoint path) -> the IR Network it deploys as: exactly the integers its
+    eval forward uses (no rounding of its own). What Loihi 2 cannot hold is refused, naming layer, field,
+    value and limit (``validate=False`` leaves that to ``deploy``'s design-rule check).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> model = ql.train(epochs=1, hidden=[8], timesteps=2)
+        >>> [layer.neuron.n for layer in ql.convert(model).layers]
+        [8, 10]
+    """
+    from .converters.checkpoint import checkpoint_to_ir, model_to_ir
+
+    if _is_model(model):
+        meta = {"dataset": getattr(model, "meta", {}).get("dataset", ""), **(meta or {})}
+        return model_to_ir(model, meta, validate=validate)
+    if isinstance(model, (str, Path)):
+        return checkpoint_to_ir(model)
+    raise QsnnError(f"cannot convert a {type(model).__name__}; pass a model or a checkpoint path")
+
+
+# ---------------------------------------------------------------- run, verify
+def simulate(net, spikes=None, *, backend: str = "reference", dataset: str | None = None, data_dir=None,
+             denoise: bool = False, samples: int | None = None, progress: bool = False) -> Record:
+    """Run a network on one backend ("reference": the exact integer simulator; "lava": Lava's
+    bit-accurate CPU models in a worker process; "torch": the model's eval forward, needs the model).
+
+    ``spikes`` are [T, N, n_in] (0/1); without them the test split of ``dataset`` is used (the Record's
+    ``info["labels"]`` then holds the labels). Returns every layer's spikes [T, N, n] as a Record.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense(np.array([[1, 1]])), ql.LIF(1, vth=1, du=4095, dv=0))], 4)
+        >>> rec = ql.simulate(net, np.ones((4, 1, 2), np.uint8))
+        >>> rec.spikes[-1][:, 0, 0].tolist()
+        [1, 1, 1, 1]
+    """
+    if backend not in backend_names():
+        raise QsnnError(f"unknown backend '{backend}' (known: {', '.join(backend_names())})")
+    net_, model = _network(net)
+    labels = None
+    if spikes is None:
+        spikes, labels = _test_inputs(net_, dataset or "digits", data_dir, denoise, samples)
+    spikes = _check_spikes(spikes, net_)
+    rec = _run_backends(net_, model, spikes, [backend], progress)[0]
+    if labels is not None:
+        rec.info["labels"] = labels
+    return rec
+
+
+def _check_spikes(spikes, net: Network) -> np.ndarray:
+    x = np.asarray(spikes)
+    if x.ndim != 3 or x.shape[0] != net.timesteps or x.shape[2] != net.n_in or x.shape[1] < 1:
+        raise QsnnError(f"input spikes have shape {x.shape}; this network takes [T={net.timesteps}, N, {net.n_in}]")
+    if x.dtype.fields is not None or not np.isin(x, (0, 1)).all():
+        raise QsnnError("input spikes must be 0/1")
+    return np.ascontiguousarray(x.astype(np.uint8))
+
+
+def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: bool) -> list:
+    from .deploy.backends import get_backend
+    from .training import evaluate
+
+    records = []
+    for name in backends:
+        if name == "torch":
+            if model is None:
+                raise QsnnError("the torch backend needs the checkpoint (the trained model): pass it, or drop torch "
+                                "from the backends")
+            records.append(evaluate(model, spikes))
+        else:
+            records.append(get_backend(name)(net, spikes, progress=progress))
+    return records
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of ``verify``: ``report`` (accuracies, mismatch counts per pair and layer, first
+    divergence, timings, overflow bounds), the Records compared, and the inputs and labels they ran on."""
+
+    report: dict
+    records: list = field(default_factory=list, repr=False)
+    spikes: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def equivalent(self) -> bool:
+        """True when every pair of backends agreed on every (sample, layer, neuron, timestep) spike."""
+        return bool(self.report["equivalent"])
+
+    def to_dict(self) -> dict:
+        """The report as the CLI writes it to report.json."""
+        return self.report
+
+    def raster(self, path=None, sample: int | None = None):
+        """Spike rasters of every backend side by side, one row per layer; by default the first diverging
+        sample. Saved as PNG at ``path``, or returned as a matplotlib figure without one."""
+        from .deploy.plots import raster
+
+        return raster(self.records, self.spikes, path, sample=self._first_sample() if sample is None else sample)
+
+    def heatmap(self, path=None):
+        """Mismatching events per (layer, time step) for each pair of backends (PNG at ``path``, or the
+        figure)."""
+        from .deploy.plots import mismatch_heatmap
+
+        return mismatch_heatmap(self.records, path)
+
+    def _first_sample(self) -> int:
+        first = next((c["first_divergence"] for c in self.report.get("comparisons", {}).values()
+                      if c.get("first_divergence")), None)
+        return first["sample"] if first else 0
+
+    def save(self, out) -> list:
+        """report.json, report.html, raster.png and mismatch_heatmap.png into folder ``out``, all or none."""
+        from .deploy.plots import html_report
+        from .io import output_dir
+
+        names = ["report.json", "report.html", "raster.png", "mismatch_heatmap.png"]
+        with output_dir(out, names) as tmp:
+            self.raster(tmp["raster.png"])
+            self.heatmap(tmp["mismatch_heatmap.png"])
+            tmp["report.json"].write_text(_json(self.report))
+            sample = self._first_sample()
+            html_report(self.report, {f"Spike rasters, sample {sample}": tmp["raster.png"],
+                                      "Mismatches per layer and time step": tmp["mismatch_heatmap.png"]},
+                        tmp["report.html"])
+        return [Path(out) / n for n in names]
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def _check_backends(backends) -> list:
+    names = [b.strip() for b in (backends.split(",") if isinstance(backends, str) else backends) if b.strip()]
+    known = backend_names()
+    bad = [b for b in names if b not in known]
+    if bad:
+        raise QsnnError(f"unknown backend '{bad[0]}' (known: {', '.join(known)})")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise QsnnError(f"backends {','.join(names)}: give two or more different ones of {', '.join(known)} "
+                        "(one backend compared with itself proves nothing)")
+    return names
+
+
+def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = False, samples: int | None = None,
+           backends=None, against=None, progress: bool = False) -> VerifyResult:
+    """Run the same inputs on several backends and compare every spike event, layer by layer.
+
+    ``target`` is a model, a checkpoint, an IR (file or Network) or a bundle folder. ``backends`` default
+    to torch, reference, lava when the trained model is known (a checkpoint, or ``against=CKPT`` for an
+    IR), else reference, lava. A bundle is checked against its own manifest hashes and expected outputs.
+    Equivalent means 0 mismatches between every consecutive pair; on a mismatch the first divergence
+    is diagnosed with u/v traces and a likely cause.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> model = ql.train(epochs=1, hidden=[16], timesteps=4)
+        >>> ql.verify(model, samples=20, backends=("torch", "reference")).equivalent
+        True
+    """
+    from .bounds import static_bounds
+    from .deploy.bundle import is_bundle
+    from .deploy.verify import report
+
+    if isinstance(target, (str, Path)) and is_bundle(target):
+        return _verify_bundle(target, backends, progress)
+    net, model = _network(target)
+    if against is not None:
+        if model is not None:
+            raise QsnnError("against= compares an IR with its checkpoint: pass the IR as the target")
+        model = _model(against)
+        if [layer.neuron.n for layer in model.layers] != [layer.neuron.n for layer in net.layers]:
+            raise QsnnError(f"'{target}' and '{against}' have different layer sizes")
+    if backends is None:
+        backends = ("torch", "reference", "lava") if model is not None else ("reference", "lava")
+    names = _check_backends(backends)
+    spikes, labels = _test_inputs(net, dataset, data_dir, denoise, samples)
+    bounds = static_bounds(net)
+    records = _run_backends(net, model, spikes, names, progress)
+    rep = report(records, labels)
+    rep["dataset"] = dataset
+    rep["overflow"] = {"static": bounds,
+                       "runtime": next((r.info["overflow"] for r in records if "overflow" in r.info), None)}
+    if not rep["equivalent"]:
+        _diagnose(rep, net, model, spikes, records)
+    return VerifyResult(rep, records, spikes, labels)
+
+
+def _verify_bundle(path, backends, progress: bool) -> VerifyResult:
+    from .deploy.bundle import verify_bundle
+
+    kw = {} if backends is None else {"backends": tuple(_check_backends(backends))}
+    rep = verify_bundle(path, progress=progress, **kw)
+    return VerifyResult(rep)
+
+
+def _diagnose(rep, net, model, spikes, records) -> None:
+    from .converters.checkpoint import model_to_ir
+    from .deploy.backends.lava import trace as lava_trace
+    from .deploy.verify import diagnose
+    from .reference import trace as ref_trace
+
+    torch_net = model_to_ir(model) if model is not None else None
+    tracers = {"torch": lambda n, s, li: ref_trace(torch_net, s, li), "reference": ref_trace, "lava": lava_trace}
+    for (key, comp), (a, b) in zip(rep["comparisons"].items(), zip(records[:-1], records[1:])):
+        if comp["first_divergence"]:
+            comp["diagnosis"] = diagnose(net, spikes, comp["first_divergence"], tracers[a.backend],
+                                         tracers[b.backend])
+
+
+# ---------------------------------------------------------------- deploy, netx
+@dataclass
+class DeployResult:
+    """What ``deploy`` did: the bundle folder, its manifest (design rules, resources, netx, hashes), and
+    the run of the bundle on its target: ``status`` 0 equal to the expected spikes, 1 not, 3 Loihi 2 was
+    asked for but Intel's lava-loihi is not installed (the bundle is written all the same)."""
+
+    path: Path
+    manifest: dict
+    status: int
+    lines: list = field(default_factory=list)  # what the bundle's run reported, one line per run
+
+    @property
+    def drc(self) -> dict:
+        """The design-rule check's result (passed, violations, rules, overflow bounds)."""
+        return self.manifest["design_rules"]
+
+    @property
+    def resources(self) -> dict:
+        """The Loihi 2 resource estimate (cores, memory per layer)."""
+        return self.manifest["resources"]
+
+    def to_dict(self) -> dict:
+        """The manifest, the bundle's path and the run's status."""
+        return {"path": str(self.path), "status": self.status, "runs": self.lines, "manifest": self.manifest}
+
+
+def design_rules(net, cpu: bool = False) -> dict:
+    """Loihi 2's design-rule check of a network (or model/checkpoint/IR path): every violation with its
+    layer, field, value and limit; ``cpu=True`` allows CPU-only neuron models (qmem).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense([[300, 1]]), ql.LIF(1, vth=1, du=4095, dv=0))], 4)
+        >>> drc = ql.design_rules(net)
+        >>> drc["passed"], drc["violations"][0]["field"], drc["violations"][0]["value"]
+        (False, 'weight', 300)
+    """
+    from .deploy.drc import design_rule_check
+
+    net, _ = _network(net, validate=False)
+    return design_rule_check(net, cpu=cpu)
+
+
+def deploy(net, *, target: str = "cpu", out, dataset: str = "digits", data_dir=None, denoise: bool = False,
+           samples: int = 8, chip_model=None, run: bool = True, progress: bool = False) -> DeployResult:
+    """Check Loihi 2's design rules, estimate resources, and write a versioned bundle folder ``out`` (IR,
+    netx file where netx can express the network, sample inputs, expected outputs, manifest, run.py);
+    then run it: on Loihi 2 (``target="loihi2"``, needs lava-loihi) or on Lava's CPU models.
+
+    An existing ``out`` is replaced only if it is a bundle; a network that breaks a rule writes nothing.
+
+    Example:
+        >>> import qsnn_lava as ql, tempfile, os
+        >>> model = ql.train(epochs=1, hidden=[16], timesteps=4)
+        >>> res = ql.deploy(model, out=os.path.join(tempfile.mkdtemp(), "bundle"), samples=2, run=False)
+        >>> res.drc["passed"], sorted(res.manifest["files"])[:2]
+        (True, ['expected_output.npy', 'model.ir.h5'])
+    """
+    from .deploy.bundle import (EXIT_NO_LOIHI, check_bundle_out, loihi_installed, run_bundle_lines,
+                                write_bundle)
+    from .deploy.drc import format_violations
+    from .deploy.resources import ChipModel, estimate, shapes_from_ir
+
+    if target not in ("cpu", "loihi2"):
+        raise QsnnError(f"target '{target}' is not supported (cpu or loihi2)")
+    inputs = [net] if isinstance(net, (str, Path)) else []
+    check_bundle_out(out, inputs)
+    net_, _ = _network(net, validate=False)
+    drc = design_rules(net_, cpu=target == "cpu")
+    if not drc["passed"]:
+        raise QsnnError(f"the network breaks {len(drc['violations'])} Loihi 2 design rule(s); no bundle written:"
+                        f" {format_violations(drc).strip()}")
+    chip = ChipModel.from_json(chip_model) if chip_model else ChipModel()
+    resources = estimate(shapes_from_ir(net_), chip)
+    spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples)
+    manifest = write_bundle(net_, out, spikes, drc, resources, target)
+    if not run:
+        return DeployResult(Path(out), manifest, 0)
+    if target == "loihi2" and not loihi_installed():
+        return DeployResult(Path(out), manifest, EXIT_NO_LOIHI)
+    status, lines = run_bundle_lines(out, hardware=target == "loihi2")
+    return DeployResult(Path(out), manifest, status, lines)
+
+
+def export_netx(net, path, inputs=()) -> None:
+    """Write a network (or model/checkpoint/IR path) as a lava-dl netx HDF5 file, loadable with
+    ``lava.lib.dl.netx.hdf5.Network(path, reset_interval=T, reset_offset=1)``; what netx cannot express
+    (residual skips, qmem neurons) is refused by name. ``inputs``: files the caller read (never overwritten).
+
+    Example:
+        >>> import qsnn_lava as ql, tempfile, os
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense([[3, -1]]), ql.LIF(1, vth=1, du=4095, dv=0))], 4)
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny.net")
+        >>> ql.export_netx(net, path)
+        >>> ql.import_netx(path, timesteps=4).layers[0].synapse.weight.tolist()
+        [[3, -1]]
+    """
+    from .converters.netx import export_netx as _export
+    from .io import check_output
+
+    check_output(path, inputs=[*inputs, *([net] if isinstance(net, (str, Path)) else [])])
+    net_, _ = _network(net)
+    _export(net_, path)
+
+
+def import_netx(path, timesteps: int) -> Network:
+    """A lava-dl netx HDF5 file (CUBA dense and conv layers) -> Network; ``timesteps`` per sample, which
+    netx files do not carry (see ``export_netx`` for an example)."""
+    from .converters.netx import import_netx as _import
+
+    return _import(path, _positive_int(timesteps, "timesteps"))
+
+
+# ---------------------------------------------------------------- energy
+@dataclass
+class EnergyReport:
+    """Operation counts from simulation (SynOps, spikes, neuron updates, memory), NeuroBench-style
+    metrics, and energy per inference under each cost table; every number an estimate with its table."""
+
+    counts: dict
+    results: list
+    neurobench: dict
+    lava_counts_equal: bool | None = None
+
+    def to_dict(self) -> dict:
+        """The CLI's energy.json."""
+        out = {"counts": self.counts, "neurobench": self.neurobench, "energy": self.results}
+        if self.lava_counts_equal is not None:
+            out["lava_counts_equal"] = self.lava_counts_equal
+        return out
+
+    def table(self) -> str:
+        """Markdown table: energy per inference per cost table, and the ratio to the first."""
+        from .deploy.energy import compare_table
+
+        return compare_table(self.results)
+
+    def bar_chart(self, path=None):
+        """Energy per inference per table as a bar chart, log scale (PNG at ``path``, or the figure)."""
+        from .deploy.energy import energy_bar_chart
+
+        return energy_bar_chart(self.results, path)
+
+    def save(self, out) -> list:
+        """energy.json and energy.png into folder ``out``, all or none."""
+        from .io import output_dir
+
+        with output_dir(out, ["energy.json", "energy.png"]) as tmp:
+            tmp["energy.json"].write_text(_json(self.to_dict()))
+            self.bar_chart(tmp["energy.png"])
+        return [Path(out) / "energy.json", Path(out) / "energy.png"]
+
+
+def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False, samples: int | None = None,
+           spikes=None, tables=DEFAULT_TABLES, cost_tables=(), check_lava: bool = False,
+           progress: bool = False) -> EnergyReport:
+    """Count operations on the reference simulator (exact: the deployed integers) and price them per
+    inference with labelled cost tables (built-in names, or JSON files in ``cost_tables``).
+    ``check_lava`` counts on Lava too and sets ``lava_counts_equal``.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> rep = ql.energy(ql.train(epochs=1, hidden=[16], timesteps=4), samples=10, tables=("cmos45_snn",))
+        >>> rep.results[0]["table"], rep.counts["samples"]
+        ('cmos45_snn', 10)
+    """
+    from .deploy.backends import get_backend
+    from .deploy.energy import TABLES, count_ops, energy as price, load_cost_table, neurobench_metrics
+
+    names = [t.strip() for t in (tables.split(",") if isinstance(tables, str) else tables) if t.strip()]
+    unknown = [t for t in names if t not in TABLES]
+    if unknown:
+        raise QsnnError(f"unknown cost table '{unknown[0]}' (built in: {', '.join(TABLES)}; your own: a JSON file "
+                        "with --cost-table)")
+    priced = [TABLES[t] for t in names] + [load_cost_table(p) for p in cost_tables]
+    if not priced:
+        raise QsnnError("no cost table given; name at least one")
+    net_, _ = _network(net)
+    if spikes is None:
+        spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples)
+    spikes = _check_spikes(spikes, net_)
+    counts = count_ops(net_, spikes, get_backend("reference")(net_, spikes, progress=progress))
+    same = None
+    if check_lava:
+        same = count_ops(net_, spikes, get_backend("lava")(net_, spikes, progress=progress)) == counts
+    return EnergyReport(counts, [price(counts, t) for t in priced], neurobench_metrics(counts), same)
+
+
+# ---------------------------------------------------------------- prune
+def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=None, finetune_epochs: int = 1,
+          dataset: str | None = None, data_dir=None, denoise: bool = False, batches: int = 4,
+          batch_size: int = 64, lr: float = 1e-3, train_samples: int | None = None, samples: int | None = None,
+          synops_samples: int = 256, seed: int = 0, progress: bool = False):
+    """Structured pruning (QP-SNN): score every channel/neuron of each prunable layer by ``criterion``
+    ("svs": singular-value spike rank, Eq. 13; "sca": membrane L1; "random"), remove the lowest ``ratio``
+    (or one of ``ratios`` per layer group), physically shrink the network, and fine-tune it
+    ``finetune_epochs`` epochs (Adam, cosine from ``lr``).
+
+    Returns the pruned model (eval mode) whose ``.meta["pruning"]`` records what was done and whose
+    ``.pruning`` holds the full summary (kept indices, score stability, accuracies before / pruned /
+    fine-tuned, parameters, QP-SNN Eq. 16 size and SynOps before and after).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> small = ql.prune(ql.train(epochs=1, hidden=[16], timesteps=4), ratio=0.5, finetune_epochs=0, samples=20)
+        >>> small.config["sizes"]
+        [64, 8, 10]
+    """
+    import hashlib
+
+    from .converters.checkpoint import model_to_ir
+    from .pruning import (CRITERIA, finetune, parse_ratios, plan, prune_model, score_channels, scoring_batches,
+                          stability, summarize)
+    from .training import evaluate
+
+    source = model if isinstance(model, (str, Path)) else None
+    model = _model(model)
+    if criterion not in CRITERIA:
+        raise QsnnError(f"criterion '{criterion}' is not supported (known: {', '.join(CRITERIA)})")
+    ratios = parse_ratios(ratio, ratios)
+    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, (int, np.integer)) or finetune_epochs < 0:
+        raise QsnnError(f"finetune_epochs = {finetune_epochs!r} must be a whole number >= 0")
+    batches, batch_size = _positive_int(batches, "batches"), _positive_int(batch_size, "batch_size")
+    lr, synops_samples = _positive_float(lr, "lr"), _positive_int(synops_samples, "synops_samples")
+    plan(model, ratios)  # every ratio error before any data is read
+    meta0 = getattr(model, "meta", {})
+    T = int(model.config["timesteps"])
+    dataset = dataset or meta0.get("dataset") or "digits"
+    data = load_dataset(dataset, data_dir, T, denoise)
+    if data.n_in != int(model.config["sizes"][0]) or data.n_classes != int(model.config["sizes"][-1]):
+        raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs and {data.n_classes} classes; the network "
+                        f"takes {model.config['sizes'][0]} and has {model.config['sizes'][-1]} outputs")
+    scores = score_channels(model, scoring_batches(data, T, batches, batch_size, seed), criterion, seed)
+    pruned, groups = prune_model(model, scores, ratios)
+    x, y = encode(data.test, T, samples)
+    acc_before, acc_pruned = evaluate(model, x).accuracy(y), evaluate(pruned, x).accuracy(y)
+    hist = None
+    if finetune_epochs > 0:
+        pruned, hist = finetune(pruned, data, finetune_epochs, lr, batch_size, seed, train_samples,
+                                int(meta0.get("epochs", 0) or 0), progress=progress)
+    acc_after = evaluate(pruned, x).accuracy(y)
+    n_sum = min(synops_samples, x.shape[1])
+    before = summarize(model_to_ir(model, validate=False), x[:, :n_sum])
+    after = summarize(model_to_ir(pruned, validate=False), x[:, :n_sum])
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest() if source is not None else None
+    pruned.meta = {**{k: v for k, v in meta0.items() if k not in ("test_accuracy", "pruning")},
+                   "dataset": dataset, "test_accuracy": acc_after,
+                   "pruning": {"source_checkpoint_sha256": digest, "criterion": criterion,
+                               "ratios": [g["ratio"] for g in groups], "finetune_epochs": finetune_epochs,
+                               "widths": {"+".join(g["layers"]): [g["width"], g["keep"]] for g in groups},
+                               "accuracy_before": acc_before}}
+    pruned.pruning = {
+        "checkpoint": str(source) if source is not None else None, "dataset": dataset, "criterion": criterion,
+        "batches": batches, "batch_size": batch_size, "seed": seed,
+        "groups": [{"layers": g["layers"], "ratio": g["ratio"], "before": g["width"], "after": g["keep"],
+                    "kept": [int(i) for i in g["kept"]],
+                    "score_stability": stability(s["per_batch"])} for g, s in zip(groups, scores)],
+        "finetune": {"epochs": finetune_epochs, "lr": lr, "train_samples": train_samples,
+                     "test_accuracy_per_epoch": hist["test_acc"] if hist else [],
+                     "seconds": hist["seconds"] if hist else 0.0},
+        "accuracy": {"before": acc_before, "pruned": acc_pruned, "finetuned": acc_after, "samples": int(x.shape[1])},
+        "summary": {"before": before, "after": after, "synops_samples": n_sum},
+        "config": pruned.config,
+    }
+    return pruned
+
+
+# ---------------------------------------------------------------- demo
+@dataclass
+class DemoResult:
+    """The demo's verification (``verify``: trained vs reference vs Lava on digits), the files it wrote,
+    and ``lava_skipped`` (None, or why Lava could not run here and how to add it)."""
+
+    verify: VerifyResult
+    files: dict
+    lava_skipped: str | None = None
+
+    @property
+    def equivalent(self) -> bool:
+        """True when every backend that ran agreed spike for spike."""
+        return self.verify.equivalent
+
+    def to_dict(self) -> dict:
+        """The demo's report.json."""
+        return self.verify.report
+
+
+def demo(out="out/demo", *, epochs: int = 30, seed: int = 0, lava_samples: int = 360, progress: bool = False,
+         on_stage=None) -> DemoResult:
+    """The main job: train a 64-256-10 4-bit QSNN on digits (T = 8), convert it, run the test set on the
+    trained model, the integer reference and Lava, compare every spike, and write model.pt, model.ir.h5,
+    report.json and raster.png into ``out`` (all or none). ``on_stage(message)`` hears each stage."""
+    from .deploy.backends.lava import LAVA_SETUP_HINT, lava_available
+    from .deploy.plots import raster
+    from .deploy.verify import report
+    from .io import check_output, output_dir
+    from .models import make_config
+
+    stage = on_stage or (lambda message: None)
+    epochs, lava_samples = _positive_int(epochs, "epochs"), _positive_int(lava_samples, "lava_samples")
+    names = ["model.pt", "model.ir.h5", "report.json", "raster.png"]
+    check_output(out, kind="dir", names=names)
+    data = load_dataset("digits")
+    cfg = make_config(sizes=[data.n_in, 256, data.n_classes], bits=4, timesteps=8)
+    stage(f"[1/4] training a {'-'.join(map(str, cfg['sizes']))} QSNN, {cfg['bits']}-bit {cfg['quant']} weights, "
+          f"hard-reset LIF, T = {cfg['timesteps']}, on digits ({len(data.train.y)} train samples)")
+    model = train(cfg, dataset="digits", epochs=epochs, seed=seed, progress=progress)
+    with output_dir(out, names) as tmp:
+        save(model, tmp["model.pt"])
+        stage("[2/4] converting the checkpoint -> IR")
+        convert(tmp["model.pt"]).save(tmp["model.ir.h5"])
+        net = Network.load(tmp["model.ir.h5"])  # what is deployed is what was written
+        spikes, labels = encode(data.test, net.timesteps)
+        skipped = None if lava_available() else LAVA_SETUP_HINT
+        n_lava = min(lava_samples, spikes.shape[1])
+        stage(f"[3/4] running torch (eval), reference and Lava fixed_pt on {spikes.shape[1]} test samples "
+              + (f"(Lava: {n_lava})" if skipped is None else "(Lava skipped: not available here)"))
+        records = _run_backends(net, model, spikes, ["torch", "reference"], progress)
+        if skipped is None:
+            records += _run_backends(net, None, spikes[:, :n_lava], ["lava"], progress)
+        rep = report(records, labels)
+        rep["lava_skipped"] = skipped
+        rep["train"] = {"epochs": epochs, "seconds": round(model.history["seconds"], 2),
+                        "test_accuracy_per_epoch": model.history["test_acc"]}
+        rep["network"] = {"sizes": cfg["sizes"], "bits": cfg["bits"], "quant": cfg["quant"],
+                          "timesteps": cfg["timesteps"], "vth": [layer.neuron.vth for layer in net.layers],
+                          "du": cfg["du"], "dv": cfg["dv"]}
+        files = {k: str(Path(out) / v) for k, v in (("checkpoint", "model.pt"), ("ir", "model.ir.h5"),
+                                                     ("report", "report.json"), ("raster", "raster.png"))}
+        rep["files"] = files
+        stage("[4/4] verifying")
+        tmp["report.json"].write_text(_json(rep))
+        raster([records[0], records[-1]], spikes, tmp["raster.png"])
+    return DemoResult(VerifyResult(rep, records, spikes, labels), files, skipped)
