@@ -62,6 +62,7 @@ def test_deploy_cpu_bundle_runs_and_reverifies(ir_file, tmp_path):
     assert m["format"] == "qsnn-lava-bundle" and m["design_rules"]["passed"] and m["netx"]["file"] == "model.net"
     assert set(m["files"]) == {"model.ir.h5", "model.net", "sample_input.npy", "expected_output.npy", "run.py"}
     assert m["packages"]["lava-nc"] == "0.10.0" and m["resources"]["totals"]["cores"] >= 1
+    assert m["interpreter"] == sys.executable  # run.py names it when another Python lacks qsnn-lava
     assert "0 output spike mismatches" in out
     # the bundle's own script, on CPU (no lava-loihi here): IR and netx file both equal the reference
     p = subprocess.run([sys.executable, b / "run.py", "--cpu"], capture_output=True, text=True, timeout=600)
