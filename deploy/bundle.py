@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qsnn_lava import __version__
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.io import atomic_dir, check_output
 from qsnn_lava.ir import Network
@@ -103,8 +102,8 @@ def sha256(path) -> str:
 def package_versions() -> dict:
     from importlib import metadata
 
-    out = {"python": platform.python_version(), "qsnn-lava": __version__}
-    for name in ("lava-nc", "lava-dl", "torch", "numpy", "h5py"):
+    out = {"python": platform.python_version()}
+    for name in ("qsnn-lava", "lava-nc", "lava-dl", "torch", "numpy", "h5py"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
