@@ -18,7 +18,8 @@ from qsnn_lava.training import set_seed, train
 
 
 def digits_network(epochs: int, samples: int):
-    """The demo's 64-256-10 QSNN trained for ``epochs``, as an IR, and the first ``samples`` test inputs."""
+    """The demo's 64-256-10 QSNN trained for ``epochs`` on digits, as an IR, and the first ``samples`` test
+    inputs encoded as spikes [T, samples, 64]."""
     data = load_dataset("digits")
     model, _ = train(make_config(), data, epochs=epochs, progress=False)
     net = model_to_ir(model)
@@ -27,12 +28,15 @@ def digits_network(epochs: int, samples: int):
 
 
 def save_result(out: str, name: str, result: dict) -> None:
+    """Write ``result`` as JSON to ``out``/``name`` (the folder is created; the file written atomically)."""
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / name, result)
 
 
 def train_ann(ann, data, epochs: int, batch_size: int = 128, seed: int = 0):
-    """Train a float ANN on the intensities (scaled to [0, 1]) with Adam; (test accuracy, seconds)."""
+    """Train the float ANN ``ann`` on ``data``'s intensities (scaled to [0, 1]) with Adam (lr 1e-3) for
+    ``epochs`` epochs of ``batch_size`` samples, seeded by ``seed``. Returns (test accuracy as a fraction,
+    training seconds)."""
     set_seed(seed)
     x = torch.from_numpy(data.train.x.astype(np.float32) / data.train.levels)
     y = torch.from_numpy(data.train.y)

@@ -37,7 +37,8 @@ CAVEAT = ("Estimates: operation counts from the bit-exact simulation x per-opera
 
 
 def measure(path, data, samples: int, quiet: bool) -> dict:
-    """Counts of one checkpoint's deployed network on the first ``samples`` test inputs."""
+    """Op counts (``deploy.energy.count_ops``) of the deployed network of the checkpoint ``path`` on the first
+    ``samples`` test inputs of ``data``, with its accuracy on them; ``quiet``: no progress bar."""
     model, ckpt = load_model(path)
     net = model_to_ir(model)
     x, y = encoded(data.test, net.timesteps, min(samples, len(data.test.y)))
@@ -75,6 +76,9 @@ def targets(q: dict, pruned: dict | None) -> list:
 
 
 def ratios(rows: list) -> dict:
+    """Headline energy ratios between the rows (``targets``'s, each with "key" and "uJ" per inference):
+    ANN fp32 / QSNN, ANN int8 / QSNN, float SNN / QSNN, ANN fp32 / float SNN, and, when a pruned QSNN was
+    measured, QSNN / pruned and ANN int8 / pruned."""
     e = {r["key"]: r["uJ"] for r in rows}
     out = {"ann_fp32_over_qsnn": e["ann_fp32"] / e["qsnn"], "ann_int8_over_qsnn": e["ann_int8"] / e["qsnn"],
            "float_snn_over_qsnn": e["float_snn"] / e["qsnn"], "ann_fp32_over_float_snn": e["ann_fp32"] / e["float_snn"]}
@@ -115,6 +119,9 @@ def layer_table(m: dict, rows: list) -> list:
 
 
 def markdown(args, q: dict, pruned: dict | None, rows: list, rat: dict, missing: str) -> str:
+    """The bench's markdown report: the caveat, one row per target (energy in uJ per inference, ratio to the
+    QSNN, ops, memory in KB, accuracy), per-layer tables of ``q`` and ``pruned`` (measurements, the latter
+    may be None), the ratios ``rat`` and the note ``missing`` (why a pruned network is absent, or "")."""
     n = q["counts"]["samples"]
     md = [f"# Energy per inference: {q['arch']} QSNN on {args.dataset} ({n} test samples, T = {q['timesteps']})",
           "", CAVEAT, "",
@@ -184,6 +191,8 @@ def _public(m: dict | None) -> dict | None:
 
 
 def main(argv=None):
+    """Run the energy bench with command-line arguments ``argv`` (None: sys.argv); writes
+    ``<out>/<stem>.{md,json,png}`` (``--out``, ``--stem``; default bench/results/energy)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default="bench/results/fashion_conv.pt")
     ap.add_argument("--pruned", default="bench/results/fashion_conv_pruned.pt",

@@ -20,6 +20,7 @@ from qsnn_lava.training import evaluate, train
 
 
 def main():
+    """Parse the command line, run the bench (module docstring) and write its results under ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--bits", type=int, default=2)

@@ -71,6 +71,7 @@ def float_ann(model) -> nn.Module:
 
 
 def main():
+    """Parse the command line, run the bench (module docstring) and write its results under ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="vgg", choices=["vgg", "resnet"])
     ap.add_argument("--channels", type=int, nargs=2, default=[16, 32])

@@ -15,6 +15,7 @@ from qsnn_lava.deploy.backends.lava import run as run_lava
 
 
 def main():
+    """Parse the command line, run the bench (module docstring) and write its results under ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=5)

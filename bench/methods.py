@@ -36,6 +36,8 @@ RUNS = [  # (quant, bits, neuron, mem_bits)
 
 
 def float_mlp(sizes, data, epochs) -> float:
+    """Test accuracy (fraction) of the float ReLU MLP of layer sizes ``sizes`` trained ``epochs`` epochs on
+    ``data`` (the baseline of the same shape)."""
     layers = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
@@ -43,6 +45,8 @@ def float_mlp(sizes, data, epochs) -> float:
 
 
 def plot(rows, baseline, path):
+    """Deployed accuracy (%) against weight bits per quantizer, the non-LIF neurons as squares and the float
+    ANN's ``baseline`` accuracy (fraction) as a line; ``rows``: the runs; saved as a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,6 +70,7 @@ def plot(rows, baseline, path):
 
 
 def main():
+    """Parse the command line, run every method of ``RUNS`` and write methods.{json,md,png} under ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--hidden", type=int, default=128)

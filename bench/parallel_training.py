@@ -21,6 +21,9 @@ from qsnn_lava.neurons import MFP
 
 
 def steps_per_second(T: int, parallel: bool, steps: int, batch: int = 64) -> float:
+    """Training steps per second of the digits MFP network at ``T`` time steps, with the parallel (``parallel``)
+    or the step-by-step MFP forward: ``steps`` timed Adam steps on one batch of ``batch`` samples, after 3
+    warm-up steps."""
     torch.manual_seed(0)
     model = build_model(make_config(neuron="mfp", timesteps=T))
     for m in model.modules():
@@ -42,6 +45,8 @@ def steps_per_second(T: int, parallel: bool, steps: int, batch: int = 64) -> flo
 
 
 def main():
+    """Parse the command line, time both MFP forwards at several T and write parallel_training.json under
+    ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--out", default="bench/results")

@@ -33,7 +33,8 @@ from qsnn_lava.training import evaluate, train
 
 
 def restrict(data, train_n=None, test_n=None, seed=0):
-    """The dataset with a seeded subset of training samples and the first ``test_n`` test samples."""
+    """``data`` (a ``data.Dataset``) with a ``seed``-ed draw of ``train_n`` training samples and the first
+    ``test_n`` test samples (None: all of them)."""
     tr, te = data.train, data.test
     if train_n is not None and train_n < len(tr.y):
         tr = P.subset(tr, np.sort(np.random.default_rng(seed).permutation(len(tr.y))[:train_n]))
@@ -43,6 +44,9 @@ def restrict(data, train_n=None, test_n=None, seed=0):
 
 
 def plot(result, path):
+    """Test accuracy after fine-tuning (%) and SynOps per inference (thousands) against the pruning ratio, one
+    line per criterion and the unpruned control dashed; ``result``: the bench result; saved as a PNG at
+    ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,6 +71,8 @@ def plot(result, path):
 
 
 def markdown(result) -> str:
+    """The bench's markdown report of ``result``: per criterion and ratio, accuracies before and after
+    fine-tuning, parameters, model size (kB, QP-SNN Eq. 16), SynOps and spikes per inference."""
     c = result["control"]
     lines = [f"# Structured pruning on Fashion-MNIST ({result['network']})", "",
              f"Base network: {100 * result['base']['accuracy']:.2f} % on {result['test_samples']} test images, "
@@ -101,6 +107,8 @@ def markdown(result) -> str:
 
 
 def main():
+    """Parse the command line, train or load the base network, prune it by every criterion at every ratio,
+    fine-tune, evaluate, and write pruning.{json,md,png} (and the svs network) under ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", help="prune this Fashion-MNIST checkpoint instead of training one")
     ap.add_argument("--channels", type=int, nargs=2, default=[16, 32])

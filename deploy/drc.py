@@ -23,8 +23,12 @@ RULES = [
 
 
 def design_rule_check(net: Network, cpu: bool = False) -> dict:
-    """Every violation; with ``cpu`` (a bundle for Lava's CPU models) CPU-only neuron types are allowed
-    and listed under ``cpu_only`` instead."""
+    """Check ``net`` against Loihi 2's design rules (``RULES``): every register-limit violation the IR reports
+    (``Network.violations``) and every neuron type the chip does not run natively.
+
+    ``cpu``: the network is bundled for Lava's CPU models, so CPU-only neuron types are allowed and only
+    listed under ``cpu_only``. Returns {"passed", "violations" (dicts: where, field, value, lo, hi, fix),
+    "rules", "cpu_only" (layer names), "overflow" (``bounds.static_bounds`` when passed, else None)}."""
     violations = [asdict(v) for v in net.violations()]
     cpu_only = [layer.name for layer in net.layers if layer.neuron.type not in NATIVE_NEURONS]
     for i, layer in enumerate(net.layers):
@@ -37,6 +41,8 @@ def design_rule_check(net: Network, cpu: bool = False) -> dict:
 
 
 def format_violations(drc: dict) -> str:
+    """The violations of ``drc`` (``design_rule_check``'s result) as text, one indented line each: where,
+    field, value, the limit and the fix."""
     lines = []
     for v in drc["violations"]:
         limit = f"[{v['lo']}, {v['hi']}]" if v["lo"] is not None else "not native"

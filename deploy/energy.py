@@ -397,7 +397,8 @@ def energy(counts: dict, table: dict) -> dict:
 
 
 def compare_table(results: list) -> str:
-    """Markdown table: energy per inference of each ``energy()`` result and its ratio to the first."""
+    """Markdown table of ``results`` (``energy()`` results): per target its kind, label, estimated energy per
+    inference (uJ) and the ratio to the first result."""
     if not results:
         return ""
     ref = results[0]["total"]["pJ"]
@@ -411,7 +412,8 @@ def compare_table(results: list) -> str:
 
 
 def energy_bar_chart(results: list, path=None):
-    """One bar per target (estimated uJ per inference, log scale), labelled; PNG written atomically."""
+    """One bar per target of ``results`` (``energy()`` results; estimated uJ per inference, log scale when all
+    are positive), labelled, saved as a PNG at ``path`` (``io.save_figure``)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -8,7 +8,8 @@ from qsnn_lava.record import Record
 
 
 def raster(records: list[Record], inputs: np.ndarray, path=None, sample: int = 0):
-    """One column per backend, one row per layer (input first); dots are spikes of one sample."""
+    """Spike rasters of ``records`` side by side, saved as a PNG at ``path``: one column per backend, one row per
+    layer (``inputs`` [T, N, n_in] first); dots are the spikes of sample ``sample`` over the time steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +35,8 @@ def raster(records: list[Record], inputs: np.ndarray, path=None, sample: int = 0
 
 
 def mismatch_heatmap(records: list[Record], path=None):
-    """Per consecutive pair of backends: mismatching events per (layer, timestep), summed over samples."""
+    """Per consecutive pair of ``records``: mismatching spike events per (layer, time step), summed over the
+    samples both hold, as a heat map saved as a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +57,8 @@ def mismatch_heatmap(records: list[Record], path=None):
 
 
 def html_report(rep: dict, images: dict, path) -> None:
-    """A self-contained report.html: summary tables and the PNGs embedded as base64."""
+    """A self-contained HTML file at ``path``: the verify report ``rep``'s accuracy and comparison tables, the
+    PNGs of ``images`` ({title: png path}) embedded as base64, and the full report as JSON."""
     import base64
     import html
     import json

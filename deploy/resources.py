@@ -109,7 +109,7 @@ def shapes_from_ir(net, sparse: bool = True) -> list:
     C_in / groups * kh * kw; Conv into a dense layer: its inputs, unrolled) and its synapses (Dense or
     unrolled Conv: nonzero or all matrix entries as above; Conv into a conv layer: its kernel's weights).
     """
-    from qsnn_lava.deploy.energy import fanout
+    from qsnn_lava.metrics import fanouts
 
     out = []
     for i, layer in enumerate(net.layers):
@@ -126,7 +126,7 @@ def shapes_from_ir(net, sparse: bool = True) -> list:
                 n_syn += int(np.count_nonzero(w)) if sparse else int(w.size)
             else:  # a conv skip into a dense-mapped layer is stored unrolled
                 fan_in += int(syn.n_in)
-                n_syn += int(fanout(syn, w != 0 if sparse else np.ones_like(w)).sum())
+                n_syn += int(fanouts(syn)[0 if sparse else 1].sum())
         name, bits = layer.name or f"layer{i}", int(layer.weight_bits)
         if conv:
             kp = {"in_chw": tuple(main.in_shape), "out_chw": tuple(main.out_shape), "kernel": tuple(main.kernel),
@@ -234,7 +234,8 @@ class ChipModel:
 
     @classmethod
     def from_json(cls, path) -> "ChipModel":
-        """Defaults overridden by a JSON object's keys; QsnnError naming the file and the bad key."""
+        """The chip model of the JSON file ``path``: the defaults, overridden by the object's keys (the field names,
+        integer counts and bits). QsnnError naming the file and the bad key."""
         path = Path(path)
         data = read_json_object(path, "chip model")
         known = [f.name for f in fields(cls)]
@@ -257,14 +258,16 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def dense_synmem(layer: LayerShape, n_core: int, chip: ChipModel) -> int:
-    """SynMem units of ``n_core`` neurons of a dense layer on one core (module docstring formula)."""
+    """SynMem units (words of ``chip.synmem_word_bits``) that ``n_core`` neurons of the dense layer ``layer``
+    take on one core of ``chip`` (module docstring formula)."""
     per_axon = _ceil_div(n_core * layer.n_synapses, layer.n_neurons * layer.fan_in)  # ceil(n * density)
     bits = per_axon * (layer.weight_bits + chip.dense_extra_bits) + chip.dense_axon_overhead_bits
     return layer.fan_in * _ceil_div(bits, chip.synmem_word_bits)
 
 
 def conv_synmem(layer: LayerShape, c_core: int, chip: ChipModel) -> int:
-    """SynMem units of a conv core holding ``c_core`` output channels (kernel rows kh * kw * C_in = fan-in)."""
+    """SynMem units (words of ``chip.synmem_word_bits``) of a core of ``chip`` holding ``c_core`` output
+    channels of the conv layer ``layer`` (kernel rows kh * kw * C_in = fan-in)."""
     return layer.fan_in * _ceil_div(c_core * (layer.weight_bits + chip.conv_extra_bits), chip.synmem_word_bits)
 
 
@@ -384,7 +387,8 @@ def estimate(shapes, chip: ChipModel | None = None) -> dict:
 
 
 def format_table(result: dict) -> str:
-    """The estimate as a markdown table, with totals and the chip model's name."""
+    """``estimate``'s ``result`` as a markdown table (per layer: neurons, fan-in, synapses, bits, the binding
+    limit, neurons and SynMem units per core, cores), with totals and the chip model's name."""
     dash = "-"
     rows = ["| layer | kind | neurons | fan-in | synapses | bits | binding | capacity/core | neurons/core "
             "| SynMem/core | cores | cores packed |",

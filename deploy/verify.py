@@ -14,11 +14,16 @@ LABELS = {"torch": "trained"}
 
 
 def label(backend: str) -> str:
+    """How ``backend`` (a Record's backend name) is named in reports: "torch" is "trained", others as they are."""
     return LABELS.get(backend, backend)
 
 
 def compare(a: Record, b: Record) -> dict:
-    """Mismatch counts per layer and in total, and the first divergence in (sample, time) order."""
+    """Spike-by-spike comparison of Records ``a`` and ``b`` over the samples both hold (zero-delay time).
+
+    Returns {"samples", "mismatches" (differing (sample, layer, neuron, step) events), "per_layer" (name ->
+    mismatches), "first_divergence"}: the earliest mismatch in (sample, step) order as {"sample", "timestep",
+    "layer", "layer_index", "neuron", and each side's spike (0/1) under its label}, or None."""
     n = min(a.samples, b.samples)
     per_layer, first = {}, None
     for li, (name, sa, sb) in enumerate(zip(a.layer_names, a.spikes, b.spikes)):
@@ -39,7 +44,9 @@ def compare(a: Record, b: Record) -> dict:
 
 
 def report(records: list[Record], labels: np.ndarray) -> dict:
-    """Accuracy of each backend and the comparison of each consecutive pair, as the report dict."""
+    """The verify report of ``records`` (Records of several backends on the same inputs) with true class
+    ``labels`` [N]: accuracy per backend (fraction correct), the comparison of each consecutive pair, sample
+    counts, wall seconds per backend and "equivalent" (no mismatch in any pair)."""
     acc = {label(r.backend): r.accuracy(labels) for r in records}
     comparisons = {f"{label(a.backend)}_vs_{label(b.backend)}": compare(a, b)
                    for a, b in zip(records[:-1], records[1:])}
@@ -59,11 +66,11 @@ CAUSES = ("24-bit wrap of u", "voltage saturation", "rounding of decay", "weight
 
 
 def likely_cause(ua, va, ub, vb, vth: int, t: int) -> str:
-    """Best guess at why neuron traces a and b (u, v [T]) lead to different spikes at step ``t``.
+    """Best guess (one of ``CAUSES``) at why neuron traces a and b lead to different spikes at step ``t``.
 
-    The first divergence is the earliest differing spike, so the layer's inputs agreed up to ``t``:
-    the difference is in this layer's own arithmetic or parameters.
-    """
+    ``ua, va, ub, vb``: u and v [T] of the neuron on each side (internal units); ``vth``: its threshold
+    mantissa (internal threshold vth << 6). The first divergence is the earliest differing spike, so the
+    layer's inputs agreed up to ``t``: the difference is in this layer's own arithmetic or parameters."""
     from qsnn_lava.dynamics import UV_MAX, V_LIMIT
 
     du, dv = np.nonzero(ua != ub)[0], np.nonzero(va != vb)[0]
@@ -96,8 +103,10 @@ def likely_cause(ua, va, ub, vb, vth: int, t: int) -> str:
 def diagnose(net, spikes: np.ndarray, first: dict, trace_a, trace_b, window: int = 3) -> dict:
     """u/v traces of the first diverging neuron on both sides around the divergence, and a likely cause.
 
-    ``trace_x(net, spikes [T, 1, n_in], layer_index) -> (u, v) [T, n]`` for each side.
-    """
+    ``net``: the IR; ``spikes``: the inputs [T, N, n_in]; ``first``: ``compare``'s "first_divergence";
+    ``trace_a``, ``trace_b``: ``trace(net, spikes [T, 1, n_in], layer_index) -> (u, v) [T, n]`` of each side;
+    ``window``: steps shown on each side of the divergence. Returns {"steps", "a", "b" ({"u", "v"} lists,
+    internal units), "vth_internal", "likely_cause"}."""
     k, li, j, t = first["sample"], first["layer_index"], first["neuron"], first["timestep"]
     one = spikes[:, k:k + 1]
     (ua, va), (ub, vb) = trace_a(net, one, li), trace_b(net, one, li)

@@ -19,6 +19,10 @@ from .ir import Network, max_input
 
 
 def static_bounds(net: Network) -> dict:
+    """The static bound of every layer of ``net`` over one window of T steps (module docstring).
+
+    Returns {layer name: {"u_bound", "v_bound" (int, the largest |u| and |v| the weights and biases allow,
+    in internal units), "u_can_wrap", "v_can_saturate" (bool: the bound reaches the 24-bit limit)}}."""
     out = {}
     T = net.timesteps
     for i, layer in enumerate(net.layers):
@@ -35,4 +39,5 @@ def static_bounds(net: Network) -> dict:
 
 
 def flagged(bounds: dict) -> list[str]:
+    """Names of the layers in ``bounds`` (``static_bounds``'s result) whose u may wrap or v may saturate."""
     return [name for name, b in bounds.items() if b["u_can_wrap"] or b["v_can_saturate"]]

@@ -59,7 +59,10 @@ EPS = 1e-6  # QP-SNN's tolerance for a nonzero singular value
 
 # ---------------------------------------------------------------- structure
 def prunable_groups(model: QSNN) -> list[list[str]]:
-    """Layer names whose output channels are pruned together, one list per group, in network order."""
+    """Layer names whose output channels are pruned together, one list per group, in network order.
+
+    ``model``: a QSNN. Every layer with learned synapses except the last is a candidate; layers tied by
+    an identity skip form one group; a group tied to the network input is left out (module docstring)."""
     layers = list(model.layers)
     names = [layer.name for layer in layers]
     candidates = [layer.name for layer in layers[:-1] if isinstance(layer.synapse, QuantSynapse)]
@@ -96,7 +99,8 @@ def _layer(model: QSNN, name: str):
 
 
 def check_ratios(ratios) -> list[float]:
-    """A ratio or a list of them -> list of floats, each in [0, 1) (QsnnError otherwise)."""
+    """Validate pruning ratios: ``ratios`` (one number or a sequence; each the fraction of a layer's channels
+    removed) -> list of floats, each in [0, 1). QsnnError naming the bad value otherwise."""
     if isinstance(ratios, (int, float)):
         ratios = [ratios]
     ratios = list(ratios)
@@ -115,9 +119,11 @@ def check_ratios(ratios) -> list[float]:
 
 
 def plan(model: QSNN, ratios) -> list[dict]:
-    """Validate ``ratios`` against the model: a number applies to every prunable group, a list gives one
-    ratio per group in order. Returns per group {"layers", "width", "ratio", "remove", "keep"}; QsnnError
-    when a ratio is out of range or would remove every channel of a layer."""
+    """Validate ``ratios`` against ``model`` (a QSNN): a number applies to every prunable group, a list gives one
+    ratio (fraction of channels removed, in [0, 1)) per group in order.
+
+    Returns per group {"layers", "width" (channels or neurons), "ratio", "remove", "keep" (counts)};
+    QsnnError when a ratio is out of range or would remove every channel of a layer."""
     groups = prunable_groups(model)
     if not groups:
         raise QsnnError(f"this {model.config['arch']} network has no prunable layer (only the output layer, "
@@ -152,7 +158,11 @@ def _lif_trace(a: torch.Tensor, p: dyn.LIFParams):
 
 
 def record(model: QSNN, x: np.ndarray) -> dict:
-    """Eval (integer) forward on spikes [T, N, n_in]; {layer name: (spikes, v~)}, each [T, N, *out_shape]."""
+    """Spikes and pre-reset membranes of every layer of ``model`` (a QSNN, run in eval mode: the integer,
+    deployed forward) on input spikes ``x`` [T, N, n_in] (0/1).
+
+    Returns {layer name: (spikes, v~)}, each a tensor [T, N, *out_shape]; v~ in the neuron's internal units
+    (64 x weight-mantissa units)."""
     model.eval()
     s = torch.from_numpy(np.asarray(x).astype(np.int64))
     outputs, rec = {INPUT: s}, {}
@@ -166,14 +176,18 @@ def record(model: QSNN, x: np.ndarray) -> dict:
 
 
 def svs_map_score(spikes: torch.Tensor) -> torch.Tensor:
-    """QP-SNN Eq. 13 for conv spikes [T, N, C, H, W]: mean over N of rank((1/T) sum_t S[t]) -> [C]."""
+    """QP-SNN Eq. 13 for conv spikes ``spikes`` [T, N, C, H, W] (0/1): per channel, the mean over the N samples
+    of the numerical rank (singular values > 1e-6) of the time-averaged map (1/T) sum_t S[t]. Returns [C]
+    (float64, a rank: 0 .. min(H, W))."""
     m = spikes.to(torch.float64).mean(0)
     sv = torch.linalg.svdvals(m)  # [N, C, min(H, W)]
     return (sv > EPS).sum(-1).to(torch.float64).mean(0)
 
 
 def svs_dense_score(spikes: torch.Tensor) -> torch.Tensor:
-    """Dense spikes [T, N, n]: mean over groups of T samples of rank of the [T, T] (time x samples) matrix."""
+    """The dense stand-in for Eq. 13, for spikes ``spikes`` [T, N, n] (0/1): per neuron, the mean over groups
+    of T consecutive samples of the numerical rank of the [T, T] (time x samples) spike matrix (one group of
+    all samples when N < T). Returns [n] (float64, a rank: 0 .. T)."""
     T, N, n = spikes.shape
     g = N // T
     if g == 0:
@@ -185,7 +199,9 @@ def svs_dense_score(spikes: torch.Tensor) -> torch.Tensor:
 
 
 def sca_score(vpre: torch.Tensor) -> torch.Tensor:
-    """(1/(N T)) sum_n sum_t ||v~[t]||_1 per channel/neuron, in weight-mantissa units (v~ / 64) -> [C]."""
+    """The SCA score (Li et al., ICML 2024, as QP-SNN writes it) of pre-reset membranes ``vpre`` [T, N, C, H, W]
+    or [T, N, n]: (1/(N T)) sum_n sum_t ||v~[t]||_1 over each channel's map (a neuron: |v~[t]|), in
+    weight-mantissa units (v~ / 64). Returns [C] or [n] (float64)."""
     a = vpre.abs().to(torch.float64) / (1 << dyn.ACT_SHIFT)
     if a.dim() == 5:
         a = a.sum((3, 4))
@@ -193,6 +209,11 @@ def sca_score(vpre: torch.Tensor) -> torch.Tensor:
 
 
 def layer_score(criterion: str, spikes: torch.Tensor, vpre: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One layer's score per channel/neuron on one batch, by ``criterion`` ("svs", "sca" or "random").
+
+    ``spikes``, ``vpre``: the layer's spikes and pre-reset membranes [T, N, ...] (``record``); ``gen``: the
+    torch Generator the "random" criterion draws its uniform [0, 1) scores from. Returns [C] (float64);
+    QsnnError for an unknown criterion."""
     if criterion == "svs":
         return svs_map_score(spikes) if spikes.dim() == 5 else svs_dense_score(spikes)
     if criterion == "sca":
@@ -203,9 +224,11 @@ def layer_score(criterion: str, spikes: torch.Tensor, vpre: torch.Tensor, gen: t
 
 
 def score_channels(model: QSNN, batches: list, criterion: str, seed: int = 0) -> list[dict]:
-    """Scores per prunable group: {"layers", "per_batch": [B, C] array, "score": [C] (mean over batches)}.
+    """Score every prunable group's channels of ``model`` (a QSNN) on ``batches`` by ``criterion``.
 
-    ``batches``: input spike arrays [T, N, n_in]. A group's score is the sum of its members' scores."""
+    ``batches``: input spike arrays [T, N, n_in] (0/1); ``criterion``: "svs", "sca" or "random";
+    ``seed``: the random criterion's seed. A group's score is the sum of its members' scores. Returns per
+    group {"layers", "per_batch": [B, C] array, "score": [C] (mean over batches)}."""
     if criterion not in CRITERIA:
         raise QsnnError(f"unknown pruning criterion '{criterion}' (known: {', '.join(CRITERIA)})")
     if not batches:
@@ -223,7 +246,9 @@ def score_channels(model: QSNN, batches: list, criterion: str, seed: int = 0) ->
 
 def stability(per_batch: np.ndarray) -> float:
     """Mean cosine similarity between the score vectors of different batches (QP-SNN Fig. 4's measure).
-    Two all-zero vectors count as identical (1), one zero vector against a nonzero one as 0."""
+
+    ``per_batch``: [B, C] scores (``score_channels``). Two all-zero vectors count as identical (1), one zero
+    vector against a nonzero one as 0. Returns a float in [-1, 1]; NaN for fewer than two batches."""
     b = np.asarray(per_batch, np.float64)
     if len(b) < 2:
         return float("nan")
@@ -236,7 +261,8 @@ def stability(per_batch: np.ndarray) -> float:
 
 
 def keep_indices(score: np.ndarray, keep: int) -> np.ndarray:
-    """Indices of the ``keep`` highest scores, ascending; ties keep the lower index."""
+    """Indices of the ``keep`` highest entries of ``score`` ([C], any units), ascending; of equal scores the
+    lower index is kept."""
     score = np.asarray(score, np.float64)
     order = np.lexsort((np.arange(len(score)), -score))  # best first; equal scores by index
     return np.sort(order[:keep])
@@ -246,8 +272,9 @@ def keep_indices(score: np.ndarray, keep: int) -> np.ndarray:
 def prune_model(model: QSNN, scores: list[dict], ratios) -> tuple[QSNN, list[dict]]:
     """A new, smaller QSNN without the lowest-scoring fraction of each group's channels.
 
-    ``scores`` from ``score_channels`` (or any list of {"layers", "score"} in ``prunable_groups`` order);
-    ``ratios``: one for all groups or one per group. Returns (model in eval mode, plan with "kept")."""
+    ``model``: the QSNN to prune (left unchanged); ``scores``: from ``score_channels`` (or any list of
+    {"layers", "score"} in ``prunable_groups`` order); ``ratios``: the fraction of channels removed, one for
+    all groups or one per group. Returns (model in eval mode, ``plan`` with "kept": the kept indices)."""
     groups = plan(model, ratios)
     if [g["layers"] for g in groups] != [list(s["layers"]) for s in scores]:
         raise QsnnError("the scores do not belong to this model's prunable layers")
@@ -349,6 +376,9 @@ def summarize(net: Network, x: np.ndarray) -> dict:
 
 
 def format_summary(before: dict, after: dict) -> str:
+    """The before/after table ``qsnn-lava prune`` prints: per layer and in total, channels or neurons,
+    parameters, model size (kB, QP-SNN Eq. 16), SynOps and spikes per inference, as "a -> b" where they
+    changed. ``before``, ``after``: ``summarize`` results of the same layers. Returns the text."""
     rows = [("layer", "kind", "ch/neur", "params", "size kB", "SynOps", "spikes")]
 
     def arrow(a, b, fmt="{:d}"):
@@ -371,13 +401,16 @@ def format_summary(before: dict, after: dict) -> str:
 
 # ---------------------------------------------------------------- data and the command
 def subset(split, idx):
+    """The samples ``idx`` (an index array or slice) of ``split`` (a ``data.Split``), levels kept."""
     from .data import Split
 
     return Split(split.x[idx], split.y[idx], split.levels)
 
 
 def scoring_batches(data, timesteps: int, batches: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:
-    """``batches`` disjoint batches of ``batch_size`` training samples (seeded draw), encoded [T, B, n_in]."""
+    """``batches`` disjoint batches of ``batch_size`` training samples of ``data`` (a ``data.Dataset``), drawn
+    with ``seed``, rate-encoded over ``timesteps`` steps: a list of spike arrays [T, batch_size, n_in].
+    QsnnError when the dataset has too few training samples."""
     from .data import encoded
 
     if batches < 1 or batch_size < 1:
@@ -392,7 +425,8 @@ def scoring_batches(data, timesteps: int, batches: int, batch_size: int, seed: i
 
 
 def parse_ratios(ratio, ratios):
-    """--ratio R -> R (every prunable layer); --ratios a,b,... -> [a, b, ...] (one per layer, in order)."""
+    """The CLI's ratio options: ``ratios`` "a,b,..." -> [a, b, ...] (one per prunable layer, in order), else
+    ``ratio`` R -> R (every prunable layer). Each a fraction of channels removed, in [0, 1)."""
     if ratios is not None:
         return check_ratios([r for r in (p.strip() for p in ratios.split(",")) if r])
     return check_ratios([ratio])[0]
@@ -400,8 +434,12 @@ def parse_ratios(ratio, ratios):
 
 def finetune(pruned: QSNN, data, epochs: int, lr: float, batch_size: int, seed: int, train_samples=None,
              epoch_offset: int = 0, progress: bool = False):
-    """Fine-tune the pruned model (training.train from its weights) on all or ``train_samples`` training
-    samples (seeded draw). Returns (model, history)."""
+    """Fine-tune ``pruned`` (``training.train`` from its weights) on ``data`` for ``epochs`` epochs.
+
+    ``lr``: Adam's learning rate; ``batch_size``: samples per step; ``seed``: training seed;
+    ``train_samples``: train on a seeded draw of that many training samples (None: all); ``epoch_offset``:
+    epochs the weights were already trained (continues the schedule); ``progress``: show a progress bar.
+    Returns (model, history)."""
     from .data import Dataset
     from .training import train
 

@@ -19,8 +19,10 @@ from .record import Record
 
 
 def lif_params(neuron, bound: dict | None = None) -> dyn.LIFParams:
-    """LIF parameters of an IR neuron; with a static ``bound`` (qsnn_lava.bounds) the wrap and
-    saturation are skipped where the bound proves they cannot happen (exact, faster)."""
+    """LIF parameters (``dynamics.LIFParams``) of an IR neuron ``neuron`` (``ir.LIF`` or ``ir.QMem``): vth, du,
+    dv, the effective bias (mantissa << exponent) and, for QMem, the stored-membrane width and shift. With a
+    static ``bound`` (one layer's entry of ``bounds.static_bounds``) the u wrap and v saturation are skipped
+    where the bound proves they cannot happen (exact, faster); None keeps both."""
     bias = dyn.effective_bias(torch.from_numpy(neuron.bias_mant), neuron.bias_exp)
     wrap, sat = (True, True) if bound is None else (bound["u_can_wrap"], bound["v_can_saturate"])
     return dyn.LIFParams(vth=neuron.vth, du=neuron.du, dv=neuron.dv, bias=bias, can_wrap=wrap, can_saturate=sat,
@@ -28,7 +30,9 @@ def lif_params(neuron, bound: dict | None = None) -> dyn.LIFParams:
 
 
 def accumulate(syn, s: torch.Tensor) -> torch.Tensor:
-    """Synaptic input of one IR synapse population for flat spikes [T, N, n_in] -> [T, N, n_out]."""
+    """Synaptic input of one IR synapse population ``syn`` (``ir.Dense`` or ``ir.Conv``) for flat spikes ``s``
+    [T, N, n_in] (int64 0/1) -> int64 [T, N, n_out], in weight-mantissa units shifted by ``weight_exp``
+    (the neuron adds a << 6 to u)."""
     w = torch.from_numpy(syn.weight)
     if syn.type == "dense":
         return dyn.dense_accumulate(s, w, syn.weight_exp)
@@ -61,7 +65,9 @@ def fanout(syn, mask: np.ndarray) -> np.ndarray:
 
 
 def layer_inputs(net: Network, index: int, outputs: dict) -> torch.Tensor:
-    """Summed synaptic input of layer ``index`` from ``outputs`` (source name -> spikes [T, N, n])."""
+    """Summed synaptic input of layer ``index`` of ``net`` (main synapse and skips), int64 [T, N, n] in
+    weight-mantissa units; ``outputs``: source name -> spikes [T, N, n_source] (int64), the input under
+    ``ir.INPUT``."""
     a = None
     for src, syn in net.sources(index):
         x = accumulate(syn, outputs[src])
@@ -70,7 +76,11 @@ def layer_inputs(net: Network, index: int, outputs: dict) -> torch.Tensor:
 
 
 def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None = None, upto: int | None = None):
-    """Spikes [T, N, n_in] (int64) through the first ``upto`` layers; returns {name: spikes}."""
+    """Run input spikes ``s`` [T, N, n_in] (int64 0/1) through the first ``upto`` layers of ``net`` (None: all).
+
+    ``params``: one ``dynamics.LIFParams`` per layer (``lif_params``); ``counts``: None, or one dict per
+    layer whose "u_wraps" and "v_saturations" are incremented. Returns {source name: spikes [T, N, n]},
+    the input included under ``ir.INPUT``."""
     outputs = {INPUT: s}
     for i, layer in enumerate(net.layers[:upto]):
         outputs[layer.name] = dyn.lif_run(layer_inputs(net, i, outputs), params[i],
@@ -79,10 +89,11 @@ def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None 
 
 
 def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: bool = False) -> Record:
-    """Run input spikes [T, N, n_in] through ``net``; returns every layer's spikes [T, N, n] as uint8.
+    """Run input spikes ``spikes`` [T, N, n_in] (0/1) through ``net`` in zero-delay time, bit-exactly.
 
-    ``info["overflow"]`` counts, per layer, the u wraps and v saturations that happened.
-    """
+    ``batch_size``: samples per batch (memory, not results); ``progress``: a progress bar per batch. Returns a
+    ``Record`` ("reference") with every layer's spikes [T, N, n] as uint8; ``info["seconds"]`` is the wall
+    time and ``info["overflow"]`` counts, per layer, the u wraps and v saturations that happened."""
     spikes = np.asarray(spikes)
     t0 = time.perf_counter()
     bounds = static_bounds(net)
@@ -106,7 +117,8 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
 
 
 def trace(net: Network, spikes: np.ndarray, layer_index: int):
-    """u and v [T, n] of one layer for one sample (spikes [T, 1, n_in] or [T, n_in]), zero-delay time."""
+    """Membranes of layer ``layer_index`` of ``net`` for one sample: ``spikes`` [T, 1, n_in] or [T, n_in] (0/1)
+    -> (u, v), each int64 [T, n] in the neuron's internal units (64 x weight-mantissa units), zero-delay time."""
     s = torch.from_numpy(np.asarray(spikes).reshape(net.timesteps, 1, -1).astype(np.int64))
     params = [lif_params(layer.neuron) for layer in net.layers]
     with torch.no_grad():
