@@ -153,6 +153,13 @@ def replaceable_bundle(path) -> bool:
         return False
 
 
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+        raise QsnnError(f"'{path}' cannot be resolved ({e.__class__.__name__}); choose another path") from None
+
+
 def check_bundle_out(out, inputs=()) -> Path:
     """Refuse, before any work, a bundle folder ``out`` that deploy must not write; returns it as a Path.
 
@@ -175,19 +182,18 @@ def check_bundle_out(out, inputs=()) -> Path:
         qsnn_lava.errors.QsnnError: '...' exists and was not written by this command; it is left untouched: choose a new folder (or remove it yourself)
     """
     out = Path(out)
+    where = _resolved(out)
     try:
-        where = out.resolve()
         cwd = Path.cwd().resolve()
-    except (OSError, RuntimeError) as e:
-        raise QsnnError(f"bundle folder '{out}' cannot be resolved ({e.__class__.__name__}); "
-                        "choose another --out") from None
-    if where == cwd or where in cwd.parents:
+    except OSError:  # the working folder was removed: nothing there to protect
+        cwd = None
+    if cwd is not None and (where == cwd or where in cwd.parents):
         raise QsnnError(f"bundle folder '{out}' is the working folder or a folder above it, which deploy would "
                         "replace; give a new folder, e.g. --out bundle")
     for src in inputs:
         if not isinstance(src, (str, os.PathLike)):
             continue
-        src_where = Path(src).resolve()
+        src_where = _resolved(Path(src))
         if where == src_where or where in src_where.parents:
             raise QsnnError(f"bundle folder '{out}' holds this deploy's input '{src}'; write the bundle to "
                             "another folder")
