@@ -1,6 +1,7 @@
 """IR -> a Lava process graph of bit-accurate Dense and LIFReset processes (built directly, not via netx).
 
-Lava is imported here and in deploy/ only. This module builds; deploy.backends.lava runs and reads.
+Lava is imported only in the process that runs it (deploy.lava_worker, which runs and reads this graph),
+through converters.lava_env.
 
 Delays: every synapse process sends, at step t, what it accumulated from the spikes of step t-1. A
 layer's *depth* d is one more than the deepest of its sources (the input has depth 0), so it first
@@ -28,6 +29,8 @@ import numpy as np
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import INPUT, Network
 
+from qsnn_lava.converters.lava_env import import_lava
+
 
 def lava_dense_weights(weight: np.ndarray, weight_exp: int) -> tuple[np.ndarray, int]:
     """Integer weights and exponent to hand Lava's Dense so that it computes exactly the IR's sum.
@@ -49,6 +52,7 @@ EXTRACTOR_BUFFER = 256  # steps an Extractor may run ahead of the reader
 def run_config(net: Network | None = None):
     """``Loihi2SimCfg(select_tag='fixed_pt')``, plus the (untagged) Extractor's model named explicitly,
     and the qmem neuron's CPU model when ``net`` has qmem layers."""
+    import_lava()
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
@@ -109,12 +113,11 @@ def steps_needed(net: Network, n_samples: int) -> int:
 
 
 def _synapse_process(syn, port, lif_port, extra_delay: int, name: str):
-    """Build the Lava process of one IR synapse population between two flat ports."""
-    from lava.proc.conv.process import Conv
-    from lava.proc.dense.process import Dense
-    from lava.proc.sparse.process import DelaySparse
-
+    """Build the Lava process of one IR synapse population between two flat ports (each kind of Lava
+    process is imported when first needed: Conv's module alone takes 0.4 s, scipy.signal included)."""
     if extra_delay > 0:
+        from lava.proc.sparse.process import DelaySparse
+
         if extra_delay > MAX_DELAY:
             raise QsnnError(f"{name}: a skip connection needs {extra_delay} steps of delay; Loihi synapses "
                             f"hold at most {MAX_DELAY}")
@@ -125,12 +128,16 @@ def _synapse_process(syn, port, lif_port, extra_delay: int, name: str):
         port.connect(proc.s_in)
         proc.a_out.connect(lif_port)
     elif syn.type == "conv":
+        from lava.proc.conv.process import Conv
+
         c, h, w = syn.in_shape
         proc = Conv(weight=lava_conv_weights(syn.weight), input_shape=(w, h, c), stride=syn.stride[::-1],
                     padding=syn.padding[::-1], groups=syn.groups, name=name)
         port.reshape((c, h, w)).transpose([2, 1, 0]).connect(proc.s_in)
         proc.a_out.transpose([2, 1, 0]).reshape((syn.n_out,)).connect(lif_port)
     else:
+        from lava.proc.dense.process import Dense
+
         w, e = lava_dense_weights(syn.weight, syn.weight_exp)
         proc = Dense(weights=w, weight_exp=e, num_weight_bits=8, name=name)
         port.connect(proc.s_in)
@@ -145,6 +152,7 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
     process through a pipe (reading a sink RingBuffer with ``Var.get`` moves one element at a time
     and took 80 % of a run's wall time).
     """
+    import_lava()
     from lava.proc.io.extractor import Extractor
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIFReset

@@ -30,8 +30,8 @@ import typing as ty
 
 import numpy as np
 
-from qsnn_lava.deploy.backends.lava import import_lava
 from qsnn_lava import dynamics as dyn
+from qsnn_lava.converters.lava_env import import_lava
 
 import_lava()  # Lava's runtime sets the 'fork' start method on import; do that the tolerant way first
 

@@ -1,4 +1,6 @@
 """The Lava path against real Lava processes (Loihi2SimCfg fixed_pt), no mocks."""
+import os
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,7 @@ from qsnn_lava.converters.lava_graph import lava_dense_weights
 from qsnn_lava.deploy.backends.lava import run as run_lava
 from qsnn_lava.deploy.verify import compare
 from netgen import random_network, random_spikes
+from procs import descendants, orphaned_shm, shm, still_alive
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import LIF, Dense, Layer, Network
 from qsnn_lava.reference import simulate
@@ -88,46 +91,92 @@ def test_wrong_input_shape_is_refused_before_building():
         run_lava(net, np.zeros((net.timesteps, 2, net.n_in + 1), np.uint8))
 
 
-def _children():
-    """PIDs of this process's live child processes (Lava runs each leaf process as one)."""
-    import os
-    me, kids = os.getpid(), []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-                cmd = open(f"/proc/{d}/cmdline").read()
-            except OSError:
-                continue
-            # multiprocessing's resource tracker is one per interpreter and reaps shared memory at exit
-            if int(fields[1]) == me and fields[0] != "Z" and "resource_tracker" not in cmd:
-                kids.append(int(d))
-    return kids
-
-
-def _shm():
-    import os
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-
-
 def test_processes_stopped_after_interrupt_timeout_and_error():
+    """Ctrl-C mid-run (from on_chunk), a timeout and an error reported by the worker: afterwards the
+    worker and every Lava process it forked are gone, and no shared-memory segment is left behind."""
+    from qsnn_lava.deploy.backends.lava import trace as lava_trace
+
     rng = np.random.default_rng(5)
     net = random_network(rng, sizes=(8, 6, 4), timesteps=4)
     x = random_spikes(rng, net, 6)
-    before_kids, before_shm = set(_children()), _shm()
+    before_kids, before_shm = descendants(os.getpid()), shm()
+    seen, seen_shm = {}, set()
 
     def interrupt(done, total):
+        seen.update(descendants(os.getpid()))
+        seen_shm.update(shm() - before_shm)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_lava(net, x, chunk_samples=2, on_chunk=interrupt)
-    with pytest.raises(QsnnError, match="stopped after"):
+    assert len(set(seen) - set(before_kids)) >= 8 and seen_shm  # the worker and Lava's processes were running
+    assert still_alive(seen) == [] and orphaned_shm(seen_shm) == set()
+    with pytest.raises(QsnnError, match="stopped after 0.0 s"):
         run_lava(net, x, chunk_samples=1, timeout_s=0.0)
-    run_lava(net, x)  # a normal run afterwards still works
-    import time
-    time.sleep(0.5)
-    assert set(_children()) - before_kids == set()
-    assert _shm() - before_shm == set()
+    with pytest.raises(QsnnError, match="layer index 5 is outside"):
+        lava_trace(net, x[:, :1], 5)
+    assert compare(simulate(net, x), run_lava(net, x))["mismatches"] == 0  # a normal run afterwards still works
+    assert set(descendants(os.getpid())) - set(before_kids) == set()
+    assert orphaned_shm(shm() - before_shm) == set()
+
+
+def test_worker_reports_versions_and_keeps_lava_noise_out_of_the_protocol():
+    from qsnn_lava.deploy.backends.lava import probe
+
+    p = probe()
+    assert p["versions"]["lava-nc"] == "0.10.0" and p["versions"]["python"].startswith("3.10")
+    assert p["loihi_installed"] in (True, False)
+
+
+def _fake_python(tmp_path, body):
+    path = tmp_path / "python"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_failing_worker_raises_with_its_output_and_leaves_nothing(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+    rng = np.random.default_rng(0)
+    net = random_network(rng)
+    x = random_spikes(rng, net, 2)
+    monkeypatch.setenv("QSNN_LAVA_PYTHON", _fake_python(tmp_path, 'echo "worker went wrong" >&2; exit 3'))
+    with pytest.raises(RuntimeError, match="exited with status 3(.|\n)*worker went wrong"):
+        run_lava(net, x)
+    if os.path.exists("/usr/bin/python3"):  # a real Python without qsnn-lava: the setup hint, not a traceback
+        monkeypatch.setenv("QSNN_LAVA_PYTHON", _fake_python(tmp_path, 'cd / && exec /usr/bin/python3 -I "$@"'))
+        with pytest.raises(QsnnError, match="has no qsnn-lava installed.*make lava"):
+            run_lava(net, x)
+    monkeypatch.setenv("QSNN_LAVA_PYTHON", str(tmp_path / "missing" / "python"))
+    with pytest.raises(QsnnError, match="QSNN_LAVA_PYTHON=.* is not an executable Python"):
+        run_lava(net, x)
+    assert os.listdir(tmp_path / "tmp") == []  # each call removed its request folder
+
+
+def test_lava_python_choice(tmp_path, monkeypatch):
+    import sys
+
+    from qsnn_lava.deploy.backends import lava as backend
+
+    for value in ("", "none", "None "):
+        monkeypatch.setenv("QSNN_LAVA_PYTHON", value)
+        assert backend.lava_python() is None and not backend.lava_available()
+    monkeypatch.setenv("QSNN_LAVA_PYTHON", "/opt/lava/bin/python")
+    assert backend.lava_python() == "/opt/lava/bin/python"
+    monkeypatch.delenv("QSNN_LAVA_PYTHON")
+    if backend.lava_importable():  # Lava imports here (found, not imported): this interpreter runs it
+        assert backend.lava_python() == sys.executable
+    monkeypatch.setattr(backend, "lava_importable", lambda: False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / ".venv"))
+    assert backend.lava_python() is None
+    beside = tmp_path / ".venv-lava" / "bin" / "python"
+    beside.parent.mkdir(parents=True)
+    beside.write_text("")
+    assert backend.lava_python() == str(beside)
 
 
 def test_divergence_is_diagnosed_with_traces_and_cause():

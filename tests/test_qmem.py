@@ -132,7 +132,7 @@ def test_store_membrane_float_gradient():
 def lava_qmem_spikes(x, w, pops):
     """Input spikes [T, N, n_in] and Dense weights [n, n_in] through one QMemLIF per ``pops`` entry (a
     dict of QMemLIF parameters), all in one Lava graph; returns zero-delay spikes [T, N, n] per population."""
-    from qsnn_lava.deploy.backends.lava import import_lava
+    from qsnn_lava.converters.lava_env import import_lava
 
     import_lava()
     from qsnn_lava.converters import lava_graph
@@ -174,6 +174,7 @@ def lava_qmem_spikes(x, w, pops):
 
 
 @pytest.mark.lava
+@pytest.mark.lava_env  # builds Lava processes in the test process
 # Lava's model search re-executes every module of converters/ outside sys.modules; lava_graph's dataclass
 # cannot be built that way, and Lava warns and skips it (the model comes from QMEM_MODEL_MAP anyway).
 @pytest.mark.filterwarnings("ignore:Cannot import module:UserWarning")
@@ -206,6 +207,7 @@ def test_lava_qmem_matches_dynamics(mem_bits):
 
 
 @pytest.mark.lava
+@pytest.mark.lava_env
 def test_qmem_process_refuses_bad_bits():
     pytest.importorskip("lava.magma")
     from qsnn_lava.converters.qmem_lava import QMemLIF

@@ -1,134 +1,339 @@
-"""Run an IR in Lava on CPU with the bit-accurate models: ``Loihi2SimCfg(select_tag='fixed_pt')``.
+"""Run an IR in Lava on CPU with the bit-accurate models (``Loihi2SimCfg(select_tag='fixed_pt')``), through
+a Lava worker process that this module starts and supervises.
 
-All samples go through one graph in one run (see converters.lava_graph for the reset/delay scheme),
-in chunks so a progress bar can advance. Processes are stopped on success, on error and on Ctrl-C.
+Lava lives in a Python 3.10 environment of its own (``lava_python``); this process never imports it.
+Each call hands one request to a fresh ``qsnn_lava.deploy.lava_worker`` (the IR, the input spikes and
+the result travel as files in a private temporary folder) and follows its progress on a pipe. The
+worker runs in a session of its own, so a terminal's Ctrl-C reaches only this process, and Lava forks
+its processes into the worker's process group. On every way out that is not success (Ctrl-C, SIGTERM
+as ``Terminated``, an exception from ``on_chunk``, a timeout, a failing worker) the whole group is
+killed, and on every way out the shared-memory segments the run left behind are removed.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from qsnn_lava.converters import lava_graph
+from qsnn_lava.converters.lava_env import LAVA_SETUP_HINT, lava_importable
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import Network
 from qsnn_lava.record import Record
 
+__all__ = ["LAVA_SETUP_HINT", "lava_python", "lava_available", "run", "trace", "probe", "call_worker"]
+
+ENV_PYTHON = "QSNN_LAVA_PYTHON"
+WORKER_MODULE = "qsnn_lava.deploy.lava_worker"
+SHM = Path("/dev/shm")
+LOG_TAIL_CHARS = 3000
+# The worker's TMPDIR is its request folder, so that what Lava's multiprocessing leaves there when killed
+# (pymp-*/listener-* sockets) goes with it; a socket path holds 107 characters, 32 of them Lava's own.
+MAX_TMPDIR_CHARS = 70
+
+
+def lava_python() -> str | None:
+    """The Python that runs Lava: $QSNN_LAVA_PYTHON if set (empty or "none": no Lava here), else this
+    interpreter when it can import Lava (found without importing it), else ``.venv-lava/bin/python``
+    beside this environment (``make lava`` creates it); None when there is none."""
+    value = os.environ.get(ENV_PYTHON)
+    if value is not None:
+        value = value.strip()
+        return None if value.lower() in ("", "none") else value
+    if lava_importable():
+        return sys.executable
+    beside = Path(sys.prefix).parent / ".venv-lava" / "bin" / "python"
+    return str(beside) if beside.exists() else None
+
 
 def lava_available() -> bool:
+    """Whether a Lava environment is configured or found (``lava_python``)."""
+    return lava_python() is not None
+
+
+def _worker_python() -> str:
+    python = lava_python()
+    if python is None:
+        raise QsnnError(LAVA_SETUP_HINT)
+    found = shutil.which(python)
+    if found is None:
+        raise QsnnError(f"{ENV_PYTHON}='{python}' is not an executable Python. {LAVA_SETUP_HINT}")
+    return found
+
+
+# -- processes and shared memory ------------------------------------------------------------------------
+
+def _stat(pid: str):
+    """(state, ppid, pgrp) of a process from /proc, or None when it is gone."""
     try:
-        import lava.magma  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1]), int(fields[2])
 
 
-def import_lava() -> None:
-    """Import Lava's runtime, which calls ``multiprocessing.set_start_method('fork')`` without force.
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            st = _stat(pid)
+            if st and st[2] == pgid and st[0] not in "ZX":
+                out.append(int(pid))
+    return out
 
-    That raises when anything (tqdm's lock, for one) already fixed the start method. When the
-    method in force is already 'fork' Lava's wish is met, so the import is repeated with the call
-    forced; any other method is a real conflict and is reported.
-    """
-    import multiprocessing as mp
 
-    if not lava_available():
-        raise QsnnError("the lava backend needs lava-nc 0.10.0: pip install 'qsnn-lava[lava]' (Python 3.10)")
+def shm_segments() -> set[str]:
+    """Names in /dev/shm (POSIX shared memory, where Lava's channels live)."""
+    return set(os.listdir(SHM)) if SHM.is_dir() else set()
+
+
+def shm_in_use() -> set[str]:
+    """Segments of /dev/shm that a living process maps or holds open (/proc/*/maps and /proc/*/fd)."""
+    used, prefix = set(), f"{SHM}/"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    at = line.find(prefix)
+                    if at >= 0:
+                        used.add(line[at + len(prefix):].rstrip("\n").removesuffix(" (deleted)"))
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith(prefix):
+                        used.add(target[len(prefix):].removesuffix(" (deleted)"))
+    return used
+
+
+def remove_orphan_shm(before: set[str]) -> list[str]:
+    """Unlink the /dev/shm segments that are not in ``before`` and that no living process maps or
+    holds open (what killed Lava processes leave behind); the names removed."""
+    new = shm_segments() - before
+    if not new:
+        return []
+    removed = []
+    for name in sorted(new - shm_in_use()):
+        with contextlib.suppress(FileNotFoundError):
+            (SHM / name).unlink()
+            removed.append(name)
+    return removed
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM back while processes are started or cleaned up; they arrive afterwards."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        import lava.magma.runtime.runtime  # noqa: F401
-    except RuntimeError:
-        if mp.get_start_method() != "fork":
-            raise QsnnError(f"Lava needs the 'fork' multiprocessing start method, but "
-                            f"'{mp.get_start_method()}' is already set in this process") from None
-        original = mp.set_start_method
-        mp.set_start_method = lambda method, force=False: original(method, force=True)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+# -- the worker -----------------------------------------------------------------------------------------
+
+class LavaWorker:
+    """One ``lava_worker`` process (and the Lava processes it forks) serving one request in ``workdir``."""
+
+    def __init__(self, python: str, workdir: Path):
+        self.python, self.workdir = python, Path(workdir)
+        self.proc = None
+        self.read_fd = None
+        self.shm_before: set[str] = set()
+        self.shm_removed: list[str] = []
+
+    def start(self, request: dict) -> None:
+        """Write ``request.json`` and start the worker in a new session, its output into worker.log."""
+        read_fd, write_fd = os.pipe()
+        self.read_fd = read_fd
         try:
-            import lava.magma.runtime.runtime  # noqa: F401,F811
+            (self.workdir / "request.json").write_text(json.dumps(dict(request, progress_fd=write_fd)))
+            env = dict(os.environ)
+            if len(str(self.workdir)) <= MAX_TMPDIR_CHARS:  # Lava's temporary files go with the request
+                env["TMPDIR"] = str(self.workdir)
+            with open(self.workdir / "worker.log", "wb") as log, _signals_deferred():
+                self.shm_before = shm_segments()
+                self.proc = subprocess.Popen([self.python, "-m", WORKER_MODULE, str(self.workdir)],
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,),
+                                             start_new_session=True, env=env)
+        except FileNotFoundError:
+            raise QsnnError(f"'{self.python}' cannot be started. {LAVA_SETUP_HINT}") from None
         finally:
-            mp.set_start_method = original
+            os.close(write_fd)  # the worker holds the only writing end now
 
+    def exited(self) -> bool:
+        """Whether the worker has exited (it stays a zombie, so its group id cannot be reused)."""
+        return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+    def follow(self, on_progress, deadline: float | None, on_timeout) -> None:
+        """Pass each ``progress DONE TOTAL`` line to ``on_progress`` until the worker exits; call
+        ``on_timeout()`` (which raises) once ``time.monotonic()`` passes ``deadline``."""
+        buf, reading = b"", True
+        while True:
+            exited = self.exited()
+            if reading:
+                ready, _, _ = select.select([self.read_fd], [], [], 0 if exited else 0.1)
+                if ready:
+                    data = os.read(self.read_fd, 65536)
+                    reading = bool(data)
+                    *lines, buf = (buf + data).split(b"\n")
+                    for line in lines:
+                        parts = line.split()
+                        if len(parts) == 3 and parts[0] == b"progress":
+                            on_progress(int(parts[1]), int(parts[2]))
+            if exited and not (reading and ready):
+                return  # exited, and nothing is left to read
+            if deadline is not None and time.monotonic() > deadline:
+                on_timeout()
+            if not reading:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Kill the worker's process group (a no-op for what already ended), reap the worker, wait until
+        no process of the group lives, and remove the shared-memory segments the run left behind."""
+        with _signals_deferred():
+            if self.proc is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            if self.read_fd is not None:
+                os.close(self.read_fd)
+                self.read_fd = None
+            if self.proc is None:
+                return
+            end = time.monotonic() + 10
+            while group_members(self.proc.pid) and time.monotonic() < end:
+                time.sleep(0.02)
+            self.shm_removed = remove_orphan_shm(self.shm_before)
+
+    def result(self) -> tuple[dict, dict]:
+        """(result.json, its arrays by name) of a finished worker; QsnnError for the user's problems,
+        RuntimeError with the end of the worker's output for anything else."""
+        rc, path = self.proc.returncode, self.workdir / "result.json"
+        if rc == 0 and path.exists():
+            result = json.loads(path.read_text())
+            if "error" in result:
+                raise QsnnError(result["error"])
+            arrays = {name: np.load(self.workdir / f"{name}.npy", allow_pickle=False)
+                      for name in result.get("arrays", [])}
+            return result, arrays
+        tail = self.log_tail()
+        if f"No module named '{WORKER_MODULE.split('.')[0]}" in tail:
+            raise QsnnError(f"'{self.python}' has no qsnn-lava installed. {LAVA_SETUP_HINT}")
+        how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+        raise RuntimeError(f"the Lava worker ({self.python}) {how}; the end of its output:\n{tail}")
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            text = (self.workdir / "worker.log").read_bytes()[-LOG_TAIL_CHARS:]
+            return text.decode("utf-8", "replace")
+        return ""
+
+
+def call_worker(op: str, request: dict | None = None, *, net: Network | None = None, spikes=None,
+                files: dict | None = None, progress: bool = False, on_chunk=None,
+                timeout_s: float | None = None) -> tuple[dict, dict]:
+    """Serve one request (``op`` and its fields) in a fresh Lava worker: (result.json, arrays by name).
+
+    ``net`` travels as ``net.h5`` (``Network.save``, which validates), ``spikes`` as ``input.npy``, and
+    ``files`` ({name in the request folder: source path}) as copies. ``progress`` shows a bar over Lava
+    steps; ``on_chunk(steps_done, steps_total)`` is called after each chunk the worker reports.
+    ``timeout_s`` bounds the whole call's wall time (worker start included). The worker's process group
+    is killed on any way out that is not success, and its temporary folder is always removed.
+    """
+    python = _worker_python()
+    start = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="qsnn-lava-"))
+    bar, state = None, {"done": 0, "total": None}
+
+    def on_progress(done, total):
+        nonlocal bar
+        state.update(done=done, total=total)
+        if progress and bar is None:
+            from tqdm import tqdm
+            bar = tqdm(total=total, desc="lava", unit="step", leave=False)
+        if bar is not None:
+            bar.update(done - bar.n)
+        if on_chunk and done > 0:
+            on_chunk(done, total)
+
+    def on_timeout():
+        where = (f"at step {state['done']} of {state['total']}" if state["total"] is not None
+                 else "before its first step")
+        raise QsnnError(f"Lava run stopped after {timeout_s} s {where}; raise the timeout or verify fewer samples")
+
+    worker = LavaWorker(python, workdir)
+    try:
+        req = {"op": op, **(request or {})}
+        if net is not None:
+            net.save(workdir / "net.h5")
+            req["ir"] = "net.h5"
+        if spikes is not None:
+            np.save(workdir / "input.npy", np.asarray(spikes), allow_pickle=False)
+            req["input"] = "input.npy"
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, workdir / name)
+        try:
+            worker.start(req)
+            worker.follow(on_progress, None if timeout_s is None else start + timeout_s, on_timeout)
+        finally:
+            worker.stop()
+        return worker.result()
+    finally:
+        if bar is not None:
+            bar.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- the backend ----------------------------------------------------------------------------------------
 
 def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64,
         on_chunk=None, timeout_s: float | None = None) -> Record:
     """Run input spikes [T, N, n_in] through ``net`` in one Lava graph; every layer's spikes as a Record.
 
-    ``on_chunk(steps_done, steps_total)`` is called after each chunk (a hook for progress and tests).
-    ``timeout_s`` bounds the wall time, checked after each chunk; on expiry the processes are stopped
-    and a QsnnError says how far the run got.
+    All samples go through one graph in one run (see converters.lava_graph for the reset/delay scheme),
+    in chunks of ``chunk_samples`` so a progress bar can advance. ``on_chunk(steps_done, steps_total)``
+    is called after each chunk (a hook for progress and tests). ``timeout_s`` bounds the wall time; on
+    expiry the Lava processes are killed and a QsnnError says how far the run got.
     """
-    import_lava()
-    from lava.magma.core.run_conditions import RunSteps
+    from qsnn_lava.deploy.lava_worker import check_spikes
 
-    spikes = np.asarray(spikes)
-    if spikes.ndim != 3 or spikes.shape[0] != net.timesteps or spikes.shape[2] != net.n_in:
-        raise QsnnError(f"input spikes have shape {spikes.shape}; this network takes "
-                        f"[T={net.timesteps}, N, {net.n_in}]")
-    n_samples = spikes.shape[1]
+    spikes = check_spikes(net, spikes)
     t0 = time.perf_counter()
-    graph = lava_graph.build(net, spikes)
-    t_build = time.perf_counter() - t0
-    cfg = lava_graph.run_config(net)
-    raw = [np.zeros((sink.in_port.shape[0], graph.steps), np.uint8) for sink in graph.sinks]
-    chunk = max(1, chunk_samples) * net.timesteps
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=graph.steps, desc="lava", unit="step", leave=False)
-    runner = graph.lifs[-1]
-    try:
-        t1 = time.perf_counter()
-        done = 0
-        while done < graph.steps:
-            k = min(chunk, graph.steps - done)
-            runner.run(condition=RunSteps(num_steps=k, blocking=False), run_cfg=cfg)
-            for step in range(done, done + k):  # drain all extractors step by step: none may fill up
-                for buf, sink in zip(raw, graph.sinks):
-                    buf[:, step] = sink.receive()
-            runner.wait()
-            done += k
-            if bar:
-                bar.update(k)
-            if on_chunk:
-                on_chunk(done, graph.steps)
-            if timeout_s is not None and done < graph.steps and time.perf_counter() - t0 > timeout_s:
-                raise QsnnError(f"Lava run stopped after {timeout_s} s at step {done} of {graph.steps}; "
-                                "raise the timeout or verify fewer samples")
-        t_run = time.perf_counter() - t1
-    finally:
-        if bar:
-            bar.close()
-        runner.stop()  # a no-op when no runtime was created
-    spikes_out = [lava_graph.unpack(r, net.timesteps, d, n_samples) for d, r in zip(graph.depths, raw)]
-    return Record("lava", [layer.name for layer in net.layers], spikes_out,
-                  info={"seconds": time.perf_counter() - t0, "build_s": t_build, "run_s": t_run,
-                        "steps": graph.steps})
+    result, arrays = call_worker("run", {"chunk_samples": int(chunk_samples)}, net=net, spikes=spikes,
+                                 progress=progress, on_chunk=on_chunk, timeout_s=timeout_s)
+    info = dict(result["info"], seconds=time.perf_counter() - t0)
+    return Record("lava", [layer.name for layer in net.layers],
+                  [arrays[f"spikes_{i}"] for i in range(len(net.layers))], info=info)
 
 
 def trace(net: Network, spikes: np.ndarray, layer_index: int):
-    """u and v [T, n] of one layer for one sample (spikes [T, 1, n_in]) as Lava computes them.
+    """u and v [T, n] (int64) of one layer for one sample (spikes [T, 1, n_in]) as Lava computes them.
 
-    Runs that sample alone with Monitors on the layer's u and v (few values, so Var reads are cheap)
-    and undoes the pipeline delay: zero-delay step tau is Lava step tau + depth + 1.
+    The worker runs that sample alone with Monitors on the layer's u and v and undoes the pipeline
+    delay (``lava_worker.trace_in_process``).
     """
-    import_lava()
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.proc.monitor.process import Monitor
-
     spikes = np.asarray(spikes).reshape(net.timesteps, 1, net.n_in)
-    graph = lava_graph.build(net, spikes, record_all=False)
-    lif = graph.lifs[layer_index]
-    mon_u, mon_v = Monitor(), Monitor()
-    mon_u.probe(lif.u, graph.steps)
-    mon_v.probe(lif.v, graph.steps)
-    runner = graph.lifs[-1]
-    try:
-        runner.run(condition=RunSteps(num_steps=graph.steps, blocking=False), run_cfg=lava_graph.run_config(net))
-        for _ in range(graph.steps):
-            graph.sinks[-1].receive()
-        runner.wait()
-        u = np.asarray(mon_u.get_data()[lif.name]["u"])
-        v = np.asarray(mon_v.get_data()[lif.name]["v"])
-    finally:
-        runner.stop()
-    lo = graph.depths[layer_index]
-    return u[lo: lo + net.timesteps].astype(np.int64), v[lo: lo + net.timesteps].astype(np.int64)
+    _, arrays = call_worker("trace", {"layer_index": int(layer_index)}, net=net, spikes=spikes)
+    return arrays["u"].astype(np.int64), arrays["v"].astype(np.int64)
+
+
+def probe() -> dict:
+    """Ask a Lava worker for its interpreter, package versions and whether lava-loihi is installed;
+    raises QsnnError (with ``LAVA_SETUP_HINT``) when there is no working Lava environment."""
+    result, _ = call_worker("probe")
+    return result

@@ -1,0 +1,296 @@
+"""The Lava worker: runs Lava for the core, in the Lava environment, one request per process.
+
+    python -m qsnn_lava.deploy.lava_worker REQUEST_DIR
+
+Lava (lava-nc 0.10.0, lava-dl 0.6.0) needs Python 3.10, numpy < 2 and torch 2.3, so it lives in an
+interpreter of its own; the client (``qsnn_lava.deploy.backends.lava``) starts this module there, in a
+new session, and owns its process group: Lava forks its processes into it, and the client kills the
+whole group when a run is interrupted, times out or fails.
+
+Protocol (files only, never pickles):
+- in REQUEST_DIR: ``request.json`` = {"op": ..., "progress_fd": fd or null, op fields}, and the files it
+  names: an IR (``Network.save``), input spikes [T, N, n_in] (``np.save``), a lava-dl netx file.
+  ops: "run" (every layer's spikes; field ``chunk_samples``), "trace" (u and v of one layer for one
+  sample; ``layer_index``), "run_netx" (the output layer's spikes of a netx file; ``timesteps``,
+  ``n_layers``, ``hw``, ``input_shape``), "probe" (versions: does the worker work?).
+- progress: lines ``progress DONE TOTAL`` (Lava time steps) on the inherited pipe ``progress_fd``, a
+  channel of its own, so Lava's import noise on stdout/stderr (which the client captures) cannot
+  corrupt it.
+- out: arrays as ``NAME.npy`` and ``result.json`` = {"arrays": [NAME, ...], "info": {...}, op fields},
+  or {"error": message} for a QsnnError (a problem the user can fix). Exit status 0 in both cases;
+  anything else is a bug: a traceback on stderr and exit status 1.
+
+Lava processes are always stopped here (``runner.stop()``), on success and on error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qsnn_lava.errors import QsnnError
+
+OPS = ("run", "trace", "run_netx", "probe")
+
+
+def check_spikes(net, spikes) -> np.ndarray:
+    """Input spikes as a numeric array [T, N, n_in] for ``net``; QsnnError naming the expected shape."""
+    spikes = np.asarray(spikes)
+    if spikes.dtype.kind not in "biu" or spikes.ndim != 3 or spikes.shape[0] != net.timesteps \
+            or spikes.shape[2] != net.n_in:
+        raise QsnnError(f"input spikes have shape {spikes.shape} and dtype {spikes.dtype}; this network takes "
+                        f"integer spikes [T={net.timesteps}, N, {net.n_in}]")
+    return spikes
+
+
+# -- Lava, in this process ------------------------------------------------------------------------------
+
+def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress=None):
+    """Run input spikes [T, N, n_in] through ``net`` in one Lava graph, here; (every layer's zero-delay
+    spikes [T, N, n], info). ``on_progress(steps_done, steps_total)`` follows the run chunk by chunk."""
+    from qsnn_lava.converters import lava_graph
+    from qsnn_lava.converters.lava_env import import_lava
+
+    t0 = time.perf_counter()
+    import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+
+    spikes = check_spikes(net, spikes)
+    t1 = time.perf_counter()
+    graph = lava_graph.build(net, spikes)
+    cfg = lava_graph.run_config(net)
+    t2 = time.perf_counter()
+    raw = [np.zeros((sink.in_port.shape[0], graph.steps), np.uint8) for sink in graph.sinks]
+    chunk = max(1, int(chunk_samples)) * net.timesteps
+    runner = graph.lifs[-1]
+    if on_progress:
+        on_progress(0, graph.steps)
+    try:
+        done = 0
+        while done < graph.steps:
+            k = min(chunk, graph.steps - done)
+            runner.run(condition=RunSteps(num_steps=k, blocking=False), run_cfg=cfg)
+            for step in range(done, done + k):  # drain all extractors step by step: none may fill up
+                for buf, sink in zip(raw, graph.sinks):
+                    buf[:, step] = sink.receive()
+            runner.wait()
+            done += k
+            if on_progress:
+                on_progress(done, graph.steps)
+    finally:
+        runner.stop()  # a no-op when no runtime was created
+    t3 = time.perf_counter()
+    out = [lava_graph.unpack(r, net.timesteps, d, spikes.shape[1]) for d, r in zip(graph.depths, raw)]
+    return out, {"lava_import_s": t1 - t0, "build_s": t2 - t1, "run_s": t3 - t2, "steps": graph.steps}
+
+
+def trace_in_process(net, spikes: np.ndarray, layer_index: int):
+    """u and v [T, n] of one layer for one sample (spikes [T, 1, n_in]) as Lava computes them, here.
+
+    Runs that sample alone with Monitors on the layer's u and v (few values, so Var reads are cheap)
+    and undoes the pipeline delay: zero-delay step tau is Lava step tau + depth + 1.
+    """
+    from qsnn_lava.converters import lava_graph
+    from qsnn_lava.converters.lava_env import import_lava
+
+    import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.monitor.process import Monitor
+
+    if not 0 <= layer_index < len(net.layers):
+        raise QsnnError(f"layer index {layer_index} is outside the network's {len(net.layers)} layers")
+    spikes = check_spikes(net, np.asarray(spikes).reshape(net.timesteps, 1, net.n_in))
+    graph = lava_graph.build(net, spikes, record_all=False)
+    lif = graph.lifs[layer_index]
+    mon_u, mon_v = Monitor(), Monitor()
+    mon_u.probe(lif.u, graph.steps)
+    mon_v.probe(lif.v, graph.steps)
+    runner = graph.lifs[-1]
+    try:
+        runner.run(condition=RunSteps(num_steps=graph.steps, blocking=False), run_cfg=lava_graph.run_config(net))
+        for _ in range(graph.steps):
+            graph.sinks[-1].receive()
+        runner.wait()
+        u = np.asarray(mon_u.get_data()[lif.name]["u"])
+        v = np.asarray(mon_v.get_data()[lif.name]["v"])
+    finally:
+        runner.stop()
+    lo = graph.depths[layer_index]
+    return u[lo: lo + net.timesteps].astype(np.int64), v[lo: lo + net.timesteps].astype(np.int64)
+
+
+def run_netx_in_process(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool = False,
+                        input_shape=None, on_progress=None) -> np.ndarray:
+    """Input spikes [T, N, n_in] -> output-layer spikes [T, N, n_out] of the lava-dl netx network at
+    ``path``, run here (Loihi2HwCfg with ``hw``, else Loihi2SimCfg fixed_pt). ``n_layers`` counts neuron
+    layers (not flatten). With a (C, H, W) ``input_shape`` the flat input is reshaped and transposed to
+    the (W, H, C) port netx gives a conv-first network. Samples run back to back with netx's own
+    ``reset_interval = T, reset_offset = 1`` (the same windows as our graph builder)."""
+    from qsnn_lava.converters import lava_graph
+    from qsnn_lava.converters.lava_env import import_lava
+
+    import_lava()
+    from lava.lib.dl.netx.hdf5 import Network as NetxNetwork
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    T, N, _ = spikes.shape
+    if T != timesteps:
+        raise QsnnError(f"input spikes have {T} time steps per sample; the netx network is run with {timesteps}")
+    steps = N * T + n_layers
+    net = NetxNetwork(net_config=str(path), reset_interval=T, reset_offset=1)
+    src, sink = Source(data=lava_graph.source_data(spikes, steps)), Sink(shape=net.out.shape, buffer=steps)
+    port = src.s_out
+    if input_shape is not None and len(input_shape) == 3:
+        port = port.reshape(tuple(input_shape)).transpose([2, 1, 0])
+    port.connect(net.inp)
+    net.out.connect(sink.a_in)
+    cfg = Loihi2HwCfg() if hw else Loihi2SimCfg(select_tag="fixed_pt")
+    if on_progress:
+        on_progress(0, steps)
+    try:
+        net.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+        raw = np.asarray(sink.data.get())
+    finally:
+        net.stop()
+    if on_progress:
+        on_progress(steps, steps)
+    return lava_graph.unpack(raw, T, n_layers, N)  # netx: a sequential chain, depth = number of layers
+
+
+def probe() -> dict:
+    """This interpreter's Python and package versions, whether Lava imports, and whether lava-loihi
+    (Loihi 2 hardware) is installed."""
+    import platform
+    from importlib import metadata
+
+    from qsnn_lava.converters.lava_env import import_lava
+
+    versions = {"python": platform.python_version()}
+    for name in ("qsnn-lava", "lava-nc", "lava-dl", "numpy", "torch", "h5py"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    t0 = time.perf_counter()
+    import_lava()
+    import_s = time.perf_counter() - t0
+    try:
+        from lava.utils import loihi
+        loihi_installed = bool(loihi.is_installed())
+    except ImportError:
+        loihi_installed = False
+    return {"executable": sys.executable, "versions": versions, "loihi_installed": loihi_installed,
+            "lava_import_s": import_s}
+
+
+# -- the request ----------------------------------------------------------------------------------------
+
+class Progress:
+    """The progress channel: one ``progress DONE TOTAL`` line per call on the inherited pipe ``fd``."""
+
+    def __init__(self, fd):
+        self.out = os.fdopen(fd, "w", buffering=1) if fd is not None else None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.out is not None:
+            self.out.write(f"progress {int(done)} {int(total)}\n")
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+
+def _inside(workdir: Path, name) -> Path:
+    """A file named by the request, which must lie in the request folder."""
+    path = (workdir / str(name)).resolve()
+    if path.parent != workdir.resolve():
+        raise QsnnError(f"request names '{name}', which is not a file of the request folder {workdir}")
+    return path
+
+
+def _load_input(workdir: Path, req: dict) -> np.ndarray:
+    return np.load(_inside(workdir, req["input"]), allow_pickle=False)
+
+
+def _load_net(workdir: Path, req: dict):
+    from qsnn_lava.ir import Network
+
+    return Network.load(_inside(workdir, req["ir"]), validate=False)  # the client saved it validated
+
+
+def _save_arrays(workdir: Path, arrays: dict) -> list:
+    for name, a in arrays.items():
+        np.save(workdir / f"{name}.npy", np.ascontiguousarray(a), allow_pickle=False)
+    return list(arrays)
+
+
+def handle(workdir, req: dict, progress=None) -> dict:
+    """Carry out one request whose files lie in ``workdir``; the result.json content (arrays saved)."""
+    workdir = Path(workdir)
+    op = req.get("op")
+    if op == "probe":
+        return probe()
+    if op == "run":
+        net = _load_net(workdir, req)
+        spikes, info = run_in_process(net, _load_input(workdir, req), req.get("chunk_samples", 64), progress)
+        arrays = {f"spikes_{i}": s for i, s in enumerate(spikes)}
+        return {"arrays": _save_arrays(workdir, arrays), "layer_names": [layer.name for layer in net.layers],
+                "info": info}
+    if op == "trace":
+        u, v = trace_in_process(_load_net(workdir, req), _load_input(workdir, req), int(req["layer_index"]))
+        return {"arrays": _save_arrays(workdir, {"u": u, "v": v}), "info": {}}
+    if op == "run_netx":
+        out = run_netx_in_process(_inside(workdir, req["netx"]), _load_input(workdir, req), int(req["timesteps"]),
+                                  int(req["n_layers"]), bool(req.get("hw", False)), req.get("input_shape"), progress)
+        return {"arrays": _save_arrays(workdir, {"out": out}), "info": {}}
+    raise QsnnError(f"unknown worker op '{op}' (known: {', '.join(OPS)})")
+
+
+def _write_result(workdir: Path, result: dict) -> None:
+    tmp = workdir / "result.json.part"
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, workdir / "result.json")  # whole or absent: a killed worker leaves no half result
+
+
+def _watch_client(client_pid: int) -> None:
+    """Kill this process group when the client that started it is gone (killed with SIGKILL, say):
+    Lava's processes must not outlive the run they serve."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != client_pid:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m qsnn_lava.deploy.lava_worker REQUEST_DIR", file=sys.stderr)
+        return 2
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # the client blocks them to start us
+    if os.getpgrp() == os.getpid():  # started by the client in a session of our own: the group is ours
+        threading.Thread(target=_watch_client, args=(os.getppid(),), daemon=True).start()
+    workdir = Path(argv[0])
+    req = json.loads((workdir / "request.json").read_text())
+    progress = Progress(req.get("progress_fd"))
+    try:
+        try:
+            result = handle(workdir, req, progress)
+        except QsnnError as e:
+            result = {"error": str(e)}
+        _write_result(workdir, result)
+    finally:
+        progress.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
