@@ -10,7 +10,10 @@ given as ``data_dir`` / ``$QSNN_FASHION_DIR``). Official split.
 Event data (qsnn_lava.events reads the files; nothing is downloaded): each sample's events are binned
 into T count frames [T, 2, H, W] over its own duration, downsampled by summing k x k blocks, and fed as
 spikes where a count is > 0, flattened to [T, 2*H*W] (channel, row, column order). ``denoise`` applies
-qsnn_lava.events.denoise_events first (use the same setting for training and verification).
+qsnn_lava.events.denoise_events first (use the same setting for training and verification). Binning is
+lazy: a split's files are listed (and labelled) at once, but read and binned only when its spikes are
+used, and ``encoded(split, T, samples=n)`` bins only the first n (evaluating 100 test samples reads 100
+files, not the training split).
   nmnist       data_dir with Train/ and Test/ (<digit>/*.bin); 34x34 sensor, k = 2 -> 578 inputs
   ncaltech101  data_dir with Caltech101/<class>/*.bin; 240x180 frame, k = 8 -> 1380 inputs; split:
                qsnn_lava.events.ncaltech101_split (deterministic 80/20 per class)
@@ -28,12 +31,15 @@ times, identically on every backend and run. Arrays are time-major: [T, N, n_in]
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .errors import QsnnError
+from .errors import QsnnError, about
 
 # Event datasets: (sensor (W, H), downsample factor, classes); frames are binarised (count > 0 -> spike).
 EVENT_DATASETS = {"synthetic-saccades": (None, 1, 10), "nmnist": ((34, 34), 2, 10),
@@ -43,14 +49,34 @@ DATASETS = ("digits", "fashion-mnist", *EVENT_DATASETS)
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 
 
-@dataclass
 class Split:
     """Intensities [N, n_in] in 0..levels (rate-coded on use), or, with ``levels = None``, spikes that are
-    already binned in time [N, T, n_in] (event data)."""
+    already binned in time [N, T, n_in] (event data).
 
-    x: np.ndarray
-    y: np.ndarray  # labels [N]
-    levels: int | None
+    An event split made by ``Split.lazy`` knows its labels ``y`` at once and bins its samples only when
+    they are used: ``head(n)`` bins the first n, ``x`` all of them (each at most once).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, levels: int | None):
+        self._x, self.y, self.levels = x, np.asarray(y), levels
+        self._bin_first: Callable[[int], np.ndarray] | None = None
+
+    @classmethod
+    def lazy(cls, y, bin_first: Callable[[int], np.ndarray]) -> "Split":
+        """An event split whose spikes ``bin_first(n)`` -> [n, T, n_in] bins on first use."""
+        split = cls(None, y, None)
+        split._bin_first = bin_first
+        return split
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.head(len(self.y))
+
+    def head(self, n: int) -> np.ndarray:
+        """The first ``n`` samples' inputs (binned now if they were not yet)."""
+        if self._x is None or len(self._x) < n:
+            self._x = self._bin_first(n)
+        return self._x[:n]
 
 
 @dataclass
@@ -104,21 +130,41 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
     return Dataset("fashion-mnist", split["train"], split["test"], n_in=784, n_classes=10, shape=(1, 28, 28))
 
 
-def frames_split(samples, sensor, timesteps: int, downsample: int, denoise: bool = False) -> Split:
-    """(events, label) pairs -> a spike Split [N, T, n_in] of binarised count frames."""
+def bin_samples(samples, n: int, sensor, timesteps: int, downsample: int, denoise: bool = False,
+                progress: str | None = None) -> np.ndarray:
+    """The first ``n`` (events, label) pairs of ``samples`` -> spikes [n, T, n_in] (uint8) of binarised
+    count frames. An event outside the sensor is refused naming its file (``samples.files``, when the
+    samples have them). ``progress``: the tqdm bar's label, or None for no bar."""
     from .events import events_to_frames
 
-    xs, ys = [], []
-    for events, label in samples:
-        f = events_to_frames(events, sensor, timesteps, downsample=downsample, denoise=denoise)
-        xs.append((f > 0).reshape(timesteps, -1))
-        ys.append(label)
-    if not xs:
+    files = getattr(samples, "files", None) or [None] * n
+    w, h = (int(s) for s in sensor)
+    out = np.zeros((n, timesteps, 2 * -(-h // downsample) * -(-w // downsample)), np.uint8)
+    pairs = islice(samples, n)
+    if progress is not None:
+        from tqdm import tqdm
+
+        pairs = tqdm(pairs, total=n, desc=progress, unit="sample", leave=False)
+    for i, ((events, _), path) in enumerate(zip(pairs, files)):
+        with about(path) if path is not None else contextlib.nullcontext():
+            f = events_to_frames(events, sensor, timesteps, downsample=downsample, denoise=denoise)
+        out[i] = (f > 0).reshape(timesteps, -1)
+    return out
+
+
+def frames_split(samples, sensor, timesteps: int, downsample: int, denoise: bool = False,
+                 progress: str | None = None) -> Split:
+    """``events.Samples`` (or a list of (events, label) pairs) -> a spike Split [N, T, n_in] of binarised
+    count frames, binned lazily (see ``Split.lazy``)."""
+    labels = samples.labels if hasattr(samples, "labels") else [label for _, label in samples]
+    if not labels:
         raise QsnnError("the event dataset has no samples in this split")
-    return Split(np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64), None)
+    return Split.lazy(np.asarray(labels, np.int64),
+                      lambda n: bin_samples(samples, n, sensor, timesteps, downsample, denoise, progress))
 
 
-def load_events(name: str, data_dir, timesteps: int, denoise: bool = False) -> Dataset:
+def load_events(name: str, data_dir, timesteps: int, denoise: bool = False, progress: bool = False) -> Dataset:
+    """An event dataset whose splits are listed now and binned when used (see ``Split.lazy``)."""
     from . import events as ev
 
     sensor, k, n_classes = EVENT_DATASETS[name]
@@ -127,7 +173,7 @@ def load_events(name: str, data_dir, timesteps: int, denoise: bool = False) -> D
         splits = {}
         for part, split in (("train", digits.train), ("test", digits.test)):
             streams, sensor = ev.synthetic_saccades(split.x.reshape(-1, 8, 8), split.levels, timesteps, seed=0)
-            splits[part] = frames_split(zip(streams, split.y), sensor, timesteps, k, denoise)
+            splits[part] = frames_split(list(zip(streams, split.y)), sensor, timesteps, k, denoise)
     else:
         if data_dir is None:
             raise QsnnError(f"dataset '{name}' is read from local files: pass --data-dir (see docs/events.md)")
@@ -135,17 +181,21 @@ def load_events(name: str, data_dir, timesteps: int, denoise: bool = False) -> D
                    "dvsgesture": ev.dvsgesture_samples, "cifar10dvs": ev.cifar10dvs_samples}
         if name == "dvsgesture" and not (Path(data_dir) / "trials_to_train.txt").exists():
             readers["dvsgesture"] = ev.dvsgesture_npy_samples  # the common .npy copy
-        splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k, denoise)
+        splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k, denoise,
+                                     f"{name} {part}" if progress else None)
                   for part in ("train", "test")}
     w, h = sensor  # (W, H), frames are (2, ceil(H / k), ceil(W / k))
-    return Dataset(name, splits["train"], splits["test"], n_in=splits["test"].x.shape[2], n_classes=n_classes,
-                   shape=(2, -(-h // k), -(-w // k)))
+    shape = (2, -(-h // k), -(-w // k))
+    return Dataset(name, splits["train"], splits["test"], n_in=int(np.prod(shape)), n_classes=n_classes,
+                   shape=shape)
 
 
-def load_dataset(name: str, data_dir=None, timesteps: int = 8, denoise: bool = False) -> Dataset:
-    """A dataset by name; event datasets are binned into ``timesteps`` frames (optionally denoised)."""
+def load_dataset(name: str, data_dir=None, timesteps: int = 8, denoise: bool = False,
+                 progress: bool = False) -> Dataset:
+    """A dataset by name; event datasets are binned into ``timesteps`` frames (optionally denoised) when
+    their samples are used, with a progress bar if ``progress``."""
     if name in EVENT_DATASETS:
-        return load_events(name, data_dir, timesteps, denoise)
+        return load_events(name, data_dir, timesteps, denoise, progress)
     if name == "digits":
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -181,8 +231,34 @@ def encoded(split: Split, timesteps: int, samples: int | None = None) -> tuple[n
     if n < 1 or n > len(split.y):
         raise QsnnError(f"samples = {samples} must be in [1, {len(split.y)}]")
     if split.levels is None:  # event data, binned already
-        if split.x.shape[1] != timesteps:
-            raise QsnnError(f"the event data are binned into {split.x.shape[1]} time steps but the network "
+        x = split.head(n)
+        if x.shape[1] != timesteps:
+            raise QsnnError(f"the event data are binned into {x.shape[1]} time steps but the network "
                             f"runs {timesteps}; load the dataset with timesteps = {timesteps}")
-        return np.ascontiguousarray(np.transpose(split.x[:n], (1, 0, 2))).astype(np.uint8), split.y[:n]
-    return rate_encode(split.x[:n], split.levels, timesteps), split.y[:n]
+        return np.ascontiguousarray(np.transpose(x, (1, 0, 2))).astype(np.uint8), split.y[:n]
+    return rate_encode(split.head(n), split.levels, timesteps), split.y[:n]
+
+
+def check_spike_array(x, what: str) -> np.ndarray:
+    """``x`` as a uint8 array when it is a plain numeric array of 0s and 1s; otherwise a QsnnError naming
+    ``what`` (e.g. "'in.npy'"): structured, object, string and complex arrays, NaN and any value other
+    than 0 or 1 are refused. Shapes are the caller's to check.
+
+    Example:
+        >>> check_spike_array(np.array([[0.0, 1.0]]), "'x.npy'").dtype
+        dtype('uint8')
+        >>> check_spike_array(np.zeros(2, [("x", "u2"), ("t", "i8")]), "'x.npy'")
+        Traceback (most recent call last):
+        ...
+        qsnn_lava.errors.QsnnError: 'x.npy' holds structured values [('x', '<u2'), ('t', '<i8')]; input spikes must be a plain numeric array of 0s and 1s (numpy.save of a 0/1 array)
+    """
+    x = np.asarray(x)
+    if x.dtype.fields is not None or x.dtype.kind not in "biuf":
+        kind = f"structured values {x.dtype.descr}" if x.dtype.fields is not None else f"{x.dtype} values"
+        kind = kind if len(kind) <= 80 else kind[:77] + "..."
+        raise QsnnError(f"{what} holds {kind}; input spikes must be a plain numeric array of 0s and 1s "
+                        "(numpy.save of a 0/1 array)")
+    if x.size and not np.isin(x, (0, 1)).all():
+        bad = x[~np.isin(x, (0, 1))].flat[0]
+        raise QsnnError(f"{what} must hold binary spikes (0/1), found {bad!r}; threshold or binarise the input")
+    return x.astype(np.uint8)

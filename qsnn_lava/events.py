@@ -14,7 +14,8 @@ Folder layouts: ``nmnist_samples`` (``Train/<digit>/*.bin``, ``Test/<digit>/*.bi
 ``ncaltech101_samples`` (``Caltech101/<class>/*.bin`` with the deterministic ``ncaltech101_split``,
 since no official split exists) and ``dvsgesture_samples`` (``trials_to_{train,test}.txt`` +
 ``userXX_<lighting>.aedat`` + ``userXX_<lighting>_labels.csv``). Each checks the layout when called
-(errors come at once, not on first iteration) and then yields ``(events, label)`` lazily.
+(errors come at once, not on first iteration) and returns ``Samples``: the ``(events, label)`` pairs,
+read lazily one file at a time, whose labels and files are known before any event is read.
 
 Preprocessing: ``events_to_frames`` (count frames [T, 2, H, W] over T equal time bins, polarity as
 channel, optional integer downsampling and ``denoise_events``, a neighbourhood support filter).
@@ -34,7 +35,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -95,6 +96,24 @@ def _read_bytes(path) -> bytes:
         raise QsnnError(f"cannot read '{path}' ({e.__class__.__name__}: {e})") from None
 
 
+class Samples:
+    """The ``(events, label)`` pairs of one split, in order, read lazily: iterating reads one file at a
+    time (again on every new iteration), so taking the first n samples reads only their files.
+
+    ``labels[i]`` and ``files[i]`` (the file sample i is read from; several gesture segments share one
+    recording) are known without reading any events; ``len()`` is the number of samples.
+    """
+
+    def __init__(self, labels, files, read_events: Callable[[], Iterator[np.ndarray]]):
+        self.labels, self.files, self._read_events = list(labels), list(files), read_events
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        return zip(self._read_events(), self.labels)
+
+
 # ---------------------------------------------------------------------------------------------------
 # N-MNIST / N-Caltech101 .bin
 # ---------------------------------------------------------------------------------------------------
@@ -117,6 +136,9 @@ def read_nmnist_bin(path, overflow_increment: int = NMNIST_OVERFLOW_INCREMENT_US
     actually carry markers.
     """
     raw = _read_bytes(path)
+    if not raw:
+        raise QsnnError(f"'{path}' is empty (0 bytes); an N-MNIST / N-Caltech101 recording holds 5-byte "
+                        "events: copy the file again from the dataset")
     if len(raw) % 5:
         raise QsnnError(f"'{path}' is truncated: {len(raw)} bytes is not a multiple of 5 "
                         "(N-MNIST / N-Caltech101 .bin files hold 5-byte events)")
@@ -287,8 +309,7 @@ def read_gesture_labels(path) -> list[tuple[int, int, int]]:
     return rows
 
 
-def dvsgesture_samples(root, split: str, valid_only: bool = False
-                       ) -> Iterator[tuple[np.ndarray, int]]:
+def dvsgesture_samples(root, split: str, valid_only: bool = False) -> Samples:
     """(events, label) for every labelled segment of the DVS128 Gesture ``split`` ('train' | 'test').
 
     Layout (IBM's original release): ``root/trials_to_train.txt`` and ``root/trials_to_test.txt`` list
@@ -313,7 +334,8 @@ def dvsgesture_samples(root, split: str, valid_only: bool = False
         if not labels.is_file():
             raise QsnnError(f"labels '{labels}' for '{aedat}' not found")
         trials.append((aedat, read_gesture_labels(labels)))
-    return _gesture_iter(trials, valid_only)
+    return Samples([label for _, rows in trials for label, _, _ in rows],
+                   [aedat for aedat, rows in trials for _ in rows], lambda: _gesture_iter(trials, valid_only))
 
 
 def _gesture_iter(trials, valid_only):
@@ -321,7 +343,7 @@ def _gesture_iter(trials, valid_only):
         ev = read_aedat31(aedat, valid_only=valid_only)
         for label, start, end in rows:
             lo, hi = np.searchsorted(ev["t"], [start, end], side="left")
-            yield ev[lo:hi], label
+            yield ev[lo:hi]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,9 +372,13 @@ def nmnist_files(root, split: str) -> list[tuple[Path, int]]:
     return out
 
 
-def nmnist_samples(root, split: str) -> Iterator[tuple[np.ndarray, int]]:
+def _file_samples(files: list[tuple[Path, int]], read: Callable[[Path], np.ndarray]) -> Samples:
+    return Samples([label for _, label in files], [f for f, _ in files], lambda: (read(f) for f, _ in files))
+
+
+def nmnist_samples(root, split: str) -> Samples:
     """(events, digit) for each N-MNIST sample of ``split`` (34x34 sensor, ``NMNIST_SENSOR``)."""
-    return ((read_nmnist_bin(f), label) for f, label in nmnist_files(root, split))
+    return _file_samples(nmnist_files(root, split), read_nmnist_bin)
 
 
 def ncaltech101_files(root) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -388,8 +414,7 @@ def ncaltech101_split(files: list[tuple[Path, int]], test_fraction: float = 0.2
     return train, test
 
 
-def ncaltech101_samples(root, split: str | None = None, test_fraction: float = 0.2
-                        ) -> Iterator[tuple[np.ndarray, int]]:
+def ncaltech101_samples(root, split: str | None = None, test_fraction: float = 0.2) -> Samples:
     """(events, label) of N-Caltech101; ``split`` None = all files, 'train' / 'test' = the
     ``ncaltech101_split`` parts. Class names: ``ncaltech101_files(root)[1]``. Sensor size varies per
     sample (<= ~240x180); pick one that covers ``max x + 1``, ``max y + 1`` for ``events_to_frames``."""
@@ -397,10 +422,10 @@ def ncaltech101_samples(root, split: str | None = None, test_fraction: float = 0
     if split is not None:
         train, test = ncaltech101_split(files, test_fraction)
         files = train if _check_split(split) == "train" else test
-    return ((read_nmnist_bin(f), label) for f, label in files)
+    return _file_samples(files, read_nmnist_bin)
 
 
-def dvsgesture_npy_samples(root, split: str) -> Iterator[tuple[np.ndarray, int]]:
+def dvsgesture_npy_samples(root, split: str) -> Samples:
     """(events, label) of the common preprocessed DVS128 Gesture copy: ``root/userXX_<lighting>/<class>.npy``.
 
     Split as IBM's trial lists: users 1-23 train, 24-29 test. Labels are the file stems; a copy numbered
@@ -425,10 +450,10 @@ def dvsgesture_npy_samples(root, split: str) -> Iterator[tuple[np.ndarray, int]]
     if not files:
         raise QsnnError(f"'{root}': no .npy recordings for the {split} split")
     shift = 1 if min(label for _, label in files) >= 1 else 0
-    return ((read_dvsgesture_npy(f), label - shift) for f, label in files)
+    return _file_samples([(f, label - shift) for f, label in files], read_dvsgesture_npy)
 
 
-def cifar10dvs_samples(root, split: str, test_fraction: float = 0.1) -> Iterator[tuple[np.ndarray, int]]:
+def cifar10dvs_samples(root, split: str, test_fraction: float = 0.1) -> Samples:
     """(events, label) of CIFAR10-DVS recordings in AEDAT 3.1, ``root/<class>/*.aedat`` (10 classes,
     labels = sorted folder names). No official split: the same deterministic per-class rule as
     ``ncaltech101_split`` with 10 % test (the common 9:1). The original release is AEDAT 2.0, which
@@ -440,7 +465,7 @@ def cifar10dvs_samples(root, split: str, test_fraction: float = 0.1) -> Iterator
     classes = _class_files(root, layout, ".aedat")
     files = [(f, i) for i, n in enumerate(sorted(classes)) for f in classes[n]]
     train, test = ncaltech101_split(files, test_fraction)
-    return ((read_aedat31(f), label) for f, label in (train if _check_split(split) == "train" else test))
+    return _file_samples(train if _check_split(split) == "train" else test, read_aedat31)
 
 
 # ---------------------------------------------------------------------------------------------------
