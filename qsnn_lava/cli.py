@@ -136,16 +136,10 @@ def cmd_verify(args) -> int:
 
 
 def _print_bundle_verify(path, rep: dict) -> None:
-    bundle = rep["bundle"]
-    changed = bundle.get("modified_files") or []
-    if changed:
-        print(f"verify {path}: files changed since deployment (sha256 differs from the manifest): "
-              f"{', '.join(changed)}")
-    else:
-        print(f"bundle {path}: every file matches its manifest hash")
-        for backend, n in bundle.get("mismatches", {}).items():
-            print(f"  {backend}: {n} output spike mismatches against the bundle's expected output")
-    print("  EQUIVALENT" if rep["equivalent"] else "  NOT EQUIVALENT")
+    from .deploy.bundle import report_lines
+
+    for line in report_lines(rep):
+        print(line)
 
 
 def cmd_deploy(args) -> int:
