@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qsnn_lava.errors import QsnnError
-from qsnn_lava.ir import INPUT, Network
+from qsnn_lava.ir import INPUT, MAX_DELAY, Network
 
 from qsnn_lava.converters.lava_env import import_lava
 
@@ -63,9 +63,6 @@ def run_config(net: Network | None = None):
     return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
 
 
-MAX_DELAY = 62  # DelaySparse's per-synapse delay register (lava-semantics.md)
-
-
 def lava_conv_weights(weight: np.ndarray) -> np.ndarray:
     """IR (torch) kernel [C_out, C_in, kh, kw] -> Lava's [C_out, kw, kh, C_in], spatially flipped."""
     return np.ascontiguousarray(np.transpose(weight, (0, 3, 2, 1))[:, ::-1, ::-1, :])
@@ -90,14 +87,6 @@ def synapse_matrix(syn):
     return vstack(rows).T.tocsr()
 
 
-def depths(net: Network) -> list[int]:
-    """Each layer's depth: synapse hops on its deepest path from the input."""
-    d = {INPUT: 0}
-    for i, layer in enumerate(net.layers):
-        d[layer.name] = 1 + max(d[src] for src, _ in net.sources(i))
-    return [d[layer.name] for layer in net.layers]
-
-
 @dataclass
 class LavaGraph:
     source: object
@@ -109,7 +98,7 @@ class LavaGraph:
 
 
 def steps_needed(net: Network, n_samples: int) -> int:
-    return n_samples * net.timesteps + max(depths(net))
+    return n_samples * net.timesteps + max(net.depths())
 
 
 def _synapse_process(syn, port, lif_port, extra_delay: int, name: str):
@@ -161,8 +150,7 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
     source = Source(data=source_data(spikes, steps))
     ports, depth = {INPUT: source.s_out}, {INPUT: 0}
     synapses, lifs, sinks = [], [], []
-    for i, layer in enumerate(net.layers):
-        d = 1 + max(depth[src] for src, _ in net.sources(i))
+    for i, (layer, d) in enumerate(zip(net.layers, net.depths())):
         nrn = layer.neuron
         kw = dict(shape=(nrn.n,), vth=nrn.vth, du=nrn.du, dv=nrn.dv, bias_mant=nrn.bias_mant,
                   bias_exp=nrn.bias_exp, reset_interval=net.timesteps, reset_offset=(d + 1) % net.timesteps,

@@ -42,10 +42,10 @@ OPS = ("run", "trace", "run_netx", "probe")
 def check_spikes(net, spikes) -> np.ndarray:
     """Input spikes as a numeric array [T, N, n_in] for ``net``; QsnnError naming the expected shape."""
     spikes = np.asarray(spikes)
-    if spikes.dtype.kind not in "biu" or spikes.ndim != 3 or spikes.shape[0] != net.timesteps \
+    if spikes.dtype.kind not in "biuf" or spikes.ndim != 3 or spikes.shape[0] != net.timesteps \
             or spikes.shape[2] != net.n_in:
         raise QsnnError(f"input spikes have shape {spikes.shape} and dtype {spikes.dtype}; this network takes "
-                        f"integer spikes [T={net.timesteps}, N, {net.n_in}]")
+                        f"numeric spikes [T={net.timesteps}, N, {net.n_in}]")
     return spikes
 
 

@@ -56,6 +56,7 @@ def slayer_netx(path, seed=0):
             b.export_hdf5(g.create_group(str(i)))
 
 
+@pytest.mark.lava_env  # lava-dl's slayer runs in the test process
 def test_import_slayer_export_matches_netx_on_lava(tmp_path):
     from qsnn_lava.converters.netx import import_netx
 
@@ -68,6 +69,7 @@ def test_import_slayer_export_matches_netx_on_lava(tmp_path):
     assert sum(int(s.sum()) for s in ours.spikes) > 0 and np.array_equal(ours.spikes[-1], theirs)
 
 
+@pytest.mark.lava_env  # lava-dl's slayer runs in the test process
 def test_import_refuses_unsupported_layers(tmp_path):
     import h5py
     from qsnn_lava.converters.netx import import_netx

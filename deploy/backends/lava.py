@@ -82,14 +82,17 @@ def _stat(pid: str):
     return fields[0], int(fields[1]), int(fields[2])
 
 
+def _pids() -> list[str]:
+    return [pid for pid in os.listdir("/proc") if pid.isdigit()] if os.path.isdir("/proc") else []
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of process group ``pgid``."""
     out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            st = _stat(pid)
-            if st and st[2] == pgid and st[0] not in "ZX":
-                out.append(int(pid))
+    for pid in _pids():
+        st = _stat(pid)
+        if st and st[2] == pgid and st[0] not in "ZX":
+            out.append(int(pid))
     return out
 
 
@@ -101,9 +104,7 @@ def shm_segments() -> set[str]:
 def shm_in_use() -> set[str]:
     """Segments of /dev/shm that a living process maps or holds open (/proc/*/maps and /proc/*/fd)."""
     used, prefix = set(), f"{SHM}/"
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in _pids():
         with contextlib.suppress(OSError):
             with open(f"/proc/{pid}/maps") as f:
                 for line in f:
@@ -176,8 +177,10 @@ class LavaWorker:
             os.close(write_fd)  # the worker holds the only writing end now
 
     def exited(self) -> bool:
-        """Whether the worker has exited (it stays a zombie, so its group id cannot be reused)."""
-        return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        """Whether the worker has exited (unreaped where waitid exists: its group id cannot be reused yet)."""
+        if hasattr(os, "waitid"):
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        return self.proc.poll() is not None
 
     def follow(self, on_progress, deadline: float | None, on_timeout) -> None:
         """Pass each ``progress DONE TOTAL`` line to ``on_progress`` until the worker exits; call

@@ -26,9 +26,9 @@ def run_netx(path, spikes: np.ndarray, timesteps: int, n_layers: int, hw: bool =
     if not path.is_file():
         raise QsnnError(f"netx file '{path}' not found")
     spikes = np.asarray(spikes)
-    if spikes.ndim != 3 or spikes.dtype.kind not in "biu":
+    if spikes.ndim != 3 or spikes.dtype.kind not in "biuf":
         raise QsnnError(f"input spikes have shape {spikes.shape} and dtype {spikes.dtype}; netx runs take "
-                        f"integer spikes [T={timesteps}, N, n_in]")
+                        f"numeric spikes [T={timesteps}, N, n_in]")
     request = {"netx": "model.net", "timesteps": int(timesteps), "n_layers": int(n_layers), "hw": bool(hw),
                "input_shape": None if input_shape is None else [int(s) for s in input_shape]}
     _, arrays = call_worker("run_netx", request, spikes=spikes, files={"model.net": path})
