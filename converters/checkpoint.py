@@ -9,21 +9,25 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from qsnn_lava.errors import QsnnError
+from qsnn_lava.errors import QsnnError, about
 from qsnn_lava.io import load_checkpoint
 from qsnn_lava.ir import LIF, Layer, Network, QMem, Skip
-from qsnn_lava.models import QSNN, build_model, check_config
+from qsnn_lava.models import QSNN, build_model
 
 
 def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) -> Network:
     layers = []
     for layer in model.layers:
         n = layer.neuron
-        bias_mant, bias_exp = (layer.synapse.integer_bias() if hasattr(layer.synapse, "integer_bias")
-                               else (None, 0))
+        try:
+            bias_mant, bias_exp = (layer.synapse.integer_bias() if hasattr(layer.synapse, "integer_bias")
+                                   else (None, 0))
+            synapse = layer.synapse.to_ir()
+        except QsnnError as e:
+            raise QsnnError(f"layer '{layer.name}': {e}") from None
         layers.append(Layer(
             name=layer.name,
-            synapse=layer.synapse.to_ir(),
+            synapse=synapse,
             neuron=(QMem(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp,
                          mem_bits=n.mem_bits, mem_shift=n.mem_shift) if hasattr(n, "mem_bits")
                     else LIF(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp)),
@@ -45,14 +49,13 @@ def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) ->
 
 
 def load_model(path):
-    """(model in eval mode, checkpoint dict) from a checkpoint file; QsnnError on any bad input."""
+    """(model in eval mode, checkpoint dict) from a checkpoint file; QsnnError on any bad input.
+
+    The config is checked (types, ranges, sizes within one chip) and its declared sizes against the
+    tensors' actual shapes before the model is allocated; see ``io.load_checkpoint`` for the file."""
     ckpt = load_checkpoint(path)
-    try:
-        check_config(ckpt["config"])
-    except QsnnError as e:
-        raise QsnnError(f"'{path}': {e}") from None
-    model = build_model(ckpt["config"], ckpt["state_dict"])
-    return model.eval(), ckpt
+    with about(path):
+        return build_model(ckpt["config"], ckpt["state_dict"]).eval(), ckpt
 
 
 def checkpoint_to_ir(path) -> Network:

@@ -5,7 +5,9 @@ netx layout (lava-dl 0.6.0, ``lib/dl/netx/hdf5.py``): ``/layer/<i>`` with ``type
 ``neuron/{type, iDecay, vDecay, vThMant, refDelay, gradedSpike}``. A conv layer has ``shape`` (C, H, W)
 in torch order (netx reverses it to Lava's W, H, C), ``weight`` [C_out, C_in/groups, kh, kw] in torch's
 layout (netx flips and transposes it for Lava's Conv), ``stride``, ``padding``, ``dilation``, ``groups`` and
-a per-channel ``bias``. A ``flatten`` layer before a dense layer makes netx feed it the conv map in torch's
+a per-channel ``bias``. ``stride``, ``padding`` and ``dilation`` are (H, W) pairs, or one number for both:
+netx's ``create_conv`` reverses a pair for Lava's (W, H) Conv exactly as it reverses ``shape`` and the
+kernel axes, so the IR's (H, W) pairs are written and read as they are, non-square ones included. A ``flatten`` layer before a dense layer makes netx feed it the conv map in torch's
 (C, H, W) order, which is the IR's flat order, so dense weights need no permutation. Sum pooling is a
 depthwise conv with weights 1 (netx has no pool layer of its own). netx builds a CUBA neuron as
 ``LIF(vth=vThMant, du=iDecay - 1, dv=vDecay, bias_mant=bias, bias_exp=6)`` and chooses each layer's
@@ -42,9 +44,6 @@ def netx_layers(net: Network) -> list[dict]:
         if syn.type not in ("dense", "conv") or nrn.type != "lif":
             raise QsnnError(f"{where}: netx export supports dense and conv synapses into CUBA LIF only (this "
                             f"layer is {syn.type} into {nrn.type}); run this network from the qsnn-lava IR instead")
-        if syn.type == "conv" and (syn.stride[0] != syn.stride[1] or syn.padding[0] != syn.padding[1]):
-            raise QsnnError(f"{where}: stride {syn.stride} / padding {syn.padding} differ between the axes; netx "
-                            "files do not say which axis comes first, so only square ones are written")
         if syn.weight_exp < 0:
             raise QsnnError(f"{where}: weight_exp = {syn.weight_exp} < 0 cannot be written to a netx file "
                             "(it floors the summed input); use the qsnn-lava IR for this network")
@@ -60,7 +59,8 @@ def netx_layers(net: Network) -> list[dict]:
             per_channel = bias_mant.reshape(layer.shape[0], -1)
             if np.any(per_channel != per_channel[:, :1]):
                 raise QsnnError(f"{where}: the bias differs within a channel; a netx conv bias is per channel")
-            spec.update(bias=per_channel[:, 0], stride=syn.stride[0], padding=syn.padding[0], groups=syn.groups)
+            spec.update(bias=per_channel[:, 0], stride=np.asarray(syn.stride, np.int64),
+                        padding=np.asarray(syn.padding, np.int64), groups=syn.groups)
         out.append({**spec,
                     "neuron": {"type": "CUBA", "iDecay": nrn.du + 1, "vDecay": nrn.dv, "vThMant": nrn.vth,
                                "refDelay": 1, "gradedSpike": False}})
@@ -90,7 +90,7 @@ def export_netx(net: Network, path) -> None:
                 if spec["type"] == "conv":
                     for k in ("stride", "padding", "groups"):
                         lg.create_dataset(k, data=spec[k])
-                    lg.create_dataset("dilation", data=1)
+                    lg.create_dataset("dilation", data=np.ones(2, np.int64))
                 if np.any(spec["bias"]):
                     lg.create_dataset("bias", data=spec["bias"].astype(np.float32))
                 ng = lg.create_group("neuron")
@@ -100,16 +100,54 @@ def export_netx(net: Network, path) -> None:
 
 # ------------------------------------------------------------------------------------------ import
 SUPPORTED_NEURONS = ("CUBA", "LOIHI")
+NEURON_FIELDS = ("iDecay", "vDecay", "vThMant")
+_REFIX = "the netx file is corrupt or not one lava-dl's netx loads"
+_NUMBERS = "iuf"  # netx stores weights and parameters as floats or integers
 
 
-def _scalar(g, key):
-    v = g[key][()]
-    v = v.reshape(-1)[0] if isinstance(v, np.ndarray) else v
-    return v.decode() if isinstance(v, bytes) else v
+def _text(r, g, key: str) -> str:
+    """A netx string dataset (``type``): bytes or str, scalar or a one-element array."""
+    import h5py
+
+    d = g.get(key) if key in g else None
+    if not isinstance(d, h5py.Dataset):
+        raise r.fail(g, f"'{key}' is missing" if d is None else f"'{key}' is not a dataset")
+    if d.dtype.kind not in "SOU" or (d.shape or ()) not in ((), (1,)):
+        raise r.fail(g, f"'{key}' must be one text string, not a {d.dtype} dataset of shape {d.shape}")
+    v = np.asarray(d[()]).reshape(-1)[0]
+    try:
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except UnicodeDecodeError:
+        raise r.fail(g, f"'{key}' is not text") from None
+
+
+def _number(r, g, key: str, lo: int, hi: int) -> int:
+    """A scalar netx parameter as a whole number in [lo, hi]; a fraction is refused, since netx would
+    pass it on (or truncate it) rather than run an integer network."""
+    from qsnn_lava.ir import whole_number
+
+    r.shape(g, key, (0, 1), _NUMBERS)
+    v = r.read(g, key, _NUMBERS).reshape(-1)
+    if v.size != 1:
+        raise r.fail(g, f"'{key}' must hold one number, it holds {v.size}")
+    try:
+        return whole_number(v[0], f"'{key}'", lo, hi)
+    except QsnnError as e:
+        raise r.fail(g, f"{e} (an integer mantissa)") from None
+
+
+def _flag(r, g, key: str) -> bool:
+    r.shape(g, key, (0, 1), "b" + _NUMBERS)
+    v = r.read(g, key, "b" + _NUMBERS).reshape(-1)
+    if v.size != 1 or v[0] not in (0, 1):
+        raise r.fail(g, f"'{key}' must be true or false")
+    return bool(v[0])
 
 
 def _int_array(values, where: str, field: str) -> np.ndarray:
     arr = np.asarray(values)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise QsnnError(f"{where}: {field} holds NaN or Inf; the file is corrupt")
     out = np.trunc(arr).astype(np.int64)  # netx reads weights with astype(int): truncation
     if not np.array_equal(out, arr):
         raise QsnnError(f"{where}: {field} holds non-integer values; netx would truncate them, so the file is "
@@ -117,98 +155,202 @@ def _int_array(values, where: str, field: str) -> np.ndarray:
     return out
 
 
-def _conv_from_netx(lg, w: np.ndarray, in_shape, shape: tuple, where: str):
-    """A netx conv layer (torch-layout weight, square stride/padding, dilation 1) as an IR Conv."""
-    from qsnn_lava.ir import Conv
+def _pair(r, lg, key: str, default: int, lo: int) -> tuple:
+    """A conv parameter as an (H, W) pair: one number for both axes, or a pair in (H, W) order."""
+    from qsnn_lava.ir import MAX_NEURONS, whole_number
+
+    if key not in lg:
+        return default, default
+    r.shape(lg, key, (0, 1), _NUMBERS)
+    v = r.read(lg, key, _NUMBERS).reshape(-1)
+    if v.size not in (1, 2):
+        raise r.fail(lg, f"'{key}' must be one number or an (H, W) pair, it holds {v.size}")
+    try:
+        h, w = (whole_number(x, f"'{key}'", lo, MAX_NEURONS) for x in (v if v.size == 2 else (v[0], v[0])))
+    except QsnnError as e:
+        raise r.fail(lg, str(e)) from None
+    return h, w
+
+
+def _conv_from_netx(r, lg, in_shape, shape: tuple, where: str):
+    """A netx conv layer (torch-layout weight, (H, W) stride/padding, dilation 1) as an IR Conv."""
+    from qsnn_lava.ir import MAX_ELEMENTS, MAX_NEURONS, Conv, whole_number
 
     if in_shape is None or len(in_shape) != 3:
         raise QsnnError(f"{where}: a conv layer needs a (C, H, W) input; give the input layer a 3-D shape")
-    params = {}
-    for k, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
-        v = np.atleast_1d(lg[k][()]) if k in lg else np.asarray([default])
-        if v.size > 1 and np.any(v != v.reshape(-1)[0]):
-            raise QsnnError(f"{where}: {k} {v.tolist()} differs between the axes; only square ones are read "
-                            "(netx files do not say which axis comes first)")
-        params[k] = int(v.reshape(-1)[0])
-    if params.pop("dilation") != 1:
+    if len(shape) != 3:
+        raise QsnnError(f"{where}: a conv layer's shape must be (C, H, W), got {shape}")
+    wshape = r.shape(lg, "weight", (4, 5), _NUMBERS)
+    if len(wshape) == 5 and wshape[4] != 1:
+        raise QsnnError(f"{where}: conv weight {wshape} must be [C_out, C_in/groups, kh, kw] (a 5th axis of 1)")
+    if int(np.prod(wshape)) > MAX_ELEMENTS:
+        raise QsnnError(f"{where}: conv weight {wshape} holds more than {MAX_ELEMENTS} elements")
+    stride, padding = _pair(r, lg, "stride", 1, 1), _pair(r, lg, "padding", 0, 0)
+    if _pair(r, lg, "dilation", 1, 1) != (1, 1):
         raise QsnnError(f"{where}: dilated convolutions are not supported by the qsnn-lava IR")
+    groups = _number(r, lg, "groups", 1, MAX_NEURONS) if "groups" in lg else 1
+    w = _int_array(r.read(lg, "weight", _NUMBERS), where, "weight")
     try:
-        conv = Conv(w.reshape(w.shape[:4]), tuple(in_shape), **params)
+        conv = Conv(w.reshape(wshape[:4]), tuple(in_shape), stride=stride, padding=padding, groups=groups)
     except QsnnError as e:
         raise QsnnError(f"{where}: {e}") from None
     if conv.out_shape != tuple(shape):
         raise QsnnError(f"{where}: shape {shape} does not match the convolution's output {conv.out_shape}")
+    whole_number(conv.n_out, f"{where}: neurons", 1, MAX_NEURONS)
     return conv
+
+
+def _dense_from_netx(r, lg, n_out: int, where: str):
+    from qsnn_lava.ir import MAX_ELEMENTS, Dense
+
+    wshape = r.shape(lg, "weight", (1, 2), _NUMBERS)
+    if int(np.prod(wshape)) > MAX_ELEMENTS:
+        raise QsnnError(f"{where}: dense weight {wshape} holds more than {MAX_ELEMENTS} elements")
+    rows = wshape[0] if len(wshape) == 2 else n_out
+    if rows != n_out or int(np.prod(wshape)) % n_out:
+        raise QsnnError(f"{where}: weight {wshape} does not have one row per neuron of the declared shape "
+                        f"({n_out} neurons); the file is inconsistent")
+    w = _int_array(r.read(lg, "weight", _NUMBERS), where, "weight")
+    return Dense(w.reshape(n_out, -1))
+
+
+def _neuron_from_netx(r, lg, syn, kind: str, i: int, where: str):
+    """The CUBA/LOIHI neuron group of a layer as an IR LIF: vth = vThMant, du = iDecay - 1, dv = vDecay,
+    bias_exp = 6 (netx's mapping); everything else is refused by name."""
+    from qsnn_lava.ir import LIF
+
+    ng = lg["neuron"]
+    if not hasattr(ng, "keys"):
+        raise QsnnError(f"{where}: 'neuron' must be a group")
+    ntype = _text(r, ng, "type")
+    if ntype not in SUPPORTED_NEURONS:
+        raise QsnnError(f"{where}: neuron type '{ntype[:40]}' is not supported (only "
+                        f"{', '.join(SUPPORTED_NEURONS)}: SDNN, RF and ALIF neurons have no IR form)")
+    for key in NEURON_FIELDS:
+        if key not in ng:
+            raise QsnnError(f"{where}: the neuron has no '{key}'; a {ntype} neuron needs {', '.join(NEURON_FIELDS)}")
+    if "gradedSpike" in ng and _flag(r, ng, "gradedSpike"):
+        raise QsnnError(f"{where}: graded spikes are not supported (binary spikes only)")
+    reg = (-(1 << 31), (1 << 31) - 1)  # Network.validate names any value a Loihi register cannot hold
+    vth, i_decay, dv = (_number(r, ng, k, *reg) for k in ("vThMant", "iDecay", "vDecay"))
+    bias = None
+    if "bias" in lg:
+        channels = syn.out_shape[0] if kind == "conv" else syn.n_out
+        r.shape(lg, "bias", (0, 1), _NUMBERS)
+        bias = _int_array(r.read(lg, "bias", _NUMBERS), where, "bias").reshape(-1)
+        if bias.size != channels:
+            per = "one per output channel" if kind == "conv" else "one per neuron"
+            raise QsnnError(f"{where}: bias holds {bias.size} values; the layer needs {channels} ({per})")
+        if kind == "conv":  # one value per channel -> every neuron of the channel
+            bias = np.repeat(bias, syn.n_out // channels)
+    return LIF(syn.n_out, vth=vth, du=i_decay - 1, dv=dv, bias_mant=bias,
+               bias_exp=NETX_BIAS_EXP if bias is not None else 0)
+
+
+def _input_shape(r, lg, where: str) -> tuple:
+    from qsnn_lava.ir import MAX_NEURONS
+
+    if "neuron" in lg:
+        ntype = _text(r, lg["neuron"], "type") if hasattr(lg["neuron"], "keys") and "type" in lg["neuron"] else ""
+        if ntype == "SDNN":
+            raise QsnnError(f"{where}: the input layer has an SDNN neuron (netx builds a sigma-delta Delta neuron "
+                            "that sends graded changes); qsnn-lava feeds binary spikes to the first synapse layer, "
+                            "so write the input layer with 'shape' only")
+        raise QsnnError(f"{where}: an input layer with a {ntype or 'neuron'} group (graded input driven through "
+                        "the bias) is not supported; qsnn-lava feeds binary spikes to the first synapse layer")
+    return _shape(r, lg, where, MAX_NEURONS)
+
+
+def _shape(r, lg, where: str, limit: int) -> tuple:
+    from qsnn_lava.ir import whole_number
+
+    r.shape(lg, "shape", (0, 1), _NUMBERS)
+    v = r.read(lg, "shape", _NUMBERS).reshape(-1)
+    if not 1 <= v.size <= 3:
+        raise QsnnError(f"{where}: shape {v.tolist()[:5]} must have 1 to 3 axes")
+    shape = tuple(whole_number(d, f"{where}: shape", 1, limit) for d in v)
+    n = int(np.prod(shape))
+    if n > limit:
+        raise QsnnError(f"{where}: shape {shape} declares {n} neurons; a layer holds at most {limit} "
+                        "(one Loihi 2 chip)")
+    return shape
 
 
 def import_netx(path, timesteps: int) -> Network:
     """A lava-dl netx file of CUBA/LOIHI dense and conv layers -> IR, with netx's own parameter mapping:
     ``vth = vThMant, du = iDecay - 1, dv = vDecay, bias_mant = bias, bias_exp = 6`` and integer weights
     (netx's optimize_weight_bits is exact, so the synaptic sum is the sum of these integers).
-    A netx file carries no time-step count: give the ``timesteps`` the network runs for."""
+    A netx file carries no time-step count: give the ``timesteps`` the network runs for.
+
+    The file is untrusted: every field netx reads is checked (type, presence, integer values, sizes
+    against the weights and against one chip) before arrays are read; anything else is a QsnnError."""
     import h5py
     from pathlib import Path
 
-    from qsnn_lava.ir import LIF, Dense, Layer
-
     path = Path(path)
     if not path.is_file():
-        raise QsnnError(f"netx file '{path}' not found")
+        raise QsnnError(f"netx file '{path}' not found" if not path.exists() else
+                        f"'{path}' is not a netx file (it is a folder or a device); pass a lava-dl .net file")
     try:
         f = h5py.File(path, "r")
     except OSError:
         raise QsnnError(f"'{path}' is not an HDF5 file; pass a lava-dl netx .net file") from None
-    with f:
-        if "layer" not in f:
-            raise QsnnError(f"'{path}' has no /layer group: not a netx file")
-        g = f["layer"]
-        layers, input_shape = [], None
-        for i in sorted(int(k) for k in g):
-            lg, where = g[str(i)], f"'{path}' layer {i}"
-            kind = _scalar(lg, "type")
-            if kind == "input":
-                if "neuron" in lg:
-                    raise QsnnError(f"{where}: an input layer with a neuron group (graded input driven through "
-                                    "the bias) is not supported; qsnn-lava feeds binary spikes to the first "
-                                    "synapse layer")
-                input_shape = tuple(int(d) for d in np.atleast_1d(lg["shape"][()]))
-                continue
-            if kind == "flatten":  # netx flattens to torch's (C, H, W) order: the IR's flat order already
-                continue
-            if kind not in ("dense", "conv"):
-                raise QsnnError(f"{where}: layer type '{kind}' is not supported by the qsnn-lava IR "
-                                "(dense, conv and flatten)")
-            for missing in ("weight", "neuron", "shape"):
-                if missing not in lg:
-                    raise QsnnError(f"{where}: {kind} layer without '{missing}'")
-            ng = lg["neuron"]
-            ntype = _scalar(ng, "type")
-            if ntype not in SUPPORTED_NEURONS:
-                raise QsnnError(f"{where}: neuron type '{ntype}' is not supported (only "
-                                f"{', '.join(SUPPORTED_NEURONS)}: SDNN, RF and ALIF neurons have no IR form)")
-            if "delay" in lg:
-                raise QsnnError(f"{where}: synaptic delays are not supported by the qsnn-lava IR")
-            if "gradedSpike" in ng and bool(_scalar(ng, "gradedSpike")):
-                raise QsnnError(f"{where}: graded spikes are not supported (binary spikes only)")
-            w = _int_array(lg["weight"][()], where, "weight")
-            shape = tuple(int(d) for d in np.atleast_1d(lg["shape"][()]))
-            if kind == "conv":
-                prev = layers[-1].shape if layers else input_shape
-                syn = _conv_from_netx(lg, w, prev, shape, where)
-            else:
-                syn = Dense(w.reshape(int(np.prod(shape)), -1) if w.ndim == 1 else w)
-            bias = _int_array(lg["bias"][()], where, "bias") if "bias" in lg else None
-            if bias is not None and kind == "conv":  # one value per channel -> every neuron of the channel
-                bias = np.repeat(bias.reshape(-1), syn.n_out // bias.size)
-            neuron = LIF(syn.n_out, vth=int(_scalar(ng, "vThMant")), du=int(_scalar(ng, "iDecay")) - 1,
-                         dv=int(_scalar(ng, "vDecay")), bias_mant=bias, bias_exp=NETX_BIAS_EXP if bias is not None else 0)
-            bits = int(np.ceil(np.log2(int(np.abs(w).max()) + 1))) + 1 if w.size and np.abs(w).max() else 1
-            layers.append(Layer(f"layer{i}", syn, neuron, weight_bits=min(bits, 9)))
-    if not layers:
-        raise QsnnError(f"'{path}' has no dense or conv layers")
-    net = Network(input_shape or (layers[0].synapse.n_in,), layers, timesteps,
-                  meta={"imported_from": str(path), "format": "lava-dl netx"})
+    try:
+        with f:
+            net = _read_netx(f, path, timesteps)
+    except QsnnError as e:
+        raise QsnnError(e.args[0] if str(e).startswith(f"'{path}'") else f"'{path}': {e}") from None
+    except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file
+        raise QsnnError(f"'{path}': the HDF5 file is damaged ({e.__class__.__name__}); {_REFIX}") from None
     try:
         return net.validate()
     except QsnnError as e:
         raise QsnnError(f"'{path}': {e}") from None
+
+
+def _read_netx(f, path, timesteps: int) -> Network:
+    import h5py
+
+    from qsnn_lava.ir import MAX_NEURONS, H5Reader, Layer
+
+    if not isinstance(f.get("layer"), h5py.Group):
+        raise QsnnError(f"'{path}' has no /layer group: not a netx file")
+    r = H5Reader(_REFIX)
+    layers, input_shape = [], None
+    groups = r.numbered(f, "layer", at_least=1)
+    for i, lg in enumerate(groups):
+        where = f"'{path}' layer {i}"
+        kind = _text(r, lg, "type")
+        if kind == "input":
+            if i != 0:
+                raise QsnnError(f"{where}: an input layer must come first")
+            input_shape = _input_shape(r, lg, where)
+            continue
+        if kind == "flatten":  # netx flattens to torch's (C, H, W) order: the IR's flat order already
+            continue
+        if kind not in ("dense", "conv"):
+            raise QsnnError(f"{where}: layer type '{kind[:40]}' is not supported by the qsnn-lava IR "
+                            "(dense, conv and flatten)")
+        for key in ("weight", "shape"):
+            if key not in lg:
+                raise QsnnError(f"{where}: {kind} layer without '{key}'")
+        if "neuron" not in lg:
+            if kind == "dense":
+                raise QsnnError(f"layer {i} has no neuron: netx runs it as a non-spiking integrator, which the IR "
+                                "has no neuron for")
+            raise QsnnError(f"{where}: conv layer without 'neuron'")
+        if "delay" in lg:
+            raise QsnnError(f"{where}: synaptic delays are not supported by the qsnn-lava IR")
+        shape = _shape(r, lg, where, MAX_NEURONS)
+        if kind == "conv":
+            syn = _conv_from_netx(r, lg, layers[-1].shape if layers else input_shape, shape, where)
+        else:
+            syn = _dense_from_netx(r, lg, int(np.prod(shape)), where)
+        neuron = _neuron_from_netx(r, lg, syn, kind, i, where)
+        w = syn.weight
+        bits = int(np.ceil(np.log2(int(np.abs(w).max()) + 1))) + 1 if w.size and np.abs(w).max() else 1
+        layers.append(Layer(f"layer{i}", syn, neuron, weight_bits=min(bits, 9)))
+    if not layers:
+        raise QsnnError(f"'{path}' has no dense or conv layers")
+    return Network(input_shape or (layers[0].synapse.n_in,), layers, timesteps,
+                   meta={"imported_from": str(path), "format": "lava-dl netx"})

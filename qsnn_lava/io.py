@@ -234,27 +234,50 @@ def save_checkpoint(path, config: dict, state_dict: dict, meta: dict | None = No
 
 
 def load_checkpoint(path) -> dict:
-    """Load and check a checkpoint; every failure is a QsnnError naming the file and the fix."""
+    """Load and check a checkpoint; every failure is a QsnnError naming the file and the fix.
+
+    The file is untrusted: it is read with ``weights_only=True``, must be a dict of our format whose
+    ``state_dict`` maps names to dense tensors, and no float tensor may hold NaN or Inf (a corrupt or
+    diverged checkpoint would otherwise convert to nonsense integers). The config is checked by
+    ``models.check_config`` and against the tensors by ``models.check_state_shapes`` when a model is built.
+    """
+    import pickle
+    import zipfile
+
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    recreate = "re-create it with `qsnn-lava train`"
+    if not path.exists():
         raise QsnnError(f"checkpoint '{path}' not found; create one with `qsnn-lava train --out {path}`")
+    if not path.is_file():
+        raise QsnnError(f"'{path}' is not a qsnn-lava checkpoint (it is a folder, not a file); {recreate}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or foreign files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise QsnnError(f"'{path}' is not a readable checkpoint ({reason[:120]}); "
-                        "re-create it with `qsnn-lava train`") from None
+    except pickle.UnpicklingError as e:  # never pass on torch's advice to load unsafely
+        safe_refused = "weights only" in str(e).lower() and zipfile.is_zipfile(path)
+        reason = "it holds Python objects that a safe load refuses" if safe_refused else "not a torch save"
+        raise QsnnError(f"'{path}' is not a qsnn-lava checkpoint ({reason}); {recreate}") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, MemoryError,
+            KeyError, AttributeError, TypeError, IndexError, OverflowError) as e:  # torch on foreign bytes
+        raise QsnnError(f"'{path}' is not a qsnn-lava checkpoint (unreadable as a torch file: "
+                        f"{e.__class__.__name__}); {recreate}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise QsnnError(f"'{path}' is not a qsnn-lava checkpoint (no format='{CHECKPOINT_FORMAT}'); "
-                        "re-create it with `qsnn-lava train`")
+        raise QsnnError(f"'{path}' is not a qsnn-lava checkpoint (no format='{CHECKPOINT_FORMAT}'); {recreate}")
     if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise QsnnError(f"'{path}' has checkpoint version {ckpt.get('version')}; this qsnn-lava reads "
+        raise QsnnError(f"'{path}' has checkpoint version {str(ckpt.get('version'))[:20]}; this qsnn-lava reads "
                         f"version {CHECKPOINT_VERSION}")
     for key in ("config", "state_dict"):
         if not isinstance(ckpt.get(key), dict):
-            raise QsnnError(f"'{path}': checkpoint has no '{key}' dict; re-create it with `qsnn-lava train`")
+            raise QsnnError(f"'{path}': checkpoint has no '{key}' dict; {recreate}")
+    if not isinstance(ckpt.get("meta", {}), dict):
+        raise QsnnError(f"'{path}': the checkpoint's 'meta' must be a dict; {recreate}")
+    for name, t in ckpt["state_dict"].items():
+        if not isinstance(name, str) or not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+            raise QsnnError(f"'{path}': state_dict entry {str(name)[:60]!r} is not a dense tensor; the checkpoint "
+                            f"is corrupt, {recreate}")
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise QsnnError(f"'{path}': tensor '{name}' holds NaN/Inf; the checkpoint is corrupt, re-train")
     return ckpt
 
 

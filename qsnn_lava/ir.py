@@ -30,6 +30,7 @@ Readers and writers are a registry keyed by the ``type`` attribute, so new primi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,12 @@ WEIGHT_EXP_RANGE = (-8, 7)
 INT32_SAFE = (1 << 31) - (1 << 23)  # |a << 6| must stay below this for Lava's int32 current update
 CONV_A_LIMIT = (1 << 23) - 1  # Lava's Conv wraps its output to 24 bits (proc/conv/models.py)
 INPUT = "input"  # the source name of the network input, for skip synapses
+MAX_DELAY = 62  # a skip's extra delay in steps: DelaySparse's per-synapse delay register (lava-semantics.md)
+
+# What a file or config may declare, checked before anything of that size is allocated.
+MAX_NEURONS = 128 * 8192  # one Loihi 2 chip: 128 cores x 8192 neurons; per layer (and input) at most
+MAX_ELEMENTS = 1 << 28  # per weight or bias array (a chip holds about 1.2e8 synapses)
+MAX_TIMESTEPS = 1 << 16
 
 
 @dataclass
@@ -78,6 +85,29 @@ def check_range(where: str, field_name: str, value, lo: int, hi: int, fix: str) 
     if vmin < lo or vmax > hi:
         return [Violation(where, field_name, vmin if vmin < lo else vmax, lo, hi, fix)]
     return []
+
+
+def whole_number(value, what: str, lo: int, hi: int) -> int:
+    """``value`` as an int when it is a whole number in [lo, hi] (a Python or numpy integer, or a float
+    with no fraction), else QsnnError naming ``what``: never a bool, string, NaN, Inf or fraction.
+
+    Example:
+        >>> whole_number(8.0, "timesteps", 1, MAX_TIMESTEPS)
+        8
+        >>> whole_number(float("nan"), "theta", 0, 10)
+        Traceback (most recent call last):
+        ...
+        qsnn_lava.errors.QsnnError: theta = nan must be a whole number in [0, 10]
+    """
+    v = value[()] if isinstance(value, np.ndarray) and value.shape == () else value
+    whole = not isinstance(v, (bool, np.bool_)) and (
+        isinstance(v, (int, np.integer))
+        or (isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer()))
+    if whole and lo <= int(v) <= hi:
+        return int(v)
+    shown = " ".join(repr(v.item() if isinstance(v, np.generic) else v).split())  # one line, also for arrays
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise QsnnError(f"{what} = {shown} must be a whole number in [{lo}, {hi}]")
 
 
 def weight_limits(weight: np.ndarray) -> tuple[int, int]:
@@ -165,8 +195,10 @@ class Dense:
         g.create_dataset("weight", data=self.weight.astype(np.int16))
 
     @classmethod
-    def from_h5(cls, g) -> "Dense":
-        return cls(weight=_dataset(g, "weight"), weight_exp=int(_attr(g, "weight_exp")))
+    def from_h5(cls, g, r: "H5Reader") -> "Dense":
+        n_out, n_in = r.shape(g, "weight", (2,))
+        r.count(g, "weight [n_out, n_in]", n_out * n_in, MAX_ELEMENTS)
+        return cls(weight=r.ints(g, "weight", (n_out, n_in)), weight_exp=r.int(g, "weight_exp", *_EXP))
 
 
 @dataclass
@@ -199,6 +231,9 @@ class Conv:
             raise QsnnError(f"conv weight {self.weight.shape} does not fit {c_in} input channels in {g} groups")
         if min(self.stride) < 1 or min(self.padding) < 0 or min(self.out_shape) < 1:
             raise QsnnError(f"conv stride {self.stride} / padding {self.padding} do not fit input {self.in_shape}")
+        if any(p >= k for p, k in zip(self.padding, self.kernel)):
+            raise QsnnError(f"conv padding {self.padding} must be smaller than the kernel {self.kernel} "
+                            "(more padding only adds outputs that see nothing but zeros)")
 
     @property
     def kernel(self) -> tuple:
@@ -246,10 +281,15 @@ class Conv:
         g.create_dataset("weight", data=self.weight.astype(np.int16))
 
     @classmethod
-    def from_h5(cls, g) -> "Conv":
-        return cls(weight=_dataset(g, "weight"), in_shape=tuple(_attr(g, "in_shape")),
-                   stride=tuple(_attr(g, "stride")), padding=tuple(_attr(g, "padding")),
-                   groups=int(_attr(g, "groups")), weight_exp=int(_attr(g, "weight_exp")))
+    def from_h5(cls, g, r: "H5Reader") -> "Conv":
+        in_shape = r.ints_attr(g, "in_shape", (3,), 1, MAX_NEURONS)
+        r.count(g, "in_shape (C*H*W)", int(np.prod(in_shape)), MAX_NEURONS)
+        shape = r.shape(g, "weight", (4,))
+        r.count(g, "weight [C_out, C_in/groups, kh, kw]", int(np.prod(shape)), MAX_ELEMENTS)
+        return cls(weight=r.ints(g, "weight", shape), in_shape=in_shape,
+                   stride=r.ints_attr(g, "stride", (1, 2), 1, MAX_NEURONS),
+                   padding=r.ints_attr(g, "padding", (1, 2), 0, MAX_NEURONS),
+                   groups=r.int(g, "groups", 1, MAX_NEURONS), weight_exp=r.int(g, "weight_exp", *_EXP))
 
 
 def sum_pool(in_shape: tuple, kernel: int, weight: int = 1) -> Conv:
@@ -296,9 +336,14 @@ class LIF:
         g.create_dataset("bias_mant", data=self.bias_mant.astype(np.int16))
 
     @classmethod
-    def from_h5(cls, g) -> "LIF":
-        kw = {k: int(_attr(g, k)) for k in ("n", "vth", "du", "dv", "bias_exp")}
-        return cls(bias_mant=_dataset(g, "bias_mant"), **kw)
+    def from_h5(cls, g, r: "H5Reader") -> "LIF":
+        return cls(**cls._h5_fields(g, r))
+
+    @staticmethod
+    def _h5_fields(g, r: "H5Reader") -> dict:
+        n = r.int(g, "n", 1, MAX_NEURONS)
+        kw = {k: r.int(g, k, *_REGISTER) for k in ("vth", "du", "dv")}
+        return dict(n=n, bias_exp=r.int(g, "bias_exp", *_EXP), bias_mant=r.ints(g, "bias_mant", (n,)), **kw)
 
 
 @dataclass
@@ -324,9 +369,9 @@ class QMem(LIF):
         g.attrs["mem_bits"], g.attrs["mem_shift"] = self.mem_bits, self.mem_shift
 
     @classmethod
-    def from_h5(cls, g) -> "QMem":
-        kw = {k: int(_attr(g, k)) for k in ("n", "vth", "du", "dv", "bias_exp", "mem_bits", "mem_shift")}
-        return cls(bias_mant=_dataset(g, "bias_mant"), **kw)
+    def from_h5(cls, g, r: "H5Reader") -> "QMem":
+        return cls(mem_bits=r.int(g, "mem_bits", 0, 64), mem_shift=r.int(g, "mem_shift", 0, 63),
+                   **cls._h5_fields(g, r))
 
 
 SYNAPSES = {Dense.type: Dense, Conv.type: Conv}
@@ -381,11 +426,17 @@ class Network:
         """Shapes and counts that must hold for the network to mean anything (raises QsnnError)."""
         if not self.layers:
             raise QsnnError("network has no layers")
-        if self.timesteps < 1:
-            raise QsnnError(f"timesteps = {self.timesteps} must be >= 1")
+        if not 1 <= self.timesteps <= MAX_TIMESTEPS:
+            raise QsnnError(f"timesteps = {self.timesteps} must be in [1, {MAX_TIMESTEPS}]")
+        if not 1 <= self.n_in <= MAX_NEURONS or min(self.input_shape, default=0) < 1:
+            raise QsnnError(f"input_shape = {self.input_shape} must hold 1 to {MAX_NEURONS} inputs (one "
+                            "Loihi 2 chip)")
         shapes = {INPUT: self.input_shape}
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
+            if not 1 <= layer.neuron.n <= MAX_NEURONS:
+                raise QsnnError(f"{where}: n = {layer.neuron.n} neurons; a layer holds 1 to {MAX_NEURONS} "
+                                "(one Loihi 2 chip: 128 cores x 8192 neurons)")
             if layer.name in shapes:
                 raise QsnnError(f"{where}: the name '{layer.name}' is used twice (or is reserved)")
             for j, (src, syn) in enumerate(self.sources(i)):
@@ -403,14 +454,28 @@ class Network:
                                     f"population has {layer.neuron.n}")
             shapes[layer.name] = layer.shape
 
+    def depths(self) -> list[int]:
+        """Each layer's depth: synapse hops on its deepest path from the input (the input has depth 0,
+        a layer one more than its deepest source). Lava delays every synapse by one step, so a synapse
+        from source s into layer L needs ``depth(L) - 1 - depth(s)`` extra steps of delay."""
+        d = {INPUT: 0}
+        for i, layer in enumerate(self.layers):
+            d[layer.name] = 1 + max(d[src] for src, _ in self.sources(i))
+        return [d[layer.name] for layer in self.layers]
+
     def violations(self) -> list:
         """Every register-width violation of every layer (the design-rule check's core)."""
         self.check_structure()
         out = []
+        depth = dict(zip([INPUT] + [layer.name for layer in self.layers], [0] + self.depths()))
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
-            for j, (_, syn) in enumerate(self.sources(i)):
-                out += syn.violations(where if j == 0 else f"{where} skip {j - 1}")
+            for j, (src, syn) in enumerate(self.sources(i)):
+                at = where if j == 0 else f"{where} skip {j - 1}"
+                out += syn.violations(at)
+                out += check_range(at, f"delay from '{src}' (steps)", depth[layer.name] - 1 - depth[src], 0,
+                                   MAX_DELAY, "Loihi synapses delay at most 62 steps; let the skip bridge fewer "
+                                   "layers")
             out += layer.neuron.violations(where)
             out += _summed_input_violations(where, self.sources(i))
         return out
@@ -447,48 +512,231 @@ class Network:
 
     @classmethod
     def load(cls, path, validate: bool = True) -> "Network":
-        """Read an IR file; with ``validate=False`` register widths are left to the caller's DRC."""
+        """Read an IR file; with ``validate=False`` register widths are left to the caller's DRC.
+
+        The file is untrusted: every attribute's type and range and every dataset's dtype and shape is
+        checked against the others and against ``MAX_NEURONS``, ``MAX_ELEMENTS``, ``MAX_TIMESTEPS`` and
+        this machine's memory before the dataset is read, so a small file that declares a huge network
+        is refused (QsnnError naming the field) instead of being allocated.
+        """
         import h5py
 
         path = Path(path)
         if not path.is_file():
+            if path.exists():
+                raise QsnnError(f"'{path}' is not an IR file (it is a folder or a device); pass an IR written "
+                                "by `qsnn-lava convert`")
             raise QsnnError(f"IR file '{path}' not found; create one with `qsnn-lava convert CKPT -o {path}`")
         try:
             f = h5py.File(path, "r")
         except OSError as e:
             raise QsnnError(f"'{path}' is not an HDF5 file ({e.__class__.__name__}); "
                             "pass an IR written by `qsnn-lava convert`") from None
-        with f:
-            if f.attrs.get("format") != FORMAT:
-                raise QsnnError(f"'{path}' is HDF5 but not a qsnn-lava IR (missing format='{FORMAT}'); "
-                                "a lava-dl netx file needs `qsnn-lava import-netx`")
-            version = int(f.attrs.get("version", -1))
-            if version not in READABLE_VERSIONS:
-                raise QsnnError(f"'{path}' has IR format version {version}; this qsnn-lava reads versions "
-                                f"{READABLE_VERSIONS}. Re-run `qsnn-lava convert` on the checkpoint")
-            try:
-                layers = []
-                groups = f["layers"]
-                for i in range(len(groups)):
-                    g = groups[str(i)]
-                    syn, neu = g["synapse"], g["neuron"]
-                    layers.append(Layer(
-                        name=str(_attr(g, "name")),
-                        synapse=_registered(SYNAPSES, syn, f"layer {i} synapse").from_h5(syn),
-                        neuron=_registered(NEURONS, neu, f"layer {i} neuron").from_h5(neu),
-                        weight_bits=int(_attr(g, "weight_bits")),
-                        skips=[_read_skip(g["skips"][str(j)], f"layer {i} skip {j}")
-                               for j in range(len(g["skips"]) if "skips" in g else 0)],
-                    ))
-                net = cls(input_shape=tuple(_attr(f, "input_shape")), layers=layers,
-                          timesteps=int(_attr(f, "timesteps")), meta=json.loads(_attr(f, "meta")))
-            except KeyError as e:
-                raise QsnnError(f"'{path}': IR is missing {e.args[0]}; the file is incomplete or "
-                                "corrupt, re-run `qsnn-lava convert`") from None
+        try:
+            with f:
+                net = _read_network(f, H5Reader(_RECONVERT))
+        except QsnnError as e:
+            raise QsnnError(f"'{path}': {e}") from None
+        except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file
+            raise QsnnError(f"'{path}': the HDF5 file is damaged ({e.__class__.__name__}: "
+                            f"{str(e).splitlines()[0][:100] if str(e) else ''}); {_RECONVERT}") from None
         try:
             return net.validate() if validate else (net.check_structure() or net)
         except QsnnError as e:
             raise QsnnError(f"'{path}': {e}") from None
+
+
+_RECONVERT = "the file is corrupt or was not written by qsnn-lava: re-run `qsnn-lava convert`"
+_REGISTER = (-(1 << 31), (1 << 31) - 1)  # what a loaded register field may hold (the DRC checks its width)
+_EXP = (-31, 31)  # exponents: a shift of at most 31 bits
+MAX_ATTR_ELEMENTS = 1 << 20  # an attribute (meta JSON included) is small
+_COPIES = 8  # int64 copies of a loaded array that checking and simulating it may hold at once
+
+
+def _read_network(f, r: "H5Reader") -> Network:
+    """The network of an open IR file, every declared size checked before it is read (QsnnError)."""
+    fmt = r.str(f, "format", missing=None)
+    if fmt != FORMAT:
+        raise QsnnError(f"HDF5 but not a qsnn-lava IR (missing format='{FORMAT}'); a lava-dl netx file "
+                        "needs `qsnn-lava import-netx`")
+    version = r.int(f, "version", 0, 1 << 20)
+    if version not in READABLE_VERSIONS:
+        raise QsnnError(f"IR format version {version}; this qsnn-lava reads versions {READABLE_VERSIONS}. "
+                        "Re-run `qsnn-lava convert` on the checkpoint")
+    timesteps = r.int(f, "timesteps", 1, MAX_TIMESTEPS)
+    input_shape = r.ints_attr(f, "input_shape", (1, 2, 3), 1, MAX_NEURONS)
+    r.count(f, "input_shape (inputs)", int(np.prod(input_shape)), MAX_NEURONS)
+    meta_text = r.str(f, "meta")
+    try:
+        meta = json.loads(meta_text)
+    except (ValueError, RecursionError):
+        raise QsnnError(f"attribute 'meta' of / is not valid JSON; {_RECONVERT}") from None
+    if not isinstance(meta, dict):
+        raise QsnnError(f"attribute 'meta' of / must be a JSON object, not {type(meta).__name__}; {_RECONVERT}")
+    layers = []
+    for i, g in enumerate(r.numbered(f, "layers", at_least=1)):
+        syn, neu = r.group(g, "synapse"), r.group(g, "neuron")
+        layers.append(Layer(
+            name=r.str(g, "name"),
+            synapse=r.registered(SYNAPSES, syn).from_h5(syn, r),
+            neuron=r.registered(NEURONS, neu).from_h5(neu, r),
+            weight_bits=r.int(g, "weight_bits", 0, 64),
+            skips=[_read_skip(k, r) for k in (r.numbered(g, "skips") if "skips" in g else [])],
+        ))
+    return Network(input_shape=input_shape, layers=layers, timesteps=timesteps, meta=meta)
+
+
+def _read_skip(g, r: "H5Reader") -> Skip:
+    syn = r.group(g, "synapse")
+    return Skip(r.str(g, "source"), r.registered(SYNAPSES, syn).from_h5(syn, r))
+
+
+class H5Reader:
+    """Checked reads from an untrusted HDF5 file (an IR here, a netx file in converters.netx): each
+    attribute's type, shape and range and each dataset's dtype, shape and stored size are checked before
+    the value is read, and the datasets read so far must fit this machine's memory. Failures are
+    QsnnErrors naming the object and field, ending in ``fix``."""
+
+    def __init__(self, fix: str):
+        self.fix = fix
+        self.elements = 0  # elements of the datasets read so far
+        self.budget = _memory_budget() // _COPIES
+
+    def fail(self, g, what: str) -> QsnnError:
+        return QsnnError(f"{g.name}: {what}; {self.fix}")
+
+    def raw(self, g, key: str, missing="required"):
+        import h5py
+
+        if key not in g.attrs:
+            if missing == "required":
+                raise self.fail(g, f"attribute '{key}' is missing")
+            return missing
+        aid = g.attrs.get_id(key)
+        size = int(np.prod(aid.shape)) if aid.shape is not None else 0
+        if size > MAX_ATTR_ELEMENTS or aid.dtype.itemsize > MAX_ATTR_ELEMENTS:
+            raise self.fail(g, f"attribute '{key}' declares {size} elements")
+        if aid.dtype.kind not in "biufSUO" or h5py.check_vlen_dtype(aid.dtype) not in (None, str, bytes):
+            raise self.fail(g, f"attribute '{key}' has type {aid.dtype}")
+        return g.attrs[key]
+
+    def int(self, g, key: str, lo: int, hi: int) -> int:
+        value = self.raw(g, key)
+        try:
+            return whole_number(value, f"attribute '{key}'", lo, hi)
+        except QsnnError as e:
+            raise self.fail(g, str(e)) from None
+
+    def ints_attr(self, g, key: str, lengths: tuple, lo: int, hi: int) -> tuple:
+        v = np.atleast_1d(self.raw(g, key))
+        if v.ndim != 1 or len(v) not in lengths:
+            raise self.fail(g, f"attribute '{key}' has shape {v.shape}; it holds "
+                               f"{' or '.join(map(str, lengths))} numbers")
+        try:
+            return tuple(whole_number(x, f"attribute '{key}'", lo, hi) for x in v)
+        except QsnnError as e:
+            raise self.fail(g, str(e)) from None
+
+    def str(self, g, key: str, missing="required"):
+        v = self.raw(g, key, missing)
+        if v is missing and missing != "required":
+            return v
+        if isinstance(v, bytes):
+            try:
+                v = v.decode()
+            except UnicodeDecodeError:
+                v = None
+        if not isinstance(v, str):
+            raise self.fail(g, f"attribute '{key}' must be a text string")
+        return v
+
+    def count(self, g, what: str, n: int, hi: int) -> None:
+        if not 1 <= n <= hi:
+            raise self.fail(g, f"{what} declares {n} elements; at most {hi} are allowed")
+
+    def group(self, g, key: str):
+        import h5py
+
+        sub = g.get(key) if key in g else None
+        if not isinstance(sub, h5py.Group):
+            raise self.fail(g, f"group '{key}' is missing" if sub is None else f"'{key}' is not a group")
+        return sub
+
+    def numbered(self, g, key: str, at_least: int = 0) -> list:
+        """The subgroups "0", "1", ... of group ``key``, in order; any other name or a gap is refused."""
+        parent = self.group(g, key)
+        names = set(parent.keys())
+        expected = [str(i) for i in range(len(names))]
+        if len(names) < at_least:
+            raise self.fail(parent, f"holds {len(names)} groups; at least {at_least} expected")
+        missing = [n for n in expected if n not in names]
+        if missing:
+            odd = sorted(names - set(expected))[0]
+            raise self.fail(parent, f"holds a group named '{odd[:40]}' but none named '{missing[0]}'; its "
+                                    "groups must be numbered 0, 1, ... without gaps")
+        return [self.group(parent, n) for n in expected]
+
+    def dataset(self, g, key: str, kinds: str = "iu"):
+        """Dataset ``key`` of ``g`` (not read), refused unless its dtype is of one of numpy's ``kinds``."""
+        import h5py
+
+        d = g.get(key) if key in g else None
+        if not isinstance(d, h5py.Dataset):
+            raise self.fail(g, f"dataset '{key}' is missing" if d is None else f"'{key}' is not a dataset")
+        if d.dtype.kind not in kinds or d.dtype.itemsize > 8:
+            what = "integers" if kinds == "iu" else "numbers"
+            raise self.fail(g, f"dataset '{key}' has dtype {d.dtype}; it must hold {what}")
+        return d
+
+    def shape(self, g, key: str, ndims: tuple = (1,), kinds: str = "iu") -> tuple:
+        """The declared shape of dataset ``key`` (nothing is read): ``ndims`` axes, none empty."""
+        d = self.dataset(g, key, kinds)
+        if d.shape is None or len(d.shape) not in ndims or min(d.shape, default=1) < 1:
+            raise self.fail(g, f"dataset '{key}' has shape {d.shape}; it must have "
+                               f"{' or '.join(map(str, ndims))} axes and hold at least one value")
+        return tuple(int(n) for n in d.shape)
+
+    def read(self, g, key: str, kinds: str = "iu") -> np.ndarray:
+        """Dataset ``key``, after checking its size (``MAX_ELEMENTS``), that it stores all of its data (a
+        contiguous dataset with fewer bytes on disk is truncated or crafted) and the memory budget."""
+        d = self.dataset(g, key, kinds)
+        size = int(np.prod(d.shape)) if d.shape is not None else 0
+        if size > MAX_ELEMENTS:
+            raise self.fail(g, f"dataset '{key}' declares {size} elements; at most {MAX_ELEMENTS} are allowed")
+        if d.chunks is None and d.id.get_storage_size() < size * d.dtype.itemsize:
+            raise self.fail(g, f"dataset '{key}' declares {size} elements but stores only "
+                               f"{d.id.get_storage_size()} bytes")
+        self.elements += size
+        if self.elements * 8 > self.budget:
+            raise self.fail(g, f"dataset '{key}': the network's arrays ({self.elements} numbers) do not fit "
+                               "this machine's memory")
+        return np.asarray(d[()])
+
+    def ints(self, g, key: str, shape: tuple) -> np.ndarray:
+        """Integer dataset ``key`` as int64, refused unless its shape is exactly ``shape``."""
+        d = self.dataset(g, key)
+        if tuple(d.shape or ()) != tuple(shape):
+            raise self.fail(g, f"dataset '{key}' has shape {d.shape}, but the attributes declare {tuple(shape)}")
+        return self.read(g, key).astype(np.int64)
+
+    def registered(self, registry: dict, g):
+        kind = self.str(g, "type")
+        if kind not in registry:
+            raise QsnnError(f"{g.name}: type '{kind[:40]}' is not supported (known: {', '.join(sorted(registry))})")
+        return registry[kind]
+
+
+def _memory_budget() -> int:
+    """Bytes this process may allocate: physical memory, or less under an address-space limit."""
+    import os
+    import resource
+
+    try:
+        budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        budget = 1 << 34
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return budget if soft == resource.RLIM_INFINITY else min(budget, soft)
 
 
 def _summed_input_violations(where: str, sources: list) -> list:
@@ -498,27 +746,3 @@ def _summed_input_violations(where: str, sources: list) -> list:
     worst = sum(max_input(syn) for _, syn in sources)
     return check_range(where, "worst-case summed input << 6", worst << 6, 0, INT32_SAFE - 1,
                        "Lava's 32-bit current update would overflow; lower the weights")
-
-
-def _read_skip(g, where: str) -> Skip:
-    syn = g["synapse"]
-    return Skip(str(_attr(g, "source")), _registered(SYNAPSES, syn, where).from_h5(syn))
-
-
-def _attr(g, key):
-    if key not in g.attrs:
-        raise KeyError(f"attribute '{key}' of {g.name}")
-    return g.attrs[key]
-
-
-def _dataset(g, key):
-    if key not in g:
-        raise KeyError(f"dataset '{g.name}/{key}'")
-    return g[key][()]
-
-
-def _registered(registry: dict, g, where: str):
-    kind = g.attrs.get("type")
-    if kind not in registry:
-        raise QsnnError(f"{where}: type '{kind}' is not supported (known: {', '.join(sorted(registry))})")
-    return registry[kind]

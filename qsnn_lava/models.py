@@ -64,45 +64,99 @@ def make_config(**overrides) -> dict:
 
 
 def check_config(cfg: dict) -> None:
+    """Refuse (QsnnError naming the key and the fix) a config that cannot make a network: wrong types,
+    missing keys, values out of range, and sizes beyond one Loihi 2 chip (``ir.MAX_NEURONS`` neurons per
+    layer, ``ir.MAX_ELEMENTS`` weights per array, ``ir.MAX_TIMESTEPS``), all before anything is allocated.
+    Configs from a checkpoint are untrusted: a string where a number belongs or a NaN is refused here."""
+    if not isinstance(cfg, dict):
+        raise QsnnError(f"the model config must be a dict, not {type(cfg).__name__}")
     cfg = with_defaults(cfg)
     missing = [k for k in DEFAULT_CONFIG if k not in cfg]
     if missing:
         raise QsnnError(f"model config lacks {', '.join(missing)}")
-    if cfg["arch"] not in ARCHS:
-        raise QsnnError(f"architecture '{cfg['arch']}' is not supported (known: {', '.join(ARCHS)})")
-    if cfg["quant"] not in QUANT_NAMES:
-        raise QsnnError(f"quantizer '{cfg['quant']}' is not supported (known: {', '.join(QUANT_NAMES)})")
-    if cfg["neuron"] not in NEURON_DEFAULTS:
-        raise QsnnError(f"neuron '{cfg['neuron']}' is not supported (known: {', '.join(NEURON_DEFAULTS)})")
+    for key, known, what in (("arch", ARCHS, "architecture"), ("quant", QUANT_NAMES, "quantizer"),
+                             ("neuron", tuple(NEURON_DEFAULTS), "neuron")):
+        if not isinstance(cfg[key], str) or cfg[key] not in known:
+            raise QsnnError(f"{what} {_shown(cfg[key])} is not supported (known: {', '.join(known)})")
     for key in ("bits", "first_bits", "last_bits"):
-        if cfg[key] is not None and not 1 <= int(cfg[key]) <= 8:
-            raise QsnnError(f"{key} = {cfg[key]} is out of range; Loihi weights hold 1 to 8 bits")
+        if cfg[key] is not None or key == "bits":
+            _whole(cfg[key], key, 1, 8, "Loihi weights hold 1 to 8 bits")
     if cfg["quant"] == "ternary" and int(cfg["bits"]) != 2:
         raise QsnnError("ternary weights take 2 bits on the target: pass --bits 2")
-    sizes = cfg["sizes"]
-    if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
-        raise QsnnError(f"sizes = {sizes} must list at least an input and an output width, all >= 1")
-    if cfg["arch"] != "mlp":
-        shape = cfg["input_shape"]
-        if shape is None or len(shape) != 3 or int(np.prod(shape)) != int(sizes[0]):
+    sizes = _widths_list(cfg["sizes"], "sizes", None)
+    if len(sizes) < 2:
+        raise QsnnError(f"sizes = {_shown(cfg['sizes'])} must list at least an input and an output width, all >= 1")
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        if cfg["arch"] == "mlp":
+            _fits("sizes", f"a {b} x {a} weight matrix", a * b, ir.MAX_ELEMENTS)
+    shape = cfg["input_shape"]
+    if cfg["arch"] != "mlp" or shape is not None:
+        shape = None if shape is None else _widths_list(shape, "input_shape", 3)
+        if shape is None or int(np.prod(shape)) != sizes[0]:
             raise QsnnError(f"arch '{cfg['arch']}' needs input_shape (C, H, W) with C*H*W = {sizes[0]}, "
-                            f"got {shape}; the dataset gives it (a flat dataset cannot feed a conv net)")
-        if len(cfg["channels"]) != 2 or any(int(c) < 1 for c in cfg["channels"]):
-            raise QsnnError(f"channels = {cfg['channels']} must be two widths >= 1")
+                            f"got {_shown(cfg['input_shape'])}; the dataset gives it (a flat dataset cannot feed "
+                            "a conv net)")
+    if cfg["arch"] != "mlp":
+        channels = _widths_list(cfg["channels"], "channels", 2)
         if min(shape[1:]) < 4:
             raise QsnnError(f"input {tuple(shape)} is too small for two stride-2 stages (needs H, W >= 4)")
-    elif cfg["bn"]:
-        raise QsnnError("bn applies to the conv architectures (vgg, resnet) only")
-    if not (0 <= int(cfg["du"]) <= 4095 and 0 <= int(cfg["dv"]) <= 4095):
-        raise QsnnError("du and dv are 12-bit decays in [0, 4095]")
-    if int(cfg["timesteps"]) < 1:
-        raise QsnnError("timesteps must be >= 1")
-    if cfg["widths"] is not None:
+        if cfg["widths"] is not None:
+            check_widths(cfg)
+        _check_conv_sizes(shape, [*channels, *(cfg["widths"] or {}).values()], sizes[-1])
+    elif cfg["widths"] is not None:
         check_widths(cfg)
-    if not 0 <= int(cfg["bias_exp_min"]) <= 7:
-        raise QsnnError(f"bias_exp_min = {cfg['bias_exp_min']} is out of range; bias_exp is 3-bit (0..7)")
-    if cfg["neuron"] == "qmem" and not 2 <= int(cfg["mem_bits"]) <= 8:
-        raise QsnnError(f"mem_bits = {cfg['mem_bits']} is out of range; the qmem membrane holds 2 to 8 bits")
+    if not isinstance(cfg["bn"], (bool, np.bool_)):
+        raise QsnnError(f"bn = {_shown(cfg['bn'])} must be true or false")
+    if cfg["bn"] and cfg["arch"] == "mlp":
+        raise QsnnError("bn applies to the conv architectures (vgg, resnet) only")
+    for key in ("du", "dv"):
+        _whole(cfg[key], key, 0, 4095, "du and dv are 12-bit decays in [0, 4095]")
+    _whole(cfg["timesteps"], "timesteps", 1, ir.MAX_TIMESTEPS, "give the number of time steps per sample")
+    theta = cfg["theta"]
+    if isinstance(theta, (bool, np.bool_)) or not isinstance(theta, (int, float, np.integer, np.floating)) \
+            or not 0 < float(theta) <= ir.VTH_MAX:
+        raise QsnnError(f"theta = {_shown(theta)} must be a number in (0, {ir.VTH_MAX}] (the firing threshold "
+                        "in weight units)")
+    _whole(cfg["bias_exp_min"], "bias_exp_min", 0, 7, "bias_exp is 3-bit (0..7)")
+    if cfg["neuron"] == "qmem":
+        _whole(cfg["mem_bits"], "mem_bits", 2, 8, "the qmem membrane holds 2 to 8 bits")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole(value, key: str, lo: int, hi: int, fix: str) -> int:
+    try:
+        return ir.whole_number(value, key, lo, hi)
+    except QsnnError as e:
+        raise QsnnError(f"{e}; {fix}") from None
+
+
+def _widths_list(value, key: str, length: int | None) -> list:
+    """A list of positive whole numbers (each at most ``ir.MAX_NEURONS``), of ``length`` if given."""
+    if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+        raise QsnnError(f"{key} = {_shown(value)} must be a list of {length or 'several'} whole numbers >= 1")
+    return [_whole(v, f"{key}[{i}]", 1, ir.MAX_NEURONS, f"a layer holds at most {ir.MAX_NEURONS} neurons "
+                   "(one Loihi 2 chip)") for i, v in enumerate(value)]
+
+
+def _fits(key: str, what: str, n: int, limit: int) -> None:
+    if n > limit:
+        raise QsnnError(f"{key}: {what} has {n} elements; at most {limit} fit (one Loihi 2 chip)")
+
+
+def _check_conv_sizes(shape, widths, classes: int) -> None:
+    """Bounds for the conv archs: no conv layer's map is larger than (C_out, H, W) of the input's H x W,
+    no kernel larger than C_out x C_in x 3 x 3 and the classifier than classes x C x H x W."""
+    c_in, h, w = shape
+    for c in widths:
+        _whole(c, "channels/widths", 1, ir.MAX_NEURONS, "give a positive number of channels")
+        _fits("channels/widths", f"a layer of {c} x {h} x {w} neurons", int(c) * h * w, ir.MAX_NEURONS)
+    c = max(int(v) for v in widths)
+    _fits("channels/widths", f"a {c} x {max(c, c_in)} x 3 x 3 kernel", c * max(c, c_in) * 9, ir.MAX_ELEMENTS)
+    _fits("sizes", f"the {classes}-class classifier on {c} x {h} x {w} inputs", classes * c * h * w, ir.MAX_ELEMENTS)
 
 
 # the conv layers whose output channels ``widths`` may set; resnet: a block's second conv (resNb) is tied
@@ -117,12 +171,12 @@ def check_widths(cfg: dict) -> None:
         raise QsnnError("widths applies to the conv architectures; an mlp's widths are its sizes")
     if not isinstance(widths, dict):
         raise QsnnError(f"widths must be a dict {{layer name: channels}}, got {type(widths).__name__}")
-    unknown = [k for k in widths if k not in CONV_LAYERS[arch]]
+    unknown = [k for k in widths if not isinstance(k, str) or k not in CONV_LAYERS[arch]]
     if unknown:
         raise QsnnError(f"widths names unknown layer(s) {', '.join(map(str, unknown))} "
                         f"(arch {arch} has {', '.join(CONV_LAYERS[arch])})")
-    if any(int(v) < 1 for v in widths.values()):
-        raise QsnnError(f"widths = {widths}: every width must be >= 1")
+    for k, v in widths.items():
+        _whole(v, f"widths['{k}']", 1, ir.MAX_NEURONS, "every width is a positive number of channels")
     base = {name: int(cfg["channels"][0 if i < 3 else 1] if arch == "resnet" else cfg["channels"][i])
             for i, name in enumerate(CONV_LAYERS[arch])}
     for a, b in TIED.get(arch, ()):
@@ -155,7 +209,11 @@ class QuantSynapse(nn.Module):
         return self.quantized(self.weight)
 
     def integer_weight(self) -> torch.Tensor:
-        return self.mantissa().detach().round().to(torch.int64)
+        m = self.mantissa().detach().round()
+        if not bool(torch.isfinite(m).all()) or float(m.abs().max()) > 1 << 31:
+            raise QsnnError("the weight mantissas are not finite integers of at most 32 bits (the quantizer's state "
+                            "is out of range); the checkpoint is corrupt, re-train")
+        return m.to(torch.int64)
 
     def train_weight(self, dtype) -> torch.Tensor:
         return self.mantissa().to(dtype)
@@ -194,8 +252,8 @@ class QuantConv(QuantSynapse):
         c_in = int(in_shape[0])
         super().__init__((c_out, c_in // groups, kernel, kernel), c_in // groups * kernel * kernel, quant, bits)
         self.in_shape, self.stride, self.padding, self.groups = tuple(in_shape), stride, padding, groups
-        probe = ir.Conv(np.zeros((c_out, c_in // groups, kernel, kernel), np.int64), in_shape, stride, padding, groups)
-        self.out_shape = probe.out_shape
+        probe = ir.Conv(np.zeros((groups, c_in // groups, kernel, kernel), np.int64), in_shape, stride, padding, groups)
+        self.out_shape = (c_out, *probe.out_shape[1:])  # the probe has one output channel per group
         self.bn = nn.BatchNorm2d(c_out) if bn else None
         self.bias_exp_min = int(bias_exp_min)
 
@@ -228,6 +286,9 @@ class QuantConv(QuantSynapse):
         inv, shift = self._scale_shift(s)
         b = shift * (64.0 / self.unit)
         big = float(b.detach().abs().max())
+        if not (math.isfinite(big) and bool(torch.isfinite(inv).all())):
+            raise QsnnError("its BatchNorm state (weight, bias, running_mean, running_var) folds to a non-finite "
+                            "scale or bias; the checkpoint is corrupt, re-train")
         exp = min(7, max(self.bias_exp_min, math.ceil(math.log2(big / 4095)) if big > 4095 else 0))
         return self.quantized(self.weight * inv[:, None, None, None]), (ste_round(b / (1 << exp)).clamp(-4096, 4095), exp)
 
@@ -409,7 +470,35 @@ class QSNN(nn.Module):
         return out
 
 
+def declared_shapes(cfg: dict) -> dict:
+    """{state_dict key: shape} of the weights and BatchNorm state ``cfg`` declares, from the model built
+    on torch's meta device (nothing is allocated). The quantizer's own small state (sigmoid levels) is
+    left out: the skeleton uses the uniform quantizer, whose tensors are the same otherwise."""
+    check_config(cfg)
+    skeleton = {**with_defaults(cfg), "quant": "uniform", "theta": 1.0}
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in QSNN(skeleton).state_dict().items()}
+
+
+def check_state_shapes(cfg: dict, state_dict: dict) -> None:
+    """Refuse a state_dict whose tensors the config does not declare with the same shapes, before the
+    model is built: the tensors (already in memory) are the truth, so a config that claims far more
+    neurons than its weights hold never allocates them."""
+    for key, shape in declared_shapes(cfg).items():
+        if key not in state_dict:
+            raise QsnnError(f"tensor '{key}' is missing from the weights its config declares; the checkpoint is "
+                            "incomplete, re-train")
+        have = tuple(getattr(state_dict[key], "shape", ()))
+        if have != shape:
+            raise QsnnError(f"tensor '{key}' has shape {have} but the config (sizes, channels, input_shape, "
+                            f"widths) declares {shape}; the checkpoint is inconsistent, re-train")
+
+
 def build_model(cfg: dict, state_dict: dict | None = None) -> QSNN:
+    """The model of ``cfg`` (checked first), with ``state_dict``'s weights when given (their shapes are
+    checked against the config before anything is allocated)."""
+    if state_dict is not None:
+        check_state_shapes(cfg, state_dict)
     model = QSNN(cfg)
     if state_dict is not None:
         try:
@@ -417,6 +506,12 @@ def build_model(cfg: dict, state_dict: dict | None = None) -> QSNN:
         except RuntimeError as e:
             first = str(e).strip().splitlines()
             raise QsnnError(f"checkpoint weights do not match its config ({' '.join(first[:2])[:200]})") from None
+        for layer in model.layers:  # loaded BatchNorm state must fold into finite integers
+            if getattr(layer.synapse, "bn", None) is not None:
+                try:
+                    layer.synapse.folded()
+                except QsnnError as e:
+                    raise QsnnError(f"layer '{layer.name}': {e}") from None
     return model
 
 

@@ -209,7 +209,7 @@ def test_cli_prune_mlp(ckpts, capsys):
 
 
 @pytest.mark.parametrize("ckpt,extra,msg", [
-    ("junk.pt", ["--ratio", "0.5"], "not a readable checkpoint"),
+    ("junk.pt", ["--ratio", "0.5"], "is not a qsnn-lava checkpoint"),
     ("missing.pt", ["--ratio", "0.5"], "not found"),
     ("tiny.pt", ["--ratio", "0.5"], "no prunable layer"),
     ("vgg.pt", ["--ratios", ","], "empty"),
