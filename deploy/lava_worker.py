@@ -8,8 +8,9 @@ new session, and owns its process group: Lava forks its processes into it, and t
 whole group when a run is interrupted, times out or fails.
 
 Protocol (files only, never pickles):
-- in REQUEST_DIR: ``request.json`` = {"op": ..., "progress_fd": fd or null, op fields}, and the files it
-  names: an IR (``Network.save``), input spikes [T, N, n_in] (``np.save``), a lava-dl netx file.
+- in REQUEST_DIR: ``request.json`` = {"op": ..., "progress_fd": fd or null, "client_pid": pid, op
+  fields}, and the files it names: an IR (``Network.save``), input spikes [T, N, n_in] (``np.save``),
+  a lava-dl netx file.
   ops: "run" (every layer's spikes; field ``chunk_samples``), "trace" (u and v of one layer for one
   sample; ``layer_index``), "run_netx" (the output layer's spikes of a netx file; ``timesteps``,
   ``n_layers``, ``hw``, ``input_shape``), "probe" (versions: does the worker work?).
@@ -20,12 +21,16 @@ Protocol (files only, never pickles):
   or {"error": message} for a QsnnError (a problem the user can fix). Exit status 0 in both cases;
   anything else is a bug: a traceback on stderr and exit status 1.
 
-Lava processes are always stopped here (``runner.stop()``), on success and on error.
+Lava processes are always stopped here (``runner.stop()``), on success and on error. Should the client
+die without cleaning up (SIGKILL), the worker notices (its parent changes), kills the rest of its group,
+removes the shared memory left behind and its request folder, and exits.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -261,13 +266,35 @@ def _write_result(workdir: Path, result: dict) -> None:
     os.replace(tmp, workdir / "result.json")  # whole or absent: a killed worker leaves no half result
 
 
-def _watch_client(client_pid: int) -> None:
-    """Kill this process group when the client that started it is gone (killed with SIGKILL, say):
-    Lava's processes must not outlive the run they serve."""
-    while True:
+_CLEAN_UP = threading.Lock()
+
+
+def _clean_up_after_client(workdir: Path, shm_before: set) -> None:
+    """The client that started this worker is gone without cleaning up (killed with SIGKILL, say): do its
+    clean-up here. Kill the rest of this process group (Lava's processes), remove the shared memory they
+    leave and the request folder, and end this process. Lava must not outlive the run it serves."""
+    from qsnn_lava.deploy.backends.lava import group_members, remove_orphan_shm
+
+    _CLEAN_UP.acquire()  # once, by whichever thread comes first; the process ends below
+    me, group = os.getpid(), os.getpgrp()
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        others = [pid for pid in group_members(group) if pid != me]
+        if not others:
+            break
+        for pid in others:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    remove_orphan_shm(shm_before, exclude_pid=me)  # this process's own mappings end with it
+    shutil.rmtree(workdir, ignore_errors=True)
+    os._exit(1)
+
+
+def _watch_client(client_pid: int, workdir: Path, shm_before: set) -> None:
+    while os.getppid() == client_pid:
         time.sleep(0.5)
-        if os.getppid() != client_pid:
-            os.killpg(os.getpgrp(), signal.SIGKILL)
+    _clean_up_after_client(workdir, shm_before)
 
 
 def main(argv=None) -> int:
@@ -276,10 +303,14 @@ def main(argv=None) -> int:
         print("usage: python -m qsnn_lava.deploy.lava_worker REQUEST_DIR", file=sys.stderr)
         return 2
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # the client blocks them to start us
-    if os.getpgrp() == os.getpid():  # started by the client in a session of our own: the group is ours
-        threading.Thread(target=_watch_client, args=(os.getppid(),), daemon=True).start()
     workdir = Path(argv[0])
     req = json.loads((workdir / "request.json").read_text())
+    client = None
+    if os.getpgrp() == os.getpid():  # started by the client in a session of our own: the group is ours
+        from qsnn_lava.deploy.backends.lava import shm_segments
+
+        client, shm_before = int(req.get("client_pid", os.getppid())), shm_segments()
+        threading.Thread(target=_watch_client, args=(client, workdir, shm_before), daemon=True).start()
     progress = Progress(req.get("progress_fd"))
     try:
         try:
@@ -288,7 +319,10 @@ def main(argv=None) -> int:
             result = {"error": str(e)}
         _write_result(workdir, result)
     finally:
-        progress.close()
+        if client is not None and os.getppid() != client:  # the run failed because the client is gone
+            _clean_up_after_client(workdir, shm_before)
+        with contextlib.suppress(OSError):
+            progress.close()
     return 0
 
 

@@ -100,3 +100,25 @@ def test_lava_run_from_the_cli_prints_no_lava_noise(tmp_path, tmpdir_short):
     assert p.stdout.startswith("lava: 4 samples in ")
     assert np.load(tmp_path / "y.npy").shape == (4, 5, 5)
     assert os.listdir(tmpdir_short) == []
+
+
+@pytest.mark.lava
+def test_worker_cleans_up_after_a_killed_client(tmp_path, tmpdir_short):
+    """SIGKILL gives the CLI no chance to clean up: the worker notices that its client is gone, kills
+    Lava's processes, removes their shared memory and its request folder, and exits."""
+    shm_before = shm()
+    cli = subprocess.Popen(simulate_command(tmp_path, 3000), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True, env=cli_env(tmpdir_short))
+    try:
+        running = wait_for(lambda: len(descendants(cli.pid)) >= LAVA_PROCESSES + 1 and descendants(cli.pid),
+                           120, "the Lava worker and its processes")
+        time.sleep(1.0)
+        running.update(descendants(cli.pid))
+        run_shm = shm() - shm_before
+        cli.kill()
+    finally:
+        cli.kill()
+        cli.wait()
+    wait_for(lambda: still_alive(running) == [], 10, "the worker and Lava's processes to end")
+    assert orphaned_shm(run_shm) == set()
+    assert os.listdir(tmpdir_short) == []

@@ -1,4 +1,6 @@
-"""Backends by name; each is ``run(net, spikes [T, N, n_in], progress=False) -> Record``."""
+"""Backends by name; each is ``run(net, spikes [T, N, n_in], progress=False) -> Record``.
+
+``reference`` runs in this process; ``lava`` in a supervised Lava worker process (``backends.lava``)."""
 from __future__ import annotations
 
 from qsnn_lava.errors import QsnnError

@@ -101,10 +101,13 @@ def shm_segments() -> set[str]:
     return set(os.listdir(SHM)) if SHM.is_dir() else set()
 
 
-def shm_in_use() -> set[str]:
-    """Segments of /dev/shm that a living process maps or holds open (/proc/*/maps and /proc/*/fd)."""
+def shm_in_use(exclude_pid: int | None = None) -> set[str]:
+    """Segments of /dev/shm that a living process (other than ``exclude_pid``) maps or holds open
+    (/proc/*/maps and /proc/*/fd)."""
     used, prefix = set(), f"{SHM}/"
     for pid in _pids():
+        if exclude_pid is not None and int(pid) == exclude_pid:
+            continue
         with contextlib.suppress(OSError):
             with open(f"/proc/{pid}/maps") as f:
                 for line in f:
@@ -120,14 +123,14 @@ def shm_in_use() -> set[str]:
     return used
 
 
-def remove_orphan_shm(before: set[str]) -> list[str]:
-    """Unlink the /dev/shm segments that are not in ``before`` and that no living process maps or
-    holds open (what killed Lava processes leave behind); the names removed."""
+def remove_orphan_shm(before: set[str], exclude_pid: int | None = None) -> list[str]:
+    """Unlink the /dev/shm segments that are not in ``before`` and that no living process (other than
+    ``exclude_pid``) maps or holds open: what killed Lava processes leave behind. The names removed."""
     new = shm_segments() - before
     if not new:
         return []
     removed = []
-    for name in sorted(new - shm_in_use()):
+    for name in sorted(new - shm_in_use(exclude_pid)):
         with contextlib.suppress(FileNotFoundError):
             (SHM / name).unlink()
             removed.append(name)
@@ -162,7 +165,8 @@ class LavaWorker:
         read_fd, write_fd = os.pipe()
         self.read_fd = read_fd
         try:
-            (self.workdir / "request.json").write_text(json.dumps(dict(request, progress_fd=write_fd)))
+            request = dict(request, progress_fd=write_fd, client_pid=os.getpid())
+            (self.workdir / "request.json").write_text(json.dumps(request))
             env = dict(os.environ)
             if len(str(self.workdir)) <= MAX_TMPDIR_CHARS:  # Lava's temporary files go with the request
                 env["TMPDIR"] = str(self.workdir)
@@ -171,8 +175,8 @@ class LavaWorker:
                 self.proc = subprocess.Popen([self.python, "-m", WORKER_MODULE, str(self.workdir)],
                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,),
                                              start_new_session=True, env=env)
-        except FileNotFoundError:
-            raise QsnnError(f"'{self.python}' cannot be started. {LAVA_SETUP_HINT}") from None
+        except OSError as e:
+            raise QsnnError(f"'{self.python}' cannot be started ({e.strerror}). {LAVA_SETUP_HINT}") from None
         finally:
             os.close(write_fd)  # the worker holds the only writing end now
 
@@ -255,8 +259,9 @@ def call_worker(op: str, request: dict | None = None, *, net: Network | None = N
     ``net`` travels as ``net.h5`` (``Network.save``, which validates), ``spikes`` as ``input.npy``, and
     ``files`` ({name in the request folder: source path}) as copies. ``progress`` shows a bar over Lava
     steps; ``on_chunk(steps_done, steps_total)`` is called after each chunk the worker reports.
-    ``timeout_s`` bounds the whole call's wall time (worker start included). The worker's process group
-    is killed on any way out that is not success, and its temporary folder is always removed.
+    ``timeout_s`` bounds the whole call's wall time (worker start included). Whatever the way out, the
+    worker's process group is killed (after success only stragglers are left to kill), the shared memory
+    left behind and the temporary folder are removed.
     """
     python = _worker_python()
     start = time.monotonic()
