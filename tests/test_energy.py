@@ -208,7 +208,7 @@ def test_conv_fanout_by_hand():
 @pytest.mark.parametrize("in_shape, wshape, stride, padding, groups", [
     ((2, 7, 9), (4, 1, 3, 2), (2, 3), (1, 0), 2),  # grouped, strides that leave a remainder
     ((3, 8, 8), (6, 3, 3, 3), (1, 1), (1, 1), 1),
-    ((4, 5, 5), (4, 1, 2, 2), (3, 3), (2, 1), 4),  # depthwise, padding larger than the overlap
+    ((4, 5, 5), (4, 1, 2, 2), (3, 3), (1, 1), 4),  # depthwise, stride larger than the kernel (gaps), padded
 ])
 def test_conv_fanout_equals_unrolled_matrix(in_shape, wshape, stride, padding, groups):
     """fanout() (transposed conv) == nonzeros per column of converters.lava_graph.synapse_matrix."""
