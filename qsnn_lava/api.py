@@ -642,7 +642,17 @@ def export_netx(net, path, inputs=()) -> None:
 
 def import_netx(path, timesteps: int) -> Network:
     """A lava-dl netx HDF5 file (CUBA dense and conv layers) -> Network; ``timesteps`` per sample, which
-    netx files do not carry (see ``export_netx`` for an example)."""
+    netx files do not carry.
+
+    Example:
+        >>> import qsnn_lava as ql, tempfile, os
+        >>> net = ql.Network((3,), [ql.Layer("out", ql.Dense([[1, 2, 3]]), ql.LIF(1, vth=5, du=4095, dv=0))], 2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny.net")
+        >>> ql.export_netx(net, path)
+        >>> back = ql.import_netx(path, timesteps=2)
+        >>> back.timesteps, back.layers[0].neuron.vth
+        (2, 5)
+    """
     from .converters.netx import import_netx as _import
 
     return _import(path, _positive_int(timesteps, "timesteps"))
@@ -826,7 +836,15 @@ def demo(out="out/demo", *, epochs: int = 30, seed: int = 0, lava_samples: int =
          on_stage=None) -> DemoResult:
     """The main job: train a 64-256-10 4-bit QSNN on digits (T = 8), convert it, run the test set on the
     trained model, the integer reference and Lava, compare every spike, and write model.pt, model.ir.h5,
-    report.json and raster.png into ``out`` (all or none). ``on_stage(message)`` hears each stage."""
+    report.json and raster.png into ``out`` (all or none). ``on_stage(message)`` hears each stage. Where
+    no Lava environment exists the Lava step is skipped and ``lava_skipped`` says how to add it.
+
+    Example:
+        >>> import qsnn_lava as ql, tempfile, os
+        >>> res = ql.demo(os.path.join(tempfile.mkdtemp(), "demo"), epochs=1, lava_samples=5)
+        >>> res.equivalent, sorted(res.files)
+        (True, ['checkpoint', 'ir', 'raster', 'report'])
+    """
     from .deploy.backends.lava import LAVA_SETUP_HINT, lava_available
     from .deploy.plots import raster
     from .deploy.verify import report
