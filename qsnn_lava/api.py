@@ -22,6 +22,7 @@ from .ir import Network
 from .record import Record
 
 DEFAULT_TABLES = ("loihi1", "cmos45_snn", "ann_fp32", "ann_int8")
+MAX_INPUT_EVENTS = 1 << 31  # values in one input spike file (2 GiB as uint8)
 
 
 def backend_names() -> tuple:
@@ -172,11 +173,13 @@ def _model(target):
 
 
 # ---------------------------------------------------------------- data
-def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denoise: bool = False):
+def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denoise: bool = False,
+                 progress: bool = False):
     """A dataset by name (``qsnn_lava.data.DATASETS``): train and test splits, input size, classes, shape.
 
     digits is embedded (scikit-learn); fashion-mnist reads Debian's dataset-fashion-mnist or ``data_dir``;
-    event datasets read the recordings in ``data_dir`` and bin them into ``timesteps`` frames.
+    event datasets read the recordings in ``data_dir`` and bin them into ``timesteps`` frames when their
+    samples are first used (only the samples used are read; a progress bar with ``progress``).
 
     Example:
         >>> import qsnn_lava as ql
@@ -186,7 +189,7 @@ def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denois
     """
     from .data import load_dataset as _load
 
-    return _load(name, data_dir, _positive_int(timesteps, "timesteps"), denoise)
+    return _load(name, data_dir, _positive_int(timesteps, "timesteps"), denoise, progress)
 
 
 def encode(split, timesteps: int, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -204,8 +207,8 @@ def encode(split, timesteps: int, samples: int | None = None) -> tuple[np.ndarra
     return encoded(split, _positive_int(timesteps, "timesteps"), _positive_int(samples, "samples", True))
 
 
-def _test_inputs(net: Network, dataset: str, data_dir, denoise: bool, samples):
-    data = load_dataset(dataset, data_dir, net.timesteps, denoise)
+def _test_inputs(net: Network, dataset: str, data_dir, denoise: bool, samples, progress: bool = False):
+    data = load_dataset(dataset, data_dir, net.timesteps, denoise, progress)
     if data.n_in != net.n_in:
         raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
     return encode(data.test, net.timesteps, samples)
@@ -223,15 +226,19 @@ def read_spikes(path, net: Network) -> np.ndarray:
         >>> ql.read_spikes(path, net).shape
         (4, 3, 2)
     """
+    from .data import check_spike_array
+
     p = Path(path)
     if not p.is_file():
         raise QsnnError(f"input spikes '{path}' not found")
     try:
-        x = np.load(p, allow_pickle=False)
+        x = np.load(p, allow_pickle=False, mmap_mode="r")  # the header only: nothing allocated yet
     except Exception as e:
         raise QsnnError(f"'{path}' is not a .npy array ({e.__class__.__name__}); save spikes with numpy.save") from None
-    if x.dtype.fields is not None or x.dtype.kind not in "biuf":
-        raise QsnnError(f"'{path}' holds {x.dtype} values; input spikes must be a plain numeric array of 0/1")
+    if not isinstance(x, np.ndarray) or x.size > MAX_INPUT_EVENTS:
+        raise QsnnError(f"'{path}' declares {getattr(x, 'size', '?')} values; input spikes hold at most "
+                        f"{MAX_INPUT_EVENTS} (split the samples over several runs)")
+    x = check_spike_array(np.array(x), f"'{path}'")
     shape = tuple(net.input_shape)
     if len(shape) > 1 and x.shape[-len(shape):] == shape:  # [T, C, H, W] or [N, T, C, H, W]: flatten
         x = x.reshape(*x.shape[:-len(shape)], net.n_in)
@@ -243,9 +250,7 @@ def read_spikes(path, net: Network) -> np.ndarray:
                         f"[N, {net.timesteps}, {dims}] (the input may also be flat, {net.n_in} wide)")
     if x.shape[0] == 0:
         raise QsnnError(f"'{path}' holds no samples")
-    if not np.isin(x, (0, 1)).all():
-        raise QsnnError(f"'{path}' must hold binary spikes (0/1)")
-    return np.ascontiguousarray(np.transpose(x.astype(np.uint8), (1, 0, 2)))  # -> [T, N, n_in]
+    return np.ascontiguousarray(np.transpose(x, (1, 0, 2)))  # -> [T, N, n_in]
 
 
 # ---------------------------------------------------------------- train, convert
@@ -289,10 +294,10 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
         cfg, meta = ckpt["config"], ckpt["meta"]
         dataset, seed = meta.get("dataset", dataset), meta.get("seed", seed)
         lr, batch_size = meta.get("lr", lr), meta.get("batch_size", batch_size)
-        data = load_dataset(dataset, data_dir, int(cfg["timesteps"]), denoise)
+        data = load_dataset(dataset, data_dir, int(cfg["timesteps"]), denoise, progress)
     else:
         timesteps = _positive_int(options.pop("timesteps", None) or (config or {}).get("timesteps", 8), "timesteps")
-        data = load_dataset(dataset, data_dir, timesteps, denoise)
+        data = load_dataset(dataset, data_dir, timesteps, denoise, progress)
         if config is not None:
             cfg = make_config(**{**config, **{k: v for k, v in options.items() if k != "hidden"}})
         else:
@@ -362,7 +367,7 @@ def simulate(net, spikes=None, *, backend: str = "reference", dataset: str | Non
     net_, model = _network(net)
     labels = None
     if spikes is None:
-        spikes, labels = _test_inputs(net_, dataset or "digits", data_dir, denoise, samples)
+        spikes, labels = _test_inputs(net_, dataset or "digits", data_dir, denoise, samples, progress)
     spikes = _check_spikes(spikes, net_)
     rec = _run_backends(net_, model, spikes, [backend], progress)[0]
     if labels is not None:
@@ -371,12 +376,12 @@ def simulate(net, spikes=None, *, backend: str = "reference", dataset: str | Non
 
 
 def _check_spikes(spikes, net: Network) -> np.ndarray:
-    x = np.asarray(spikes)
+    from .data import check_spike_array
+
+    x = check_spike_array(np.asarray(spikes), "input spikes")
     if x.ndim != 3 or x.shape[0] != net.timesteps or x.shape[2] != net.n_in or x.shape[1] < 1:
         raise QsnnError(f"input spikes have shape {x.shape}; this network takes [T={net.timesteps}, N, {net.n_in}]")
-    if x.dtype.fields is not None or not np.isin(x, (0, 1)).all():
-        raise QsnnError("input spikes must be 0/1")
-    return np.ascontiguousarray(x.astype(np.uint8))
+    return np.ascontiguousarray(x)
 
 
 def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: bool) -> list:
@@ -500,7 +505,7 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     if backends is None:
         backends = ("torch", "reference", "lava") if model is not None else ("reference", "lava")
     names = _check_backends(backends)
-    spikes, labels = _test_inputs(net, dataset, data_dir, denoise, samples)
+    spikes, labels = _test_inputs(net, dataset, data_dir, denoise, samples, progress)
     bounds = static_bounds(net)
     records = _run_backends(net, model, spikes, names, progress)
     rep = report(records, labels)
@@ -609,7 +614,7 @@ def deploy(net, *, target: str = "cpu", out, dataset: str = "digits", data_dir=N
                         f" {format_violations(drc).strip()}")
     chip = ChipModel.from_json(chip_model) if chip_model else ChipModel()
     resources = estimate(shapes_from_ir(net_), chip)
-    spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples)
+    spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
     manifest = write_bundle(net_, out, spikes, drc, resources, target)
     if not run:
         return DeployResult(Path(out), manifest, 0)
@@ -724,7 +729,7 @@ def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False
         raise QsnnError("no cost table given; name at least one")
     net_, _ = _network(net)
     if spikes is None:
-        spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples)
+        spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
     spikes = _check_spikes(spikes, net_)
     counts = count_ops(net_, spikes, get_backend("reference")(net_, spikes, progress=progress))
     same = None
@@ -773,7 +778,7 @@ def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=N
     meta0 = getattr(model, "meta", {})
     T = int(model.config["timesteps"])
     dataset = dataset or meta0.get("dataset") or "digits"
-    data = load_dataset(dataset, data_dir, T, denoise)
+    data = load_dataset(dataset, data_dir, T, denoise, progress)
     if data.n_in != int(model.config["sizes"][0]) or data.n_classes != int(model.config["sizes"][-1]):
         raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs and {data.n_classes} classes; the network "
                         f"takes {model.config['sizes'][0]} and has {model.config['sizes'][-1]} outputs")
