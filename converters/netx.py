@@ -174,7 +174,7 @@ def _pair(r, lg, key: str, default: int, lo: int) -> tuple:
 
 def _conv_from_netx(r, lg, in_shape, shape: tuple, where: str):
     """A netx conv layer (torch-layout weight, (H, W) stride/padding, dilation 1) as an IR Conv."""
-    from qsnn_lava.ir import MAX_ELEMENTS, MAX_NEURONS, Conv, whole_number
+    from qsnn_lava.ir import MAX_ELEMENTS, MAX_NEURONS, Conv
 
     if in_shape is None or len(in_shape) != 3:
         raise QsnnError(f"{where}: a conv layer needs a (C, H, W) input; give the input layer a 3-D shape")
@@ -196,7 +196,6 @@ def _conv_from_netx(r, lg, in_shape, shape: tuple, where: str):
         raise QsnnError(f"{where}: {e}") from None
     if conv.out_shape != tuple(shape):
         raise QsnnError(f"{where}: shape {shape} does not match the convolution's output {conv.out_shape}")
-    whole_number(conv.n_out, f"{where}: neurons", 1, MAX_NEURONS)
     return conv
 
 
@@ -214,7 +213,7 @@ def _dense_from_netx(r, lg, n_out: int, where: str):
     return Dense(w.reshape(n_out, -1))
 
 
-def _neuron_from_netx(r, lg, syn, kind: str, i: int, where: str):
+def _neuron_from_netx(r, lg, syn, kind: str, where: str):
     """The CUBA/LOIHI neuron group of a layer as an IR LIF: vth = vThMant, du = iDecay - 1, dv = vDecay,
     bias_exp = 6 (netx's mapping); everything else is refused by name."""
     from qsnn_lava.ir import LIF
@@ -247,7 +246,7 @@ def _neuron_from_netx(r, lg, syn, kind: str, i: int, where: str):
                bias_exp=NETX_BIAS_EXP if bias is not None else 0)
 
 
-def _input_shape(r, lg, where: str) -> tuple:
+def _input_shape(r, lg, where: str) -> tuple | None:
     from qsnn_lava.ir import MAX_NEURONS
 
     if "neuron" in lg:
@@ -258,7 +257,7 @@ def _input_shape(r, lg, where: str) -> tuple:
                             "so write the input layer with 'shape' only")
         raise QsnnError(f"{where}: an input layer with a {ntype or 'neuron'} group (graded input driven through "
                         "the bias) is not supported; qsnn-lava feeds binary spikes to the first synapse layer")
-    return _shape(r, lg, where, MAX_NEURONS)
+    return _shape(r, lg, where, MAX_NEURONS) if "shape" in lg else None  # netx: then the first layer's input
 
 
 def _shape(r, lg, where: str, limit: int) -> tuple:
@@ -346,7 +345,7 @@ def _read_netx(f, path, timesteps: int) -> Network:
             syn = _conv_from_netx(r, lg, layers[-1].shape if layers else input_shape, shape, where)
         else:
             syn = _dense_from_netx(r, lg, int(np.prod(shape)), where)
-        neuron = _neuron_from_netx(r, lg, syn, kind, i, where)
+        neuron = _neuron_from_netx(r, lg, syn, kind, where)
         w = syn.weight
         bits = int(np.ceil(np.log2(int(np.abs(w).max()) + 1))) + 1 if w.size and np.abs(w).max() else 1
         layers.append(Layer(f"layer{i}", syn, neuron, weight_bits=min(bits, 9)))

@@ -25,6 +25,11 @@ File layout (``/`` attributes ``format = "qsnn-lava-ir"``, ``version``)::
 
 Version 1 files (no conv, no skips) are still read.
 
+Files are untrusted: ``Network.load`` checks every attribute's type and range and every dataset's dtype,
+shape and stored bytes against the others and against one Loihi 2 chip (``MAX_NEURONS`` per layer,
+``MAX_ELEMENTS`` per array, ``MAX_TIMESTEPS``) and this machine's memory before reading it (``H5Reader``),
+so a small file that declares a huge network is refused by field instead of allocated.
+
 Readers and writers are a registry keyed by the ``type`` attribute, so new primitives stay flat.
 """
 from __future__ import annotations

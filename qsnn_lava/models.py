@@ -491,7 +491,7 @@ def check_state_shapes(cfg: dict, state_dict: dict) -> None:
         have = tuple(getattr(state_dict[key], "shape", ()))
         if have != shape:
             raise QsnnError(f"tensor '{key}' has shape {have} but the config (sizes, channels, input_shape, "
-                            f"widths) declares {shape}; the checkpoint is inconsistent, re-train")
+                            f"widths) declares {shape}: the weights do not match their config; re-train")
 
 
 def build_model(cfg: dict, state_dict: dict | None = None) -> QSNN:

@@ -20,7 +20,7 @@ from qsnn_lava.converters.checkpoint import checkpoint_to_ir, load_model
 from qsnn_lava.converters.netx import export_netx, import_netx
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.io import save_checkpoint
-from qsnn_lava.ir import INPUT, LIF, MAX_DELAY, MAX_NEURONS, Conv, Dense, Layer, Network, Skip
+from qsnn_lava.ir import INPUT, LIF, MAX_DELAY, Conv, Dense, Layer, Network, Skip
 from qsnn_lava.models import QSNN, make_config
 
 
