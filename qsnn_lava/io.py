@@ -62,8 +62,7 @@ def check_output(path, inputs=(), kind: str = "file", replaceable=None, names=()
             raise QsnnError(f"output '{path}' is also an input of this command; write the output to another path")
     if not parent.is_dir():
         raise QsnnError(f"cannot write '{path}': folder '{parent}' does not exist; create it or choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise QsnnError(f"cannot write '{path}': folder '{parent}' is not writable; choose another output path")
+    _probe(parent, path)
     if kind == "file":
         if path.is_dir():
             raise QsnnError(f"cannot write '{path}': it is a folder; give a file path")
@@ -78,14 +77,25 @@ def check_output(path, inputs=(), kind: str = "file", replaceable=None, names=()
                 raise QsnnError(f"'{path}' exists and was not written by this command; it is left untouched: "
                                 "choose a new folder (or remove it yourself)")
         else:
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise QsnnError(f"cannot write into '{path}': the folder is not writable; choose another --out")
+            _probe(path, path)
             ours = set(_written(path))
             clash = [n for n in names if (path / n).exists() and n not in ours]
             if clash:
                 raise QsnnError(f"'{path / clash[0]}' exists and was not written by qsnn-lava; it is left "
                                 "untouched: choose a new --out folder")
     return path
+
+
+def _probe(folder: Path, path: Path) -> None:
+    """Create and remove a file of our own in ``folder``: the honest test of writability (permission bits
+    say nothing for root, nor for read-only or full file systems)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qsnn-lava-probe.", dir=folder)
+    except OSError as e:
+        raise QsnnError(f"cannot write '{path}': folder '{folder}' is not writable ({e.strerror}); choose another "
+                        "output path") from None
+    os.close(fd)
+    os.unlink(probe)  # the probe file we just created
 
 
 RECORD = ".qsnn-lava"  # in a folder qsnn-lava writes into: the names of the files it wrote there
