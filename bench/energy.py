@@ -25,7 +25,7 @@ import common  # the sibling bench/common.py
 import numpy as np
 
 from qsnn_lava.converters.checkpoint import load_model, model_to_ir
-from qsnn_lava.deploy.energy import TABLES, count_ops, energy, memory_bytes
+from qsnn_lava.deployment.energy import TABLES, count_ops, energy, memory_bytes
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.io import save_figure
 from qsnn_lava.reference import simulate

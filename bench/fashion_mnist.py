@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from qsnn_lava.converters.checkpoint import load_model, model_to_ir
-from qsnn_lava.deploy.backends.lava import run as run_lava
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.backends.lava import run as run_lava
+from qsnn_lava.deployment.verify import compare
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.io import save_checkpoint
 from qsnn_lava.metrics import model_size

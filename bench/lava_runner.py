@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from common import digits_network, save_result  # the sibling bench/common.py
-from qsnn_lava.deploy.backends.lava import run as run_lava
+from qsnn_lava.deployment.backends.lava import run as run_lava
 
 
 def main():

@@ -18,8 +18,8 @@ import common  # the sibling bench/common.py
 from torch import nn
 
 from qsnn_lava.converters.checkpoint import model_to_ir
-from qsnn_lava.deploy.backends.lava import run as run_lava
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.backends.lava import run as run_lava
+from qsnn_lava.deployment.verify import compare
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.io import save_figure
 from qsnn_lava.metrics import model_size

@@ -22,7 +22,7 @@ import common  # the sibling bench/common.py
 import numpy as np
 
 from qsnn_lava.converters.checkpoint import load_model, model_to_ir
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.verify import compare
 from qsnn_lava import pruning as P
 from qsnn_lava.data import Dataset, encoded, load_dataset
 from qsnn_lava.errors import QsnnError
@@ -232,7 +232,7 @@ def main():
         result["saved"].update({"path": str(path),
                                 "torch_vs_reference_mismatches": compare(evaluate(pruned, xs), ref)["mismatches"]})
         if args.lava_samples:
-            from qsnn_lava.deploy.backends.lava import run as run_lava
+            from qsnn_lava.deployment.backends.lava import run as run_lava
 
             n = args.lava_samples
             result["saved"].update({"lava_samples": n, "reference_vs_lava_mismatches":

@@ -9,8 +9,8 @@ import json
 import time
 
 from common import digits_network, save_result  # the sibling bench/common.py
-from qsnn_lava.deploy.backends.lava import run as run_lava
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.backends.lava import run as run_lava
+from qsnn_lava.deployment.verify import compare
 from qsnn_lava.reference import simulate
 
 

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from qsnn_lava.converters.checkpoint import load_model, model_to_ir
-from qsnn_lava.deploy.backends.lava import run as run_lava
-from qsnn_lava.deploy.verify import report
+from qsnn_lava.deployment.backends.lava import run as run_lava
+from qsnn_lava.deployment.verify import report
 from qsnn_lava.data import encoded, load_dataset
 from qsnn_lava.io import save_checkpoint, write_json
 from qsnn_lava.models import make_config

@@ -1,7 +1,7 @@
 """Importing Lava in the process that runs it (the Lava worker, or a test inside the Lava environment).
 
 Lava lives in its own Python 3.10 environment; the core never imports it and reaches it through
-``qsnn_lava.deploy.lava_worker``. This module is the one place that imports Lava's runtime and the one
+``qsnn_lava.deployment.lava_worker``. This module is the one place that imports Lava's runtime and the one
 place that says how to get Lava (``LAVA_SETUP_HINT``).
 """
 from __future__ import annotations

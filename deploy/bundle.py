@@ -70,7 +70,7 @@ WRITTEN_BY = @PYTHON@  # the Python that wrote this bundle, which has qsnn-lava
 if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
     del sys.path[0]  # import qsnn-lava itself, never a module lying in this folder
 try:
-    from qsnn_lava.deploy.bundle import run_script
+    from qsnn_lava.deployment.bundle import run_script
 except ImportError as e:
     print(f"run.py: error: this Python ({sys.executable}) cannot import qsnn-lava ({e}); run "
           f"`{WRITTEN_BY} {HERE / 'run.py'}` (the Python that wrote this bundle) or "
@@ -429,7 +429,7 @@ def _check_backends(backends) -> tuple:
 def _output_spikes(name: str, path: Path, manifest: dict, net: Network, x: np.ndarray, progress: bool):
     """Output-layer spikes [T, N, n_out] of the bundle run on backend ``name``."""
     if name in ("reference", "lava"):
-        from qsnn_lava.deploy.backends import get_backend
+        from qsnn_lava.deployment.backends import get_backend
 
         return get_backend(name)(net, x, progress=progress).spikes[-1]
     netx = manifest["netx"]
@@ -438,7 +438,7 @@ def _output_spikes(name: str, path: Path, manifest: dict, net: Network, x: np.nd
                         f"backend {name} needs one: use reference or lava")
     if name == "loihi2" and not loihi_installed():
         raise QsnnError("backend loihi2 needs Intel's lava-loihi (INRC members only); use reference, lava or netx")
-    from qsnn_lava.deploy.backends.netx import run_netx
+    from qsnn_lava.deployment.backends.netx import run_netx
     from qsnn_lava.io import is_hdf5
 
     if not is_hdf5(path / netx["file"]):

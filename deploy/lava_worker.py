@@ -1,9 +1,9 @@
 """The Lava worker: runs Lava for the core, in the Lava environment, one request per process.
 
-    python -m qsnn_lava.deploy.lava_worker REQUEST_DIR
+    python -m qsnn_lava.deployment.lava_worker REQUEST_DIR
 
 Lava (lava-nc 0.10.0, lava-dl 0.6.0) needs Python 3.10, numpy < 2 and torch 2.3, so it lives in an
-interpreter of its own; the client (``qsnn_lava.deploy.backends.lava``) starts this module there, in a
+interpreter of its own; the client (``qsnn_lava.deployment.backends.lava``) starts this module there, in a
 new session, and owns its process group: Lava forks its processes into it, and the client kills the
 whole group when a run is interrupted, times out or fails.
 
@@ -273,7 +273,7 @@ def _clean_up_after_client(workdir: Path, shm_before: set) -> None:
     """The client that started this worker is gone without cleaning up (killed with SIGKILL, say): do its
     clean-up here. Kill the rest of this process group (Lava's processes), remove the shared memory they
     leave and the request folder, and end this process. Lava must not outlive the run it serves."""
-    from qsnn_lava.deploy.backends.lava import group_members, remove_orphan_shm
+    from qsnn_lava.deployment.backends.lava import group_members, remove_orphan_shm
 
     _CLEAN_UP.acquire()  # once, by whichever thread comes first; the process ends below
     me, group = os.getpid(), os.getpgrp()
@@ -300,14 +300,14 @@ def _watch_client(client_pid: int, workdir: Path, shm_before: set) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m qsnn_lava.deploy.lava_worker REQUEST_DIR", file=sys.stderr)
+        print("usage: python -m qsnn_lava.deployment.lava_worker REQUEST_DIR", file=sys.stderr)
         return 2
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # the client blocks them to start us
     workdir = Path(argv[0])
     req = json.loads((workdir / "request.json").read_text())
     client = None
     if os.getpgrp() == os.getpid():  # started by the client in a session of our own: the group is ours
-        from qsnn_lava.deploy.backends.lava import shm_segments
+        from qsnn_lava.deployment.backends.lava import shm_segments
 
         client, shm_before = int(req.get("client_pid", os.getppid())), shm_segments()
         threading.Thread(target=_watch_client, args=(client, workdir, shm_before), daemon=True).start()

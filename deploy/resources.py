@@ -447,7 +447,7 @@ def pilotnet_lif_shapes(weight_bits: int = 8) -> list:
     return layers
 
 
-if __name__ == "__main__":  # python -m qsnn_lava.deploy.resources: the PilotNet calibration
+if __name__ == "__main__":  # python -m qsnn_lava.deployment.resources: the PilotNet calibration
     res = estimate(pilotnet_lif_shapes())
     print(format_table(res))
     print(f"\nLava-Loihi compiler log: {PILOTNET_LIF_LOG_TOTAL} cores.")

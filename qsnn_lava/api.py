@@ -3,7 +3,7 @@
 These functions never print (progress bars only with ``progress=True``) and never exit; bad input raises
 ``QsnnError`` with one line naming the problem and the fix. The CLI (``qsnn_lava.cli``) only parses
 arguments, calls these, and prints what they return. This module is the roof of the house: it may import
-the core, ``qsnn_lava.converters`` and ``qsnn_lava.deploy``; nothing below imports it.
+the core, ``qsnn_lava.converters`` and ``qsnn_lava.deployment``; nothing below imports it.
 
 Arrays are time-major like Lava's and the backends': input spikes ``[T, N, n_in]`` (uint8 0/1), every
 layer's output spikes ``[T, N, n]``. Time is zero-delay: a layer integrates at step t what its sources
@@ -33,7 +33,7 @@ def backend_names() -> tuple:
         >>> ql.backend_names()
         ('torch', 'reference', 'lava')
     """
-    from .deploy.backends import BACKENDS
+    from .deployment.backends import BACKENDS
 
     return ("torch", *BACKENDS)
 
@@ -81,7 +81,7 @@ def load(path, timesteps: int | None = None, validate: bool = True):
         >>> ql.load(path).layers[0].neuron.vth
         1
     """
-    from .deploy.bundle import is_bundle
+    from .deployment.bundle import is_bundle
     from .io import is_hdf5
 
     p = Path(path)
@@ -120,7 +120,7 @@ def _is_netx(path: Path) -> bool:
 
 
 def _bundle_network(path: Path, validate: bool = True) -> Network:
-    from .deploy.bundle import load_manifest
+    from .deployment.bundle import load_manifest
 
     load_manifest(path)
     return Network.load(path / "model.ir.h5", validate=validate)
@@ -385,7 +385,7 @@ def _check_spikes(spikes, net: Network) -> np.ndarray:
 
 
 def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: bool) -> list:
-    from .deploy.backends import get_backend
+    from .deployment.backends import get_backend
     from .training import evaluate
 
     records = []
@@ -422,14 +422,14 @@ class VerifyResult:
     def raster(self, path=None, sample: int | None = None):
         """Spike rasters of every backend side by side, one row per layer; by default the first diverging
         sample. Saved as PNG at ``path``, or returned as a matplotlib figure without one."""
-        from .deploy.plots import raster
+        from .deployment.plots import raster
 
         return raster(self.records, self.spikes, path, sample=self._first_sample() if sample is None else sample)
 
     def heatmap(self, path=None):
         """Mismatching events per (layer, time step) for each pair of backends (PNG at ``path``, or the
         figure)."""
-        from .deploy.plots import mismatch_heatmap
+        from .deployment.plots import mismatch_heatmap
 
         return mismatch_heatmap(self.records, path)
 
@@ -440,7 +440,7 @@ class VerifyResult:
 
     def save(self, out) -> list:
         """report.json, report.html, raster.png and mismatch_heatmap.png into folder ``out``, all or none."""
-        from .deploy.plots import html_report
+        from .deployment.plots import html_report
         from .io import output_dir
 
         names = ["report.json", "report.html", "raster.png", "mismatch_heatmap.png"]
@@ -490,8 +490,8 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
         True
     """
     from .bounds import static_bounds
-    from .deploy.bundle import is_bundle
-    from .deploy.verify import report
+    from .deployment.bundle import is_bundle
+    from .deployment.verify import report
 
     if isinstance(target, (str, Path)) and is_bundle(target):
         return _verify_bundle(target, backends, progress)
@@ -518,7 +518,7 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
 
 
 def _verify_bundle(path, backends, progress: bool) -> VerifyResult:
-    from .deploy.bundle import verify_bundle
+    from .deployment.bundle import verify_bundle
 
     kw = {} if backends is None else {"backends": tuple(_check_backends(backends))}
     rep = verify_bundle(path, progress=progress, **kw)
@@ -527,8 +527,8 @@ def _verify_bundle(path, backends, progress: bool) -> VerifyResult:
 
 def _diagnose(rep, net, model, spikes, records) -> None:
     from .converters.checkpoint import model_to_ir
-    from .deploy.backends.lava import trace as lava_trace
-    from .deploy.verify import diagnose
+    from .deployment.backends.lava import trace as lava_trace
+    from .deployment.verify import diagnose
     from .reference import trace as ref_trace
 
     torch_net = model_to_ir(model) if model is not None else None
@@ -577,7 +577,7 @@ def design_rules(net, cpu: bool = False) -> dict:
         >>> drc["passed"], drc["violations"][0]["field"], drc["violations"][0]["value"]
         (False, 'weight', 300)
     """
-    from .deploy.drc import design_rule_check
+    from .deployment.drc import design_rule_check
 
     net, _ = _network(net, validate=False)
     return design_rule_check(net, cpu=cpu)
@@ -598,10 +598,10 @@ def deploy(net, *, target: str = "cpu", out, dataset: str = "digits", data_dir=N
         >>> res.drc["passed"], sorted(res.manifest["files"])[:2]
         (True, ['expected_output.npy', 'model.ir.h5'])
     """
-    from .deploy.bundle import (EXIT_NO_LOIHI, check_bundle_out, loihi_installed, run_bundle_lines,
+    from .deployment.bundle import (EXIT_NO_LOIHI, check_bundle_out, loihi_installed, run_bundle_lines,
                                 write_bundle)
-    from .deploy.drc import format_violations
-    from .deploy.resources import ChipModel, estimate, shapes_from_ir
+    from .deployment.drc import format_violations
+    from .deployment.resources import ChipModel, estimate, shapes_from_ir
 
     if target not in ("cpu", "loihi2"):
         raise QsnnError(f"target '{target}' is not supported (cpu or loihi2)")
@@ -683,13 +683,13 @@ class EnergyReport:
 
     def table(self) -> str:
         """Markdown table: energy per inference per cost table, and the ratio to the first."""
-        from .deploy.energy import compare_table
+        from .deployment.energy import compare_table
 
         return compare_table(self.results)
 
     def bar_chart(self, path=None):
         """Energy per inference per table as a bar chart, log scale (PNG at ``path``, or the figure)."""
-        from .deploy.energy import energy_bar_chart
+        from .deployment.energy import energy_bar_chart
 
         return energy_bar_chart(self.results, path)
 
@@ -716,8 +716,8 @@ def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False
         >>> rep.results[0]["table"], rep.counts["samples"]
         ('cmos45_snn', 10)
     """
-    from .deploy.backends import get_backend
-    from .deploy.energy import TABLES, count_ops, energy as price, load_cost_table, neurobench_metrics
+    from .deployment.backends import get_backend
+    from .deployment.energy import TABLES, count_ops, energy as price, load_cost_table, neurobench_metrics
 
     names = [t.strip() for t in (tables.split(",") if isinstance(tables, str) else tables) if t.strip()]
     unknown = [t for t in names if t not in TABLES]
@@ -850,9 +850,9 @@ def demo(out="out/demo", *, epochs: int = 30, seed: int = 0, lava_samples: int =
         >>> res.equivalent, sorted(res.files)
         (True, ['checkpoint', 'ir', 'raster', 'report'])
     """
-    from .deploy.backends.lava import LAVA_SETUP_HINT, lava_available
-    from .deploy.plots import raster
-    from .deploy.verify import report
+    from .deployment.backends.lava import LAVA_SETUP_HINT, lava_available
+    from .deployment.plots import raster
+    from .deployment.verify import report
     from .io import check_output, output_dir
     from .models import make_config
 

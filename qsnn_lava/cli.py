@@ -136,15 +136,15 @@ def cmd_verify(args) -> int:
 
 
 def _print_bundle_verify(path, rep: dict) -> None:
-    from .deploy.bundle import report_lines
+    from .deployment.bundle import report_lines
 
     for line in report_lines(rep):
         print(line)
 
 
 def cmd_deploy(args) -> int:
-    from .deploy.bundle import EXIT_NO_LOIHI
-    from .deploy.resources import format_table
+    from .deployment.bundle import EXIT_NO_LOIHI
+    from .deployment.resources import format_table
 
     res = _api().deploy(args.target, target=args.target_kind, out=args.out, dataset=args.dataset,
                         data_dir=args.data_dir, denoise=args.denoise, samples=args.samples,

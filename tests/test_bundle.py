@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from netgen import random_network, random_spikes
-from qsnn_lava.deploy import bundle as B
+from qsnn_lava.deployment import bundle as B
 from qsnn_lava.errors import QsnnError
 
 SAMPLES = 3

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from qsnn_lava.deploy.backends.lava import run as run_lava
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.backends.lava import run as run_lava
+from qsnn_lava.deployment.verify import compare
 from netgen import random_spikes
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, Skip, sum_pool
@@ -152,7 +152,7 @@ def test_conv_pool_dense_network_round_trips_through_netx(tmp_path):
     """export-netx of a conv + pool + dense net: lava-dl's own netx Network gives our spikes, and
     import-netx gives back the same IR integers."""
     from qsnn_lava.converters.netx import export_netx, import_netx
-    from qsnn_lava.deploy.backends.netx import run_netx
+    from qsnn_lava.deployment.backends.netx import run_netx
 
     rng = np.random.default_rng(0)
     net = conv_net(rng)
@@ -193,7 +193,7 @@ def test_bn_folded_vgg_with_bias_exp_6_exports_to_netx_exactly(tmp_path):
     BN-folded conv net spike for spike like our reference."""
     from qsnn_lava.converters.checkpoint import model_to_ir
     from qsnn_lava.converters.netx import export_netx
-    from qsnn_lava.deploy.backends.netx import run_netx
+    from qsnn_lava.deployment.backends.netx import run_netx
     from qsnn_lava.data import encoded
 
     model, data, _ = _trained_conv_model("vgg", True, epochs=1, bias_exp_min=6)

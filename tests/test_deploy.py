@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from qsnn_lava.deploy.drc import design_rule_check
+from qsnn_lava.deployment.drc import design_rule_check
 from netgen import random_network
 from qsnn_lava.ir import LIF, Dense, Layer, Network
 
@@ -110,7 +110,7 @@ def test_energy_cli_with_custom_table(ir_file, tmp_path):
 
 def test_estimate_shows_what_pruning_buys():
     """Removing neurons (structured pruning) or zeroing synapses lowers the estimated cores."""
-    from qsnn_lava.deploy.resources import estimate, shapes_from_ir
+    from qsnn_lava.deployment.resources import estimate, shapes_from_ir
 
     rng = np.random.default_rng(0)
     w = rng.integers(-7, 8, (100, 2560))

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from qsnn_lava.deploy import energy as en
+from qsnn_lava.deployment import energy as en
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, Skip, sum_pool
 from qsnn_lava.metrics import synapse_kind
@@ -309,7 +309,7 @@ def test_counts_from_reference_equal_counts_from_lava(builder, seed):
     """The counts of the same samples from the reference and from real Lava (fixed_pt) are identical:
     a dense net, conv + sum pool + grouped conv + dense, and a residual net (identity and dense skips)."""
     import test_conv
-    from qsnn_lava.deploy.backends.lava import run as run_lava
+    from qsnn_lava.deployment.backends.lava import run as run_lava
     from netgen import random_network, random_spikes
 
     rng = np.random.default_rng(seed)

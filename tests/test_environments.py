@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import qsnn_lava as ql
-from qsnn_lava.deploy.backends.lava import lava_python
+from qsnn_lava.deployment.backends.lava import lava_python
 
 
 def in_lava_env(code: str, *args) -> str:

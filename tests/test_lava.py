@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from qsnn_lava.converters.lava_graph import lava_dense_weights
-from qsnn_lava.deploy.backends.lava import run as run_lava
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.backends.lava import run as run_lava
+from qsnn_lava.deployment.verify import compare
 from netgen import random_network, random_spikes
 from procs import descendants, orphaned_shm, shm, still_alive
 from qsnn_lava.errors import QsnnError
@@ -94,7 +94,7 @@ def test_wrong_input_shape_is_refused_before_building():
 def test_processes_stopped_after_interrupt_timeout_and_error():
     """Ctrl-C mid-run (from on_chunk), a timeout and an error reported by the worker: afterwards the
     worker and every Lava process it forked are gone, and no shared-memory segment is left behind."""
-    from qsnn_lava.deploy.backends.lava import trace as lava_trace
+    from qsnn_lava.deployment.backends.lava import trace as lava_trace
 
     rng = np.random.default_rng(5)
     net = random_network(rng, sizes=(8, 6, 4), timesteps=4)
@@ -121,7 +121,7 @@ def test_processes_stopped_after_interrupt_timeout_and_error():
 
 
 def test_worker_reports_versions_and_keeps_lava_noise_out_of_the_protocol():
-    from qsnn_lava.deploy.backends.lava import probe
+    from qsnn_lava.deployment.backends.lava import probe
 
     p = probe()
     assert p["versions"]["lava-nc"] == "0.10.0" and p["versions"]["python"].startswith("3.10")
@@ -160,7 +160,7 @@ def test_failing_worker_raises_with_its_output_and_leaves_nothing(tmp_path, monk
 def test_lava_python_choice(tmp_path, monkeypatch):
     import sys
 
-    from qsnn_lava.deploy.backends import lava as backend
+    from qsnn_lava.deployment.backends import lava as backend
 
     for value in ("", "none", "None "):
         monkeypatch.setenv("QSNN_LAVA_PYTHON", value)
@@ -180,8 +180,8 @@ def test_lava_python_choice(tmp_path, monkeypatch):
 
 
 def test_divergence_is_diagnosed_with_traces_and_cause():
-    from qsnn_lava.deploy.backends.lava import trace as lava_trace
-    from qsnn_lava.deploy.verify import diagnose
+    from qsnn_lava.deployment.backends.lava import trace as lava_trace
+    from qsnn_lava.deployment.verify import diagnose
     from qsnn_lava.reference import trace as ref_trace
 
     net, bad, x = perturbed_case()
@@ -200,5 +200,5 @@ def test_divergence_is_diagnosed_with_traces_and_cause():
     ([64, 64], [64, 640], [64, 64], [64, 640], 1, "threshold comparison"),
 ])
 def test_likely_cause_rules(ua, va, ub, vb, t, cause):
-    from qsnn_lava.deploy.verify import likely_cause
+    from qsnn_lava.deployment.verify import likely_cause
     assert likely_cause(*(np.array(z) for z in (ua, va, ub, vb)), vth=10, t=t) == cause

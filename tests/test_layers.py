@@ -4,7 +4,7 @@ Every module's imports are read with ``ast`` (every Import and ImportFrom anywhe
 functions included, relative imports resolved to the installed names), so the rule holds by itself:
 
     roof        qsnn_lava/api.py, cli.py, __init__.py, __main__.py   (may import everything below)
-    deploy      deploy/**.py      installed as qsnn_lava.deploy       (imports converters and core)
+    deploy      deploy/**.py      installed as qsnn_lava.deployment       (imports converters and core)
     converters  converters/**.py  installed as qsnn_lava.converters   (imports core)
     core        the other qsnn_lava/*.py                             (imports only core)
 
@@ -100,7 +100,7 @@ def test_layers_cover_every_module():
     by_layer = {layer: sorted(m for m, _, _ in src.values() if layer_of(m) == layer) for layer in LAYERS}
     assert "qsnn_lava.pruning" in by_layer["core"] and "qsnn_lava.metrics" in by_layer["core"]
     assert "qsnn_lava.converters.checkpoint" in by_layer["converters"]
-    assert "qsnn_lava.deploy.backends.lava" in by_layer["deploy"]
+    assert "qsnn_lava.deployment.backends.lava" in by_layer["deploy"]
     assert {"qsnn_lava", "qsnn_lava.cli"} <= set(by_layer["roof"])
     assert sum(map(len, by_layer.values())) == len(src)
 
@@ -121,16 +121,16 @@ def test_imports_run_one_way():
     ("c2.py", "qsnn_lava.bounds", False, "import qsnn_lava\nimport lava.magma.core\n",
      ["c2.py:1: core module", "c2.py:2: core module"]),
     # a deploy module importing the roof by a relative import from its package __init__
-    ("d/__init__.py", "qsnn_lava.deploy", True, "from .. import cli\n", ["d/__init__.py:1: deploy module"]),
+    ("d/__init__.py", "qsnn_lava.deployment", True, "from .. import cli\n", ["d/__init__.py:1: deploy module"]),
     # allowed: downward and sideways, relative and absolute; Lava inside deploy
-    ("ok.py", "qsnn_lava.deploy.backends.lava", False,
+    ("ok.py", "qsnn_lava.deployment.backends.lava", False,
      "from ...converters import lava_graph\nfrom .. import verify\nfrom qsnn_lava import dynamics as dyn\n"
      "import numpy\ndef f():\n    from lava.magma.core.run_configs import Loihi2SimCfg\n", []),
-    ("roof.py", "qsnn_lava.api", False, "from .deploy.backends import lava\nfrom . import pruning\n", []),
+    ("roof.py", "qsnn_lava.api", False, "from .deployment.backends import lava\nfrom . import pruning\n", []),
 ])
 def test_checker_catches_violations(label, module, is_package, text, want):
     """The checker itself: synthetic sources with and without arrows against the order."""
-    known = {"qsnn_lava.cli", "qsnn_lava.dynamics", "qsnn_lava.pruning", "qsnn_lava.deploy.verify",
-             "qsnn_lava.converters.lava_graph", "qsnn_lava.deploy.backends.lava"}
+    known = {"qsnn_lava.cli", "qsnn_lava.dynamics", "qsnn_lava.pruning", "qsnn_lava.deployment.verify",
+             "qsnn_lava.converters.lava_graph", "qsnn_lava.deployment.backends.lava"}
     found = violations({label: (module, is_package, text)}, known)
     assert [f[:len(w)] for f, w in zip(found, want)] == want and len(found) == len(want), found

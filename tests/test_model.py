@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qsnn_lava.converters.checkpoint import model_to_ir
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.verify import compare
 from qsnn_lava.data import encoded, load_dataset, rate_encode
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.models import build_model, make_config
@@ -60,7 +60,7 @@ def test_threshold_must_be_whole_weight_units():
 
 def test_rescaw_uses_more_levels_and_deploys_exactly():
     """ReScaW spreads small weights over all 2^b levels (Eq. 8) and still converts to an exact IR."""
-    from qsnn_lava.deploy.backends.lava import run as run_lava
+    from qsnn_lava.deployment.backends.lava import run as run_lava
 
     torch.manual_seed(0)
     uni = build_model(make_config(sizes=[64, 32, 10], quant="uniform"))
@@ -82,7 +82,7 @@ def test_rescaw_refuses_one_bit():
                                                ("sigmoid", 2, {-3, -1, 1, 3})])
 def test_sigmoid_quantizer_levels_schedule_and_exact_deployment(tmp_path, quant, bits, levels):
     from qsnn_lava.converters.checkpoint import load_model
-    from qsnn_lava.deploy.backends.lava import run as run_lava
+    from qsnn_lava.deployment.backends.lava import run as run_lava
     from qsnn_lava.io import save_checkpoint
 
     data = load_dataset("digits")
@@ -109,7 +109,7 @@ def test_ternary_needs_two_bits():
 def test_mfp_trains_in_parallel_and_deploys_exactly():
     """MFP: the parallel training relaxation tracks the exact integer neuron closely; the eval model
     (exact) is what deploys, with zero mismatches on Lava."""
-    from qsnn_lava.deploy.backends.lava import run as run_lava
+    from qsnn_lava.deployment.backends.lava import run as run_lava
 
     data = load_dataset("digits")
     model, hist = train(make_config(sizes=[64, 32, 10], neuron="mfp"), data, epochs=2, progress=False)
@@ -131,8 +131,8 @@ def test_first_and_last_layer_precision_is_configurable_and_deploys_exactly():
     """2-bit hidden layers with 6-bit first and last layers: per-layer bits reach the IR, and the
     network runs on Lava spike for spike (8-bit odd uniform levels would be refused by the IR check)."""
     from qsnn_lava.converters.checkpoint import model_to_ir
-    from qsnn_lava.deploy.backends.lava import run as run_lava
-    from qsnn_lava.deploy.verify import compare
+    from qsnn_lava.deployment.backends.lava import run as run_lava
+    from qsnn_lava.deployment.verify import compare
     from qsnn_lava.data import encoded, load_dataset
     from qsnn_lava.reference import simulate
     from qsnn_lava.training import train

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from qsnn_lava.converters.netx import export_netx
-from qsnn_lava.deploy.backends.netx import run_netx
+from qsnn_lava.deployment.backends.netx import run_netx
 from netgen import random_network, random_spikes
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.reference import simulate
@@ -92,7 +92,7 @@ def test_non_square_conv_round_trips_through_lava_dls_netx(tmp_path):
     the shape and kernel, for Lava's (W, H) Conv): a non-square conv on a non-square map, exported, runs
     in lava-dl's own netx loader exactly like our reference, and imports back to the same IR."""
     from qsnn_lava.converters.netx import import_netx
-    from qsnn_lava.deploy.verify import compare
+    from qsnn_lava.deployment.verify import compare
     from qsnn_lava.ir import LIF, Conv, Dense, Layer, Network
 
     rng = np.random.default_rng(3)

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qsnn_lava.deploy.backends.lava import run as run_lava
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.backends.lava import run as run_lava
+from qsnn_lava.deployment.verify import compare
 from qsnn_lava.ir import LIF, Dense, Layer, Network
 from qsnn_lava.reference import simulate
 

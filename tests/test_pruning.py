@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qsnn_lava.converters.checkpoint import model_to_ir
-from qsnn_lava.deploy.verify import compare
+from qsnn_lava.deployment.verify import compare
 from qsnn_lava import pruning as P
 from qsnn_lava.cli import main
 from qsnn_lava.data import Dataset, encoded, load_dataset
@@ -78,7 +78,7 @@ def test_scores_shapes_stability_and_groups(vgg, mlp, digits):
 
 def test_synops_are_exact(vgg, mlp, digits):
     """Conv SynOps equal the dense-matrix count of the same conv; dense SynOps equal deploy.energy's."""
-    from qsnn_lava.deploy.energy import count_ops
+    from qsnn_lava.deployment.energy import count_ops
     from qsnn_lava.metrics import synops_per_layer
 
     x, _ = encoded(digits.test, 4, 10)
@@ -164,7 +164,7 @@ def test_resnet_tied_groups_prune_together():
 
 @pytest.mark.lava
 def test_pruned_finetuned_vgg_deploys_exactly(vgg, digits):
-    from qsnn_lava.deploy.backends.lava import run as run_lava
+    from qsnn_lava.deployment.backends.lava import run as run_lava
 
     batches = P.scoring_batches(digits, 4, 2, 32)
     pr, _ = P.prune_model(vgg, P.score_channels(vgg, batches, "svs"), 0.5)

@@ -222,9 +222,9 @@ def test_qmem_process_refuses_bad_bits():
 def test_trained_qmem_model_converts_and_runs_exactly_on_lava(mem_bits):
     """train --neuron qmem: torch eval == reference == Lava (QMemLIF), and deploy to Loihi is refused."""
     from qsnn_lava.converters.checkpoint import model_to_ir
-    from qsnn_lava.deploy.backends.lava import run as run_lava
-    from qsnn_lava.deploy.drc import design_rule_check
-    from qsnn_lava.deploy.verify import compare
+    from qsnn_lava.deployment.backends.lava import run as run_lava
+    from qsnn_lava.deployment.drc import design_rule_check
+    from qsnn_lava.deployment.verify import compare
     from qsnn_lava.data import encoded, load_dataset
     from qsnn_lava.models import make_config
     from qsnn_lava.reference import simulate

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from qsnn_lava.deploy import resources as rs
+from qsnn_lava.deployment import resources as rs
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import LIF, Dense, Layer, Network
 

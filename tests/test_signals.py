@@ -80,7 +80,7 @@ def test_signal_during_lava_run_stops_everything(tmp_path, tmpdir_short, sig, co
 
 
 def test_without_lava_environment_lava_is_refused_and_reference_works(tmp_path, tmpdir_short):
-    from qsnn_lava.deploy.backends.lava import LAVA_SETUP_HINT
+    from qsnn_lava.deployment.backends.lava import LAVA_SETUP_HINT
 
     env = cli_env(tmpdir_short, QSNN_LAVA_PYTHON="none")
     p = subprocess.run(simulate_command(tmp_path, 3), capture_output=True, text=True, env=env)

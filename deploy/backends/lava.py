@@ -2,7 +2,7 @@
 a Lava worker process that this module starts and supervises.
 
 Lava lives in a Python 3.10 environment of its own (``lava_python``); this process never imports it.
-Each call hands one request to a fresh ``qsnn_lava.deploy.lava_worker`` (the IR, the input spikes and
+Each call hands one request to a fresh ``qsnn_lava.deployment.lava_worker`` (the IR, the input spikes and
 the result travel as files in a private temporary folder) and follows its progress on a pipe. The
 worker runs in a session of its own, so a terminal's Ctrl-C reaches only this process, and Lava forks
 its processes into the worker's process group. On every way out that is not success (Ctrl-C, SIGTERM
@@ -33,7 +33,7 @@ from qsnn_lava.record import Record
 __all__ = ["LAVA_SETUP_HINT", "lava_python", "lava_available", "run", "trace", "probe", "call_worker"]
 
 ENV_PYTHON = "QSNN_LAVA_PYTHON"
-WORKER_MODULE = "qsnn_lava.deploy.lava_worker"
+WORKER_MODULE = "qsnn_lava.deployment.lava_worker"
 SHM = Path("/dev/shm")
 LOG_TAIL_CHARS = 3000
 # The worker's TMPDIR is its request folder, so that what Lava's multiprocessing leaves there when killed
@@ -318,7 +318,7 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
     is called after each chunk (a hook for progress and tests). ``timeout_s`` bounds the wall time; on
     expiry the Lava processes are killed and a QsnnError says how far the run got.
     """
-    from qsnn_lava.deploy.lava_worker import check_spikes
+    from qsnn_lava.deployment.lava_worker import check_spikes
 
     spikes = check_spikes(net, spikes)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Run a lava-dl netx HDF5 file in Lava (fixed_pt): the last layer's spikes, in zero-delay time.
 
 Used to prove an exported netx file equals our IR and by deployment bundles. The Lava worker
-(``qsnn_lava.deploy.lava_worker.run_netx_in_process``) loads a copy of the file with lava-dl's netx and
+(``qsnn_lava.deployment.lava_worker.run_netx_in_process``) loads a copy of the file with lava-dl's netx and
 runs the samples back to back with netx's own ``reset_interval = T, reset_offset = 1`` (the same
 windows as our graph builder).
 """
