@@ -190,9 +190,9 @@ def test_mlp_integers_follow_the_documented_formulas():
     e = rep["layers"]["lif1"]
     assert e["weight"]["max_rel"] <= 0.5 / 127 + 1e-9 and e["threshold"]["max_rel"] < 1e-3
     assert e["dv"]["max_abs"] <= 0.5 / 4096 and rep["layers"]["cuba"]["du"]["max_abs"] <= 0.5 / 4096
-    # measured: event agreement 0.98 (lif1) and 0.93 (cuba) on 32 random samples
+    # measured on 32 random samples: event agreement 0.987 (lif1) and 0.987 (cuba; 0.994 local)
     agree = rep["agreement"]["layers"]
-    assert agree["lif1"]["event_agreement"] >= 0.9 and agree["cuba"]["event_agreement"] >= 0.8
+    assert agree["lif1"]["event_agreement"] >= 0.95 and agree["cuba"]["event_agreement"] >= 0.95
     assert all(a["float_spikes"] > 50 for a in agree.values())
     assert "lif1" in qnir.format_report(rep) and json.loads(json.dumps(rep)) == rep
 
@@ -268,7 +268,9 @@ def test_branches_nested_subgraph_conv1d_and_li_current():
     assert isinstance(c.synapse, Dense) and [k.source for k in c.skips] == ["a"]  # the merge: a skip from 'a'
     spk = net.layers[3].neuron
     assert (spk.du, spk.dv) == (round(4096 * DT / 0.004) - 1, 0)  # LI's tau is the current's; IF keeps v
-    assert min(a["event_agreement"] for a in rep["agreement"]["layers"].values()) >= 0.8
+    # measured: local event agreement 0.992, 0.983, 0.986, 0.978; end to end down to 0.916
+    agree = rep["agreement"]["layers"].values()
+    assert min(a["local_event_agreement"] for a in agree) >= 0.95 and min(a["event_agreement"] for a in agree) >= 0.85
 
 
 def test_residual_graph_with_a_strong_identity_shortcut():
