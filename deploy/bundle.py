@@ -410,11 +410,11 @@ def load_bundle(path, manifest: dict | None = None):
 
 # ---------------------------------------------------------------- running and verifying a bundle
 def loihi_installed() -> bool:
-    try:
-        from lava.utils import loihi
-    except ImportError:
-        return False
-    return bool(loihi.is_installed())
+    """Whether Intel's lava-loihi (Loihi 2 hardware) is installed in the Lava environment, as its worker
+    reports; False without a Lava environment. Lava is never imported into this process."""
+    from qsnn_lava.deployment.backends.lava import lava_available, probe
+
+    return lava_available() and bool(probe()["loihi_installed"])
 
 
 def _check_backends(backends) -> tuple:

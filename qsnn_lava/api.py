@@ -503,7 +503,7 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
         if [layer.neuron.n for layer in model.layers] != [layer.neuron.n for layer in net.layers]:
             raise QsnnError(f"'{target}' and '{against}' have different layer sizes")
     if backends is None:
-        backends = ("torch", "reference", "lava") if model is not None else ("reference", "lava")
+        backends = backend_names() if model is not None else backend_names()[1:]
     names = _check_backends(backends)
     spikes, labels = _test_inputs(net, dataset, data_dir, denoise, samples, progress)
     bounds = static_bounds(net)

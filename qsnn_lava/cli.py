@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS
+from .deployment.backends import BACKENDS
 from .errors import QsnnError, Terminated
 
 EXIT_MISMATCH = 1
@@ -335,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = _command(sub, "simulate", "run an IR on a backend", cmd_simulate)
     s.add_argument("ir", help="an IR file (qsnn-lava convert) or a bundle folder")
-    s.add_argument("--backend", default="reference", choices=["reference", "lava"],
+    s.add_argument("--backend", default="reference", choices=list(BACKENDS),
                    help="reference: the exact integer simulator; lava: Lava's bit-accurate CPU models")
     _data_options(s)
     s.add_argument("--input", help="input spikes .npy, [T, n_in] or [N, T, n_in] (or the input's C, H, W)")

@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "qsnn_lava"
+INSTALLED = {"converters": "converters", "deploy": "deployment"}  # folder -> name inside qsnn_lava
 LAYERS = ("core", "converters", "deploy", "roof")  # lowest first
 ROOF = {"api", "cli", "__main__"}  # plus the package itself (qsnn_lava/__init__.py)
 LAVA_ALLOWED = ("converters", "deploy")
@@ -28,8 +29,8 @@ LAVA_ALLOWED = ("converters", "deploy")
 def module_name(path: Path) -> str:
     """Installed dotted name of a source file: converters/ and deploy/ live under qsnn_lava."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[0] in ("converters", "deploy"):
-        parts.insert(0, PACKAGE)
+    if parts[0] in INSTALLED:
+        parts[:1] = [PACKAGE, INSTALLED[parts[0]]]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -42,8 +43,9 @@ def layer_of(module: str) -> str | None:
         return None
     if len(parts) == 1 or parts[1] in ROOF:
         return "roof"
-    if parts[1] in ("converters", "deploy"):
-        return parts[1]
+    layers = {name: folder for folder, name in INSTALLED.items()}
+    if parts[1] in layers:
+        return layers[parts[1]]
     return "core"
 
 
@@ -116,7 +118,7 @@ def test_imports_run_one_way():
      "def f():\n    from qsnn_lava.converters.checkpoint import model_to_ir\n", ["core.py:2: core module"]),
     # a converter reaching the runner through a relative import
     ("conv.py", "qsnn_lava.converters.qmem_lava", False,
-     "from ..deploy.backends.lava import import_lava\n", ["conv.py:1: converters module"]),
+     "from ..deployment.backends.lava import import_lava\n", ["conv.py:1: converters module"]),
     # the core importing the roof (the package itself) and Lava
     ("c2.py", "qsnn_lava.bounds", False, "import qsnn_lava\nimport lava.magma.core\n",
      ["c2.py:1: core module", "c2.py:2: core module"]),
