@@ -1,31 +1,66 @@
 # Two entry points: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
-# Lava needs Python 3.10 exactly; we look for it on PATH and in pyenv's usual place.
+#
+# Two environments, side by side:
+#   .venv       the core: the newest Python >= 3.11 found (else 3.10), current torch and numpy 2;
+#               .venv/bin/qsnn-lava is the command.
+#   .venv-lava  Lava's own: Python 3.10, lava-nc 0.10.0, lava-dl 0.6.0, torch 2.3.1, numpy < 2. The core
+#               runs Lava in a worker process of this interpreter (found beside .venv; QSNN_LAVA_PYTHON
+#               overrides). Made whenever a Python 3.10 exists; without one, everything but Lava works.
 SHELL := /bin/bash
 VENV ?= .venv
+LAVA_VENV ?= .venv-lava
 DEMO_OUT ?= out/demo
-PY_CANDIDATES := python3.10 $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/local/bin/python3.10 /usr/bin/python3.10
-PYTHON310 := $(shell for p in $(PY_CANDIDATES); do if $$p -c 'import sys; assert sys.version_info[:2]==(3,10)' >/dev/null 2>&1; then command -v $$p || echo $$p; break; fi; done)
+PYENV := $(HOME)/.pyenv/versions
+# the first interpreter of a version that runs, on PATH or in pyenv's folders
+find_python = $(shell for p in python$(1) $(PYENV)/$(1)*/bin/python$(1) /usr/local/bin/python$(1) /usr/bin/python$(1); do \
+  if $$p -c 'import sys; assert sys.version_info[:2] == tuple(map(int, "$(1)".split(".")))' >/dev/null 2>&1; then \
+  command -v $$p || echo $$p; break; fi; done)
+PYTHON310 := $(call find_python,3.10)
+PYTHON_CORE := $(firstword $(call find_python,3.13) $(call find_python,3.12) $(call find_python,3.11) $(PYTHON310))
 STAMP := $(VENV)/.installed
+LAVA_STAMP := $(LAVA_VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup lava demo test bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) lava
 
 $(STAMP): pyproject.toml
-	@if [ -z "$(PYTHON310)" ]; then \
-	  echo "error: Python 3.10 not found (Lava needs >=3.10,<3.11)."; \
-	  echo "  Debian/Ubuntu: apt-get install python3.10 python3.10-venv   pyenv: pyenv install 3.10"; \
-	  exit 2; fi
-	$(PYTHON310) -m venv $(VENV)
+	@if [ -z "$(PYTHON_CORE)" ]; then \
+	  echo "error: no Python 3.10 to 3.13 found. Debian/Ubuntu: apt-get install python3 python3-venv;" \
+	       "pyenv: pyenv install 3.13"; exit 2; fi
+	@echo "core environment $(VENV): $$($(PYTHON_CORE) --version)"
+	rm -rf $(VENV)
+	$(PYTHON_CORE) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[lava,test]'
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
+
+# Lava's environment; skipped (with the way to get it) when no Python 3.10 exists.
+lava:
+	@if [ -z "$(PYTHON310)" ]; then \
+	  echo "note: no Python 3.10 found, so Lava's environment $(LAVA_VENV) is not made; everything but Lava works." \
+	       "For Lava: apt-get install python3.10 python3.10-venv (where the distribution has it), or" \
+	       "pyenv install 3.10, then run make lava"; \
+	else $(MAKE) --no-print-directory $(LAVA_STAMP); fi
+
+$(LAVA_STAMP): pyproject.toml
+	@echo "Lava environment $(LAVA_VENV): $$($(PYTHON310) --version)"
+	rm -rf $(LAVA_VENV)
+	$(PYTHON310) -m venv $(LAVA_VENV)
+	$(LAVA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LAVA_VENV)/bin/python -m pip install -q -e '.[lava,test]'
+	@touch $(LAVA_STAMP)
 
 demo: setup
 	$(VENV)/bin/qsnn-lava demo --out $(DEMO_OUT)
 
+# The core's tests run in the core environment (Lava through the worker); the few tests that import Lava
+# into the test process itself (marker lava_env) run inside Lava's environment.
 test: setup
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests -m "not lava_env"
+	@if [ -x $(LAVA_VENV)/bin/python ]; then \
+	  $(LAVA_VENV)/bin/python -m pytest -q tests -m lava_env; \
+	else echo "skipped the lava_env tests: no Lava environment (make lava)"; fi
 
 bench: setup
 	$(VENV)/bin/python bench/reference_vs_lava.py --samples 360
@@ -36,4 +71,4 @@ bench: setup
 	 else echo "skipping bench/verify_fashion.py: apt-get install dataset-fashion-mnist"; fi
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) $(LAVA_VENV) out build *.egg-info
