@@ -873,7 +873,18 @@ def import_nir(graph_or_path, dt: float | None = None, timesteps: int | None = N
     A graph exported by ``export_nir`` carries its integers in node metadata and imports bit-exactly
     (report["exact"] is True). The report (docs/nir.md): per layer the weight, threshold, bias and decay
     quantization errors and weight_exp; the approximations made; and float-vs-integer spike agreement per
-    layer (``reference.simulate``). Anything the IR cannot hold raises QsnnError naming the node."""
+    layer (``reference.simulate``). Anything the IR cannot hold raises QsnnError naming the node.
+
+    Example:
+        >>> import nir, numpy as np
+        >>> g = nir.NIRGraph.from_list(nir.Affine(weight=np.array([[2.0, -1.0]]), bias=np.zeros(1)),
+        ...                            nir.LIF(tau=np.array([0.01]), r=np.array([10.0]), v_leak=np.zeros(1),
+        ...                                    v_threshold=np.ones(1)))
+        >>> net, report = import_nir(g, dt=1e-3, timesteps=4)
+        >>> layer = net.layers[0]
+        >>> layer.synapse.weight.tolist(), layer.neuron.dv, round(report["layers"]["lif"]["weight"]["max_rel"], 4)
+        ([[127, -64]], 410, 0.0039)
+    """
     graph, source = _graph_arg(graph_or_path)
     meta = dict(graph.metadata or {})
     exact = meta.get("qsnn_format") == EXPORT_FORMAT
@@ -1298,7 +1309,18 @@ def export_nir(net: Network, dt: float = DEFAULT_DT):
     LIF (tau = 4096 dt / dv, r = tau / dt); otherwise CubaLIF (tau_syn = 4096 dt / (du + 1),
     w_in = tau_syn / dt), or LI -> IF when dv = 0. Synapses: Affine, Conv2d, or SumPool2d for a sum pool.
     Every node carries its exact integers in metadata (``qsnn_*``), so ``import_nir`` of the result gives
-    back ``net`` exactly."""
+    back ``net`` exactly.
+
+    Example:
+        >>> import numpy as np
+        >>> from qsnn_lava.ir import LIF, Dense, Layer, Network
+        >>> net = Network((2,), [Layer("out", Dense(np.array([[3, -1]])), LIF(1, vth=2, du=4095, dv=1024))], 4)
+        >>> g = export_nir(net, dt=1e-3)
+        >>> type(g.nodes["out"]).__name__, float(g.nodes["out"].tau[0]), g.nodes["out:synapse"].weight.tolist()
+        ('LIF', 0.004, [[3.0, -1.0]])
+        >>> import_nir(g)[0].layers[0].neuron.dv
+        1024
+    """
     nir = _nir()
     dt = _check_dt(dt)
     net.check_structure()

@@ -329,6 +329,13 @@ def test_simulate_float_matches_the_integer_network_of_an_export(digits_net):
         assert np.mean(floats[layer.name] == s) >= 0.99
 
 
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(qnir, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
+
+
 # ------------------------------------------------------------------------------------------ round trips
 def round_trip(net: Network, tmp_path, x) -> None:
     path = tmp_path / "net.nir"
