@@ -340,8 +340,16 @@ def _pair(value, what: str, lo: int) -> tuple:
     return tuple(_whole(v, what, lo) for v in a)
 
 
+def _floats(where: str, node, name: str) -> np.ndarray:
+    """Field ``name`` of a node as a float64 array, or QsnnError naming the node and field."""
+    try:
+        return np.asarray(getattr(node, name), np.float64)
+    except (TypeError, ValueError, AttributeError):
+        raise QsnnError(f"{where}: {name} must hold numbers") from None
+
+
 def _array(where: str, node, name: str) -> np.ndarray:
-    v = np.asarray(getattr(node, name), np.float64)
+    v = _floats(where, node, name)
     if not np.isfinite(v).all():
         raise QsnnError(f"{where}: {name} holds NaN or Inf")
     return v
@@ -651,7 +659,7 @@ class _Neuron:
 
 
 def _param(where: str, node, name: str, n: int, allow_inf: bool = False) -> np.ndarray:
-    v = np.asarray(getattr(node, name), np.float64).reshape(-1)
+    v = _floats(where, node, name).reshape(-1)
     if v.size not in (1, n):
         raise QsnnError(f"{where}: {name} has {v.size} values but the population has {n} neurons; the graph's "
                         "shapes are inconsistent")
@@ -714,9 +722,7 @@ def _analyse(graph, dt: float, method: str) -> _Structure:
     for name in g.order:
         node, where = g.nodes[name], f"node '{name}' ({_kind(g.nodes[name])})"
         if name == g.input:
-            shapes[name] = tuple(int(d) for d in np.atleast_1d(node.input_type["input"]))
-            if not shapes[name] or min(shapes[name]) < 1 or int(np.prod(shapes[name])) > MAX_NEURONS:
-                raise QsnnError(f"{where}: input shape {shapes[name]} must hold 1 to {MAX_NEURONS} inputs")
+            shapes[name] = _input_shape(where, node)
             continue
         in_shape = _merged_shape(g, name, shapes, where)
         if _kind(node) in NEURONS + ("LI",):
@@ -731,6 +737,18 @@ def _analyse(graph, dt: float, method: str) -> _Structure:
     if not populations:
         raise QsnnError("the NIR graph has no spiking population (IF, LIF or CubaLIF); nothing to run on Loihi")
     return _Structure(g, shapes, maps, neurons, populations, currents)
+
+
+def _input_shape(where: str, node) -> tuple:
+    value = node.input_type.get("input") if isinstance(node.input_type, dict) else None
+    try:
+        shape = np.atleast_1d(np.asarray(value, np.float64))
+    except (TypeError, ValueError):
+        raise QsnnError(f"{where}: its shape must hold numbers") from None
+    if not 1 <= shape.size <= 3 or shape.min() < 1 or np.any(shape % 1) or np.prod(shape) > MAX_NEURONS:
+        raise QsnnError(f"{where}: input shape {shape.tolist()[:4]} must have 1 to 3 whole axes holding 1 to "
+                        f"{MAX_NEURONS} inputs")
+    return tuple(int(d) for d in shape)
 
 
 def _merged_shape(g: _Graph, name: str, shapes: dict, where: str) -> tuple:
