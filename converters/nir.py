@@ -1181,13 +1181,13 @@ def _agreement(net: Network, x: np.ndarray, floats: dict, order: list, labels, i
 
     rec = simulate(net, x)
     float_out = {INPUT: torch.from_numpy(x.astype(np.int64))}
-    float_out.update({_layer_name(p): torch.from_numpy(floats[p].astype(np.int64)) for p in order})
+    float_out.update({layer.name: torch.from_numpy(floats[p].astype(np.int64)) for layer, p in zip(net.layers, order)})
     out = {"inputs": inputs, "samples": int(x.shape[1]), "layers": {}}
     with torch.no_grad():
         for i, (pop, got) in enumerate(zip(order, rec.spikes)):
             f = floats[pop].astype(bool)
             local = lif_run(layer_inputs(net, i, float_out), lif_params(net.layers[i].neuron)).numpy().astype(bool)
-            out["layers"][_layer_name(pop)] = {
+            out["layers"][net.layers[i].name] = {
                 "spike_agreement": float((f == got.astype(bool)).mean()),
                 "event_agreement": _events(f, got.astype(bool)), "local_event_agreement": _events(f, local),
                 "float_spikes": int(f.sum()), "int_spikes": int(got.sum())}
