@@ -373,7 +373,8 @@ def test_round_trip_every_neuron_form(tmp_path):
     layers, n_in = [], 10
     for i, (du, dv) in enumerate(kinds):
         bias = rng.integers(-20, 30, 7) if dv or du == 4095 else None
-        layers.append(Layer(f"blk/l{i}" if i == 1 else f"l{i}", Dense(rng.integers(-60, 61, (7, n_in)), weight_exp=i - 2),
+        name = f"blk/l{i}" if i == 1 else f"l{i}"
+        layers.append(Layer(name, Dense(rng.integers(-60, 61, (7, n_in)), weight_exp=i - 2),
                             LIF(7, vth=40, du=du, dv=dv, bias_mant=bias, bias_exp=2)))
         n_in = 7
     net = Network((10,), layers, 6, meta={"note": "every neuron form"}).validate()
