@@ -70,6 +70,8 @@ class Split:
 
     @property
     def x(self) -> np.ndarray:
+        """All samples' inputs: intensities [N, n_in] in 0..levels, or spikes [N, T, n_in] for event
+        data (binned now if they were not yet)."""
         return self.head(len(self.y))
 
     def head(self, n: int) -> np.ndarray:
@@ -81,6 +83,9 @@ class Split:
 
 @dataclass
 class Dataset:
+    """A dataset by name: ``train`` and ``test`` Splits, ``n_in`` inputs per sample (flat), ``n_classes`` classes,
+    and ``shape``, one sample's input as (C, H, W) for conv networks (() when it has no image layout)."""
+
     name: str
     train: Split
     test: Split
@@ -110,6 +115,11 @@ def read_idx(path) -> np.ndarray:
 
 
 def load_fashion_mnist(data_dir=None) -> Dataset:
+    """Fashion-MNIST from its four idx .gz files in ``data_dir`` (else ``$QSNN_FASHION_DIR``, else
+    ``FASHION_DIR``).
+
+    Returns the official split (60,000 train, 10,000 test) as intensities [N, 784] in 0..255 (``levels = 255``),
+    10 classes, ``shape = (1, 28, 28)``. QsnnError when a file is missing, truncated or not an idx file."""
     import os
 
     root = Path(data_dir or os.environ.get("QSNN_FASHION_DIR") or FASHION_DIR)

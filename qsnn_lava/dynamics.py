@@ -67,6 +67,9 @@ class LIFParams(NamedTuple):
 
 
 class LIFState(NamedTuple):
+    """State of a CUBA LIF population: current ``u`` and voltage ``v`` in internal units (64 per weight-mantissa
+    unit, 24-bit), as int64 tensors, float tensors holding integers, or numpy int64 arrays."""
+
     u: torch.Tensor
     v: torch.Tensor
 
@@ -117,6 +120,8 @@ def wrap_u(u: torch.Tensor) -> torch.Tensor:
 
 
 def saturate_v(v: torch.Tensor) -> torch.Tensor:
+    """Lava's 24-bit saturation of the voltage: ``v`` clipped to [-(2^23 - 1), 2^23 - 1] (tensor or numpy
+    array)."""
     return _xp(v).clip(v, -V_LIMIT, V_LIMIT)
 
 
@@ -220,6 +225,7 @@ def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams, counts: dict | None
 
 
 def lif_init(shape, like: torch.Tensor) -> LIFState:
+    """The zero state (u = v = 0) of a population of ``shape``, with the dtype and device of tensor ``like``."""
     z = torch.zeros(shape, dtype=like.dtype, device=like.device)
     return LIFState(z, z.clone())
 

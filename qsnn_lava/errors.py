@@ -9,7 +9,16 @@ import contextlib
 
 
 class QsnnError(Exception):
-    """Bad input: the message names the file, layer or field, and says how to fix it."""
+    """Bad input: the message names the file, layer or field, and says how to fix it.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> try:
+        ...     ql.Dense([[0.5, 1]])
+        ... except ql.QsnnError as e:
+        ...     print(e)
+        dense weight must hold integers (mantissas), found fractional values
+    """
 
 
 class Terminated(BaseException):

@@ -225,6 +225,7 @@ def save_figure(fig, path, dpi: int = 110):
 
 
 def write_json(path, obj) -> None:
+    """Write ``obj`` to ``path`` as JSON (indent 2, sorted keys, final newline), atomically (``atomic_write``)."""
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
@@ -292,6 +293,7 @@ def load_checkpoint(path) -> dict:
 
 
 def is_hdf5(path) -> bool:
+    """True when the file at ``path`` starts with the 8-byte HDF5 signature (OSError if it cannot be opened)."""
     with open(path, "rb") as f:
         return f.read(8) == b"\x89HDF\r\n\x1a\n"
 

@@ -157,7 +157,19 @@ def max_input(syn) -> int:
 
 @dataclass
 class Dense:
-    """All-to-all synapses: ``a_i = (sum_j weight[i, j] * s_j)`` shifted by ``weight_exp`` (floor)."""
+    """All-to-all synapses: ``a_i = (sum_j weight[i, j] * s_j)`` shifted by ``weight_exp`` (floor).
+
+    ``weight``: integer mantissas [n_out, n_in] (any array-like of whole numbers; fractions are refused);
+    ``weight_exp``: the per-population exponent, applied to the sum (``<<``, or ``>>`` when negative).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> syn = ql.Dense([[1, -2]], weight_exp=1)
+        >>> syn.n_in, syn.n_out, syn.out_shape
+        (2, 1, (1,))
+        >>> [str(v) for v in ql.Dense([[300, -1]]).violations("layer 0")]
+        ['layer 0: weight = 300 is outside the Loihi 2 range [-128, 127]; retrain with fewer weight bits ...']
+    """
 
     weight: np.ndarray
     weight_exp: int = 0
@@ -169,14 +181,17 @@ class Dense:
 
     @property
     def n_in(self) -> int:
+        """Number of inputs: the weight matrix's columns."""
         return self.weight.shape[1]
 
     @property
     def n_out(self) -> int:
+        """Number of outputs (neurons fed): the weight matrix's rows."""
         return self.weight.shape[0]
 
     @property
     def out_shape(self) -> tuple:
+        """The outputs' shape, ``(n_out,)``."""
         return (self.n_out,)
 
     def row_sums(self) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +199,11 @@ class Dense:
         return np.clip(self.weight, 0, None).sum(axis=1), np.clip(self.weight, None, 0).sum(axis=1)
 
     def violations(self, where: str) -> list:
+        """The Violations of this synapse population at ``where`` (e.g. "layer 0 (fc1)"); [] when Loihi 2 holds it.
+
+        Checked: every weight within ``weight_limits`` (8-bit magnitude, or 8 bits + sign with mixed signs),
+        weight_exp in [-8, 7], and the worst-case input of one neuron (the sum of its row's |weight|, shifted by
+        weight_exp) << 6 below 2^31 - 2^23, so Lava's int32 current update cannot overflow."""
         lo, hi = weight_limits(self.weight)
         out = check_range(where, "weight", self.weight, lo, hi,
                           "retrain with fewer weight bits (mixed-sign odd mantissas hold at most 7 bits "
@@ -195,12 +215,17 @@ class Dense:
         return out
 
     def to_h5(self, g) -> None:
+        """Write into h5py group ``g``: attributes ``type`` ("dense") and ``weight_exp``, dataset ``weight`` (int16
+        [n_out, n_in])."""
         g.attrs["type"] = self.type
         g.attrs["weight_exp"] = self.weight_exp
         g.create_dataset("weight", data=self.weight.astype(np.int16))
 
     @classmethod
     def from_h5(cls, g, r: "H5Reader") -> "Dense":
+        """The Dense stored in h5py group ``g``, read through the checked reader ``r``: ``weight`` [n_out, n_in]
+        (at most ``MAX_ELEMENTS``) and ``weight_exp`` in [-31, 31]; QsnnError naming the field otherwise.
+        Register widths are left to ``violations``."""
         n_out, n_in = r.shape(g, "weight", (2,))
         r.count(g, "weight [n_out, n_in]", n_out * n_in, MAX_ELEMENTS)
         return cls(weight=r.ints(g, "weight", (n_out, n_in)), weight_exp=r.int(g, "weight_exp", *_EXP))
@@ -214,6 +239,15 @@ class Conv:
     over the group g of o, zero outside the map, then shifted by ``weight_exp``. Lava's CPU Conv model
     ignores weight_exp and wraps its output to 24 bits, so the converter keeps weight_exp = 0 and the
     check below requires every sum to fit 24 bits; then both are exact.
+
+    ``weight``: integer mantissas [C_out, C_in / groups, kh, kw]; ``in_shape``: the input map (C, H, W);
+    ``stride`` and ``padding``: (H, W) pairs or one number for both; padding must be smaller than the kernel.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np
+        >>> conv = ql.Conv(np.ones((4, 2, 3, 3), int), in_shape=(2, 8, 8), stride=2, padding=1)
+        >>> conv.kernel, conv.out_shape, conv.n_in, conv.n_out
+        ((3, 3), (4, 4, 4), 128, 64)
     """
 
     weight: np.ndarray
@@ -242,20 +276,25 @@ class Conv:
 
     @property
     def kernel(self) -> tuple:
+        """The kernel's spatial size ``(kh, kw)``."""
         return tuple(self.weight.shape[2:])
 
     @property
     def out_shape(self) -> tuple:
+        """The output map ``(C_out, H_out, W_out)``, with ``H_out = (H + 2 * padding[0] - kh) // stride[0] + 1``
+        (likewise W_out)."""
         (_, h, w), (kh, kw) = self.in_shape, self.kernel
         return (self.weight.shape[0], (h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
                 (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
 
     @property
     def n_in(self) -> int:
+        """Number of inputs: C * H * W of ``in_shape``."""
         return int(np.prod(self.in_shape))
 
     @property
     def n_out(self) -> int:
+        """Number of outputs (neurons fed): C_out * H_out * W_out."""
         return int(np.prod(self.out_shape))
 
     def row_sums(self) -> tuple[np.ndarray, np.ndarray]:
@@ -264,6 +303,11 @@ class Conv:
         return np.clip(w, 0, None).sum(axis=1), np.clip(w, None, 0).sum(axis=1)
 
     def violations(self, where: str) -> list:
+        """The Violations of this synapse population at ``where``; [] when Lava's Conv computes it exactly.
+
+        Checked: weights within ``weight_limits`` but at most [-128, 127] with mixed signs (the even 9-bit values
+        need the exponent, which Lava's CPU Conv ignores), weight_exp = 0, and the largest per-channel sum of
+        positive (or negative) weights within 2^23 - 1 (Lava's Conv wraps its output to 24 bits)."""
         lo, hi = weight_limits(self.weight)
         if lo == -256:  # even 9-bit values need the exponent, which Lava's CPU Conv ignores
             lo, hi = -128, 127
@@ -278,6 +322,9 @@ class Conv:
         return out
 
     def to_h5(self, g) -> None:
+        """Write into h5py group ``g``: attributes ``type`` ("conv"), ``weight_exp``, ``in_shape`` (C, H, W),
+        ``stride`` and ``padding`` ((H, W) pairs), ``groups``; dataset ``weight`` (int16
+        [C_out, C_in / groups, kh, kw])."""
         g.attrs["type"] = self.type
         g.attrs["weight_exp"] = self.weight_exp
         for k in ("in_shape", "stride", "padding"):
@@ -287,6 +334,10 @@ class Conv:
 
     @classmethod
     def from_h5(cls, g, r: "H5Reader") -> "Conv":
+        """The Conv stored in h5py group ``g``, read through the checked reader ``r``: ``in_shape`` of 3 sizes with
+        C * H * W at most ``MAX_NEURONS``, a 4-D ``weight`` of at most ``MAX_ELEMENTS``, ``stride`` (>= 1) and
+        ``padding`` (>= 0) of one or two numbers, ``groups``, ``weight_exp`` in [-31, 31]; QsnnError naming the
+        field otherwise. Register widths are left to ``violations``."""
         in_shape = r.ints_attr(g, "in_shape", (3,), 1, MAX_NEURONS)
         r.count(g, "in_shape (C*H*W)", int(np.prod(in_shape)), MAX_NEURONS)
         shape = r.shape(g, "weight", (4,))
@@ -311,7 +362,20 @@ def _pair(x) -> tuple:
 
 @dataclass
 class LIF:
-    """CUBA LIF population (see qsnn_lava.dynamics for the exact per-step arithmetic)."""
+    """CUBA LIF population (see qsnn_lava.dynamics for the exact per-step arithmetic).
+
+    ``n`` neurons; ``vth``: threshold mantissa (a neuron fires when v > vth << 6); ``du``, ``dv``: 12-bit
+    decays of current and voltage (du = 4095 keeps no current, dv = 0 keeps all voltage); ``bias_mant``:
+    per-neuron bias mantissas (None: 0; a scalar is broadcast to [n]), added to v each step as
+    ``bias_mant << bias_exp`` internal units.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> ql.LIF(3, vth=10, du=4095, dv=2048, bias_mant=[0, 1, -1], bias_exp=6).bias_mant.tolist()
+        [0, 1, -1]
+        >>> [str(v) for v in ql.LIF(2, vth=1 << 17, du=4095, dv=0).violations("layer 0")]
+        ['layer 0: vth = 131072 is outside the Loihi 2 range [0, 131071]; scale weights down or the threshold']
+    """
 
     n: int
     vth: int
@@ -328,6 +392,8 @@ class LIF:
         self.bias_mant = np.broadcast_to(b, (self.n,)).astype(np.int64).copy()
 
     def violations(self, where: str) -> list:
+        """The Violations of this population's registers at ``where``; [] when Loihi 2 holds them: vth in
+        [0, 2^17 - 1], du and dv in [0, 4095], every bias_mant in [-4096, 4095], bias_exp in [0, 7]."""
         return (check_range(where, "vth", self.vth, 0, VTH_MAX, "scale weights down or the threshold")
                 + check_range(where, "du", self.du, 0, DECAY_MAX, "du is a 12-bit decay (4095 = no current memory)")
                 + check_range(where, "dv", self.dv, 0, DECAY_MAX, "dv is a 12-bit decay")
@@ -335,6 +401,8 @@ class LIF:
                 + check_range(where, "bias_exp", self.bias_exp, *BIAS_EXP_RANGE, "bias_exp is 3-bit unsigned"))
 
     def to_h5(self, g) -> None:
+        """Write into h5py group ``g``: attributes ``type`` ("lif"), ``n``, ``vth``, ``du``, ``dv``, ``bias_exp``;
+        dataset ``bias_mant`` (int16 [n])."""
         g.attrs["type"] = self.type
         for k in ("n", "vth", "du", "dv", "bias_exp"):
             g.attrs[k] = getattr(self, k)
@@ -342,6 +410,9 @@ class LIF:
 
     @classmethod
     def from_h5(cls, g, r: "H5Reader") -> "LIF":
+        """The LIF stored in h5py group ``g``, read through the checked reader ``r``: ``n`` in [1, MAX_NEURONS],
+        ``vth``, ``du``, ``dv`` as int32 values, ``bias_exp`` in [-31, 31], ``bias_mant`` [n]; QsnnError naming
+        the field otherwise. Register widths are left to ``violations``."""
         return cls(**cls._h5_fields(g, r))
 
     @staticmethod
@@ -354,7 +425,21 @@ class LIF:
 @dataclass
 class QMem(LIF):
     """The qmem neuron: a CUBA LIF whose voltage is stored in ``mem_bits`` bits at bit ``mem_shift``
-    after every step (qsnn_lava.dynamics.store_membrane). Not native to Loihi 2: CPU (Lava) only."""
+    after every step (qsnn_lava.dynamics.store_membrane). Not native to Loihi 2: CPU (Lava) only.
+
+    ``mem_bits``: 2..8; ``mem_shift``: 0..23, the bit position of the stored bits in v (the converter uses
+    ``dynamics.qmem_shift(vth, mem_bits)``, the finest position whose top level reaches the threshold).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> from qsnn_lava.dynamics import qmem_shift
+        >>> qmem_shift(10, 3)  # (2^2 - 1) << 8 = 768 >= 10 << 6 = 640
+        8
+        >>> ql.QMem(4, vth=10, du=4095, dv=2048, mem_bits=3, mem_shift=8).violations("layer 0")
+        []
+        >>> [v.field for v in ql.QMem(4, vth=10, du=4095, dv=2048, mem_bits=9).violations("layer 0")]
+        ['mem_bits']
+    """
 
     mem_bits: int = 4
     mem_shift: int = 0
@@ -365,16 +450,22 @@ class QMem(LIF):
         self.mem_bits, self.mem_shift = int(self.mem_bits), int(self.mem_shift)
 
     def violations(self, where: str) -> list:
+        """The LIF's Violations plus the stored membrane's: mem_bits in [2, 8], mem_shift in [0, 23] (the stored
+        bits must lie inside the 24-bit v)."""
         return (super().violations(where)
                 + check_range(where, "mem_bits", self.mem_bits, 2, 8, "the stored membrane holds 2 to 8 bits")
                 + check_range(where, "mem_shift", self.mem_shift, 0, 23, "the stored bits must lie in 24-bit v"))
 
     def to_h5(self, g) -> None:
+        """Write the LIF's fields (with ``type`` "qmem") and the attributes ``mem_bits`` and ``mem_shift`` into
+        h5py group ``g``."""
         super().to_h5(g)
         g.attrs["mem_bits"], g.attrs["mem_shift"] = self.mem_bits, self.mem_shift
 
     @classmethod
     def from_h5(cls, g, r: "H5Reader") -> "QMem":
+        """The QMem stored in h5py group ``g``: the LIF's fields plus ``mem_bits`` in [0, 64] and ``mem_shift`` in
+        [0, 63] (their legal ranges are checked by ``violations``)."""
         return cls(mem_bits=r.int(g, "mem_bits", 0, 64), mem_shift=r.int(g, "mem_shift", 0, 63),
                    **cls._h5_fields(g, r))
 
@@ -385,7 +476,23 @@ NEURONS = {LIF.type: LIF, QMem.type: QMem}
 
 @dataclass
 class Skip:
-    """A synapse population from an earlier layer (or ``INPUT``) into a layer's neurons (residuals)."""
+    """A synapse population from an earlier layer (or ``INPUT``) into a layer's neurons (residuals).
+
+    ``source``: the name of an earlier layer, or "input"; ``synapse``: a Dense or Conv whose n_in is the
+    source's size. Its input adds to the layer's main synaptic input in the same (zero-delay) step; the
+    Lava backend adds the synaptic delay that makes it so (at most ``MAX_DELAY`` steps).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> a = ql.Layer("a", ql.Dense([[1, 1]]), ql.LIF(1, vth=0, du=4095, dv=4095))
+        >>> b = ql.Layer("b", ql.Dense([[2]]), ql.LIF(1, vth=2, du=4095, dv=4095),
+        ...              skips=[ql.Skip("input", ql.Dense([[1, 1]]))])
+        >>> net = ql.Network((2,), [a, b], timesteps=2)
+        >>> [src for src, _ in net.sources(1)], net.depths()
+        (['a', 'input'], [1, 2])
+        >>> ql.simulate(net, [[[1, 0]], [[0, 0]]]).spikes[-1].ravel().tolist()  # 2 + 1 > 2: fires
+        [1, 0]
+    """
 
     source: str
     synapse: object
@@ -393,6 +500,20 @@ class Skip:
 
 @dataclass
 class Layer:
+    """One layer: a CUBA LIF population fed by a main synapse population and optional skips.
+
+    ``name``: unique in the network ("input" is reserved); ``synapse``: a Dense or Conv from the previous
+    layer (the input for the first layer); ``neuron``: a LIF or QMem with ``synapse.n_out`` neurons;
+    ``weight_bits``: the bit width the weights were trained at (informative); ``skips``: Skip synapses from
+    earlier layers or the input.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> layer = ql.Layer("fc1", ql.Dense([[1, 2, 3], [0, -1, 1]]), ql.LIF(2, vth=3, du=4095, dv=2048))
+        >>> layer.shape, layer.weight_bits, layer.skips
+        ((2,), 8, [])
+    """
+
     name: str
     synapse: object  # Dense or Conv, from the previous layer (or the input for the first layer)
     neuron: LIF
@@ -407,7 +528,20 @@ class Layer:
 
 @dataclass
 class Network:
-    """A feed-forward spiking network; input and every layer's output are binary spikes, time-major."""
+    """A feed-forward spiking network; input and every layer's output are binary spikes, time-major.
+
+    ``input_shape``: one sample's input, (n_in,) or (C, H, W); ``layers``: Layers in order; ``timesteps``:
+    time steps T per sample; ``meta``: JSON-serialisable facts about its origin (quantizer, bits, source).
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> out = ql.Layer("out", ql.Dense([[1, -2]], weight_exp=1), ql.LIF(1, vth=1, du=4095, dv=4095))
+        >>> net = ql.Network((2,), [out], timesteps=3)
+        >>> net.n_in, net.depths(), net.validate() is net
+        (2, [1], True)
+        >>> ql.simulate(net, [[[1, 0]], [[1, 1]], [[0, 1]]]).spikes[-1].ravel().tolist()  # a = 2, -2, -4
+        [1, 0, 0]
+    """
 
     input_shape: tuple
     layers: list
@@ -420,6 +554,7 @@ class Network:
 
     @property
     def n_in(self) -> int:
+        """Number of inputs: the product of ``input_shape``."""
         return int(np.prod(self.input_shape))
 
     def sources(self, index: int) -> list:
@@ -486,6 +621,8 @@ class Network:
         return out
 
     def validate(self) -> "Network":
+        """Return ``self`` when every register fits Loihi 2 (``violations()`` is empty); else QsnnError naming the
+        first violation and how many more there are."""
         bad = self.violations()
         if bad:
             more = f" (and {len(bad) - 1} more; `qsnn-lava deploy` lists them all)" if len(bad) > 1 else ""
@@ -608,9 +745,13 @@ class H5Reader:
         self.budget = _memory_budget() // _COPIES
 
     def fail(self, g, what: str) -> QsnnError:
+        """The QsnnError ``"<g.name>: <what>; <fix>"`` (returned, for the caller to raise)."""
         return QsnnError(f"{g.name}: {what}; {self.fix}")
 
     def raw(self, g, key: str, missing="required"):
+        """Attribute ``key`` of ``g`` as stored, after checking that it is small (at most ``MAX_ATTR_ELEMENTS``
+        elements) and of a plain type: bool, integer, float, bytes or text. A missing attribute raises QsnnError
+        when ``missing`` is "required", else returns ``missing``."""
         import h5py
 
         if key not in g.attrs:
@@ -626,6 +767,7 @@ class H5Reader:
         return g.attrs[key]
 
     def int(self, g, key: str, lo: int, hi: int) -> int:
+        """Attribute ``key`` of ``g`` as an int: a whole number in [lo, hi] (``whole_number``), else QsnnError."""
         value = self.raw(g, key)
         try:
             return whole_number(value, f"attribute '{key}'", lo, hi)
@@ -633,6 +775,8 @@ class H5Reader:
             raise self.fail(g, str(e)) from None
 
     def ints_attr(self, g, key: str, lengths: tuple, lo: int, hi: int) -> tuple:
+        """Attribute ``key`` of ``g`` as a tuple of ints: one number or a 1-D array whose length is one of
+        ``lengths``, each a whole number in [lo, hi]; else QsnnError."""
         v = np.atleast_1d(self.raw(g, key))
         if v.ndim != 1 or len(v) not in lengths:
             raise self.fail(g, f"attribute '{key}' has shape {v.shape}; it holds "
@@ -643,6 +787,8 @@ class H5Reader:
             raise self.fail(g, str(e)) from None
 
     def str(self, g, key: str, missing="required"):
+        """Attribute ``key`` of ``g`` as text (bytes are decoded as UTF-8); QsnnError when it is anything else. A
+        missing attribute raises QsnnError when ``missing`` is "required", else returns ``missing``."""
         v = self.raw(g, key, missing)
         if v is missing and missing != "required":
             return v
@@ -656,10 +802,12 @@ class H5Reader:
         return v
 
     def count(self, g, what: str, n: int, hi: int) -> None:
+        """Refuse (QsnnError on ``g``) a declared element count ``n`` outside [1, hi]; ``what`` names the count."""
         if not 1 <= n <= hi:
             raise self.fail(g, f"{what} declares {n} elements; at most {hi} are allowed")
 
     def group(self, g, key: str):
+        """Subgroup ``key`` of ``g``; QsnnError when it is missing or not a group."""
         import h5py
 
         sub = g.get(key) if key in g else None
@@ -725,6 +873,8 @@ class H5Reader:
         return self.read(g, key).astype(np.int64)
 
     def registered(self, registry: dict, g):
+        """The class that reads group ``g``: ``registry[type]`` for its ``type`` attribute (``SYNAPSES`` or
+        ``NEURONS``); QsnnError listing the known types when there is none."""
         kind = self.str(g, "type")
         if kind not in registry:
             raise QsnnError(f"{g.name}: type '{kind[:40]}' is not supported (known: {', '.join(sorted(registry))})")

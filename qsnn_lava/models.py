@@ -55,6 +55,9 @@ def with_defaults(cfg: dict) -> dict:
 
 
 def make_config(**overrides) -> dict:
+    """A checked model config: ``DEFAULT_CONFIG``, then the defaults of the chosen ``arch`` and ``neuron``
+    (``ARCH_DEFAULTS``, ``NEURON_DEFAULTS``), then every override that is not None. QsnnError from
+    ``check_config`` when the result cannot make a network."""
     cfg = dict(DEFAULT_CONFIG)
     cfg.update(ARCH_DEFAULTS.get(overrides.get("arch") or "mlp", {}))
     cfg.update(NEURON_DEFAULTS.get(overrides.get("neuron") or "lif", {}))
@@ -166,6 +169,9 @@ TIED = {"resnet": (("stem", "res1b"), ("down", "res2b"))}
 
 
 def check_widths(cfg: dict) -> None:
+    """Refuse (QsnnError) a ``cfg["widths"]`` that is not a dict of the arch's conv layer names
+    (``CONV_LAYERS``) to positive channel counts, or that gives a resnet block's tied layers (``TIED``)
+    different widths; an mlp takes no widths."""
     widths, arch = cfg["widths"], cfg["arch"]
     if arch == "mlp":
         raise QsnnError("widths applies to the conv architectures; an mlp's widths are its sizes")
@@ -206,9 +212,13 @@ class QuantSynapse(nn.Module):
         return quantize(self.quant, w, self.bits)[0]
 
     def mantissa(self) -> torch.Tensor:
+        """The mantissas of this layer's latent weights (float, holding integers in eval mode; straight-through
+        or the soft staircase while training)."""
         return self.quantized(self.weight)
 
     def integer_weight(self) -> torch.Tensor:
+        """The mantissas rounded and detached, as int64 (in eval mode: the deployed weights); QsnnError when they
+        are not finite or exceed 2^31 in magnitude (a corrupt quantizer state)."""
         m = self.mantissa().detach().round()
         if not bool(torch.isfinite(m).all()) or float(m.abs().max()) > 1 << 31:
             raise QsnnError("the weight mantissas are not finite integers of at most 32 bits (the quantizer's state "
@@ -216,6 +226,7 @@ class QuantSynapse(nn.Module):
         return m.to(torch.int64)
 
     def train_weight(self, dtype) -> torch.Tensor:
+        """The mantissas in ``dtype`` with their gradients, for the training forward."""
         return self.mantissa().to(dtype)
 
 
@@ -227,10 +238,13 @@ class QuantDense(QuantSynapse):
         self.out_shape = (n_out,)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """Input spikes ``s`` [T, N, ...] (flattened to [T, N, n_in]) -> synaptic input [T, N, n_out] in weight
+        units (weight_exp 0): float mantissas while training, exact int64 arithmetic in eval mode."""
         w = self.train_weight(s.dtype) if self.training else self.integer_weight()
         return dyn.dense_accumulate(s.flatten(2), w, weight_exp=0)
 
     def to_ir(self):
+        """The IR synapse: ``ir.Dense`` of the integer weights [n_out, n_in], weight_exp 0."""
         return ir.Dense(self.integer_weight().numpy())
 
 
@@ -293,6 +307,8 @@ class QuantConv(QuantSynapse):
         return self.quantized(self.weight * inv[:, None, None, None]), (ste_round(b / (1 << exp)).clamp(-4096, 4095), exp)
 
     def mantissa(self) -> torch.Tensor:
+        """The mantissas of the latent weights with the BatchNorm scale folded in from the running statistics
+        (without bn: the plain mantissas)."""
         return self.folded()[0]
 
     def integer_bias(self) -> tuple[np.ndarray, int]:
@@ -314,6 +330,8 @@ class QuantConv(QuantSynapse):
         return self._conv(s, w), (None if bias is None else bias[:, None, None])
 
     def to_ir(self):
+        """The IR synapse: ``ir.Conv`` of the integer (folded) weights [C_out, C_in / groups, k, k] with this
+        layer's in_shape, stride, padding and groups, weight_exp 0. The folded bias is ``integer_bias()``."""
         return ir.Conv(self.integer_weight().numpy(), self.in_shape, self.stride, self.padding, self.groups)
 
 
@@ -328,11 +346,14 @@ class SumPool(nn.Module):
         self.out_shape = ir.sum_pool(self.in_shape, self.k).out_shape
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """Spikes ``s`` [T, N, ...] (read as [T, N, C, H, W]) -> the sums of each k x k block
+        [T, N, C, H // k, W // k], in ``s``'s dtype."""
         w = torch.ones(self.in_shape[0], 1, self.k, self.k, dtype=s.dtype)
         s = s.reshape(*s.shape[:2], *self.in_shape)
         return dyn.conv_accumulate(s, w, (self.k,) * 2, (0, 0), self.in_shape[0])
 
     def to_ir(self):
+        """The IR synapse: ``ir.sum_pool(in_shape, k)``, a depthwise Conv of ones."""
         return ir.sum_pool(self.in_shape, self.k)
 
 
@@ -345,9 +366,12 @@ class IdentitySkip(nn.Module):
         self.shape, self.gain = tuple(shape), int(gain)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """The source's spikes ``s`` [T, N, ...] as [T, N, *shape], times ``gain``: synaptic input in weight
+        units."""
         return s.reshape(*s.shape[:2], *self.shape) * self.gain
 
     def to_ir(self):
+        """The IR synapse: a depthwise 1x1 ``ir.Conv`` on ``shape`` whose every weight is ``gain``."""
         c = self.shape[0]
         return ir.Conv(np.full((c, 1, 1, 1), self.gain), self.shape, groups=c)
 
@@ -363,6 +387,7 @@ class SpikingLayer(nn.Module):
 
     @property
     def out_shape(self) -> tuple:
+        """The neurons' shape: ``(n,)`` after a dense synapse, ``(C, H, W)`` after a conv or pool."""
         return self.synapse.out_shape
 
     def synaptic_input(self, s: torch.Tensor, outputs: dict):
@@ -374,6 +399,8 @@ class SpikingLayer(nn.Module):
         return a, bias
 
     def forward(self, s: torch.Tensor, outputs: dict) -> torch.Tensor:
+        """This layer's spikes [T, N, *out_shape] for the previous layer's spikes ``s`` [T, N, ...]; ``outputs``
+        maps source names (earlier layers, ``ir.INPUT``) to their spikes, for the skips."""
         return self.neuron(*self.synaptic_input(s, outputs))
 
 
@@ -453,6 +480,7 @@ class QSNN(nn.Module):
                 m.set_epoch(epoch)
 
     def quantized_layers(self) -> list:
+        """The layers whose synapse has trained, quantized weights (a ``QuantSynapse``: not the sum pools)."""
         return [layer for layer in self.layers if isinstance(layer.synapse, QuantSynapse)]
 
     def utilisation(self) -> dict:
@@ -461,6 +489,10 @@ class QSNN(nn.Module):
                 for layer in self.quantized_layers()}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Input spikes ``x`` [T, N, n_in] -> every layer's spikes, each flat [T, N, n].
+
+        Training mode computes in ``train_dtype`` (float, with surrogate gradients); eval mode in int64, the
+        deployed integer network exactly."""
         s = x.to(self.train_dtype) if self.training else x.to(torch.int64)
         outputs, out = {ir.INPUT: s}, []
         for layer in self.layers:

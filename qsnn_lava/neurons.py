@@ -20,6 +20,8 @@ class LIF(nn.Module):
         self.n, self.vth, self.du, self.dv = n, int(vth), int(du), int(dv)
 
     def params(self, bias=None) -> dyn.LIFParams:
+        """The ``dynamics.LIFParams`` of this population; ``bias`` in internal units (``bias_mant << bias_exp``,
+        broadcastable to one step's [N, ...]; None means 0)."""
         return dyn.LIFParams(vth=self.vth, du=self.du, dv=self.dv, bias=0 if bias is None else bias)
 
     def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
@@ -40,9 +42,11 @@ class QMem(LIF):
         self.mem_shift = dyn.qmem_shift(self.vth, self.mem_bits)
 
     def params(self, bias=None) -> dyn.LIFParams:
+        """The LIF's ``dynamics.LIFParams`` with ``mem_bits`` and ``mem_shift`` set (the stored membrane)."""
         return super().params(bias)._replace(mem_bits=self.mem_bits, mem_shift=self.mem_shift)
 
     def extra_repr(self) -> str:
+        """The module's fields for its repr: n, vth, du, dv, mem_bits."""
         return f"n={self.n}, vth={self.vth}, du={self.du}, dv={self.dv}, mem_bits={self.mem_bits}"
 
 
@@ -73,6 +77,9 @@ class MFP(LIF):
         self.parallel = parallel  # False: train step by step on the exact dynamics (BPTT), for comparison
 
     def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
+        """Synaptic input ``a`` [T, N, ...] -> spikes [T, N, ...]. A float ``a`` with ``parallel`` (training)
+        runs the reset-free leaky sum of all T steps at once; otherwise the exact integer LIF (``LIF.forward``).
+        ``bias``: internal units, broadcastable to one step's [N, ...], or None."""
         if not (a.is_floating_point() and self.parallel):
             return super().forward(a, bias)
         keep = (dyn.DECAY_UNITY - self.du - 1) / dyn.DECAY_UNITY
@@ -81,4 +88,5 @@ class MFP(LIF):
         return dyn.fire(h if bias is None else h + bias, self.vth)
 
     def extra_repr(self) -> str:
+        """The module's fields for its repr: n, vth, du, dv."""
         return f"n={self.n}, vth={self.vth}, du={self.du}, dv={self.dv}"

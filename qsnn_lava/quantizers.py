@@ -35,6 +35,7 @@ import torch
 from .errors import QsnnError
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward (half to even), identity gradient backward (straight-through estimator)."""
     return x + (torch.round(x) - x).detach()
 
 
@@ -101,9 +102,12 @@ class SigmoidSum(torch.nn.Module):
         self.beta = torch.nn.Parameter(torch.tensor(1.25 * self.max_level / q))
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the temperature for 0-based ``epoch``: ``T = min((epoch + 1) * t0, 2000)``."""
         self.temperature.fill_(min((epoch + 1) * self.t0, self.T_MAX))
 
     def forward(self, w: torch.Tensor, hard: bool) -> torch.Tensor:
+        """Mantissas of latent weights ``w`` (any shape): the hard step outputs, integer levels, when ``hard``
+        (inference); else the soft sigmoid staircase at the current temperature (training)."""
         z = (self.beta * w).unsqueeze(-1) - self.offsets
         steps = (z >= 0).to(w.dtype) if hard else torch.sigmoid(self.temperature * z)
         return (steps * self.gaps).sum(-1) - self.gaps.sum() / 2
@@ -115,6 +119,9 @@ QUANT_NAMES = (*QUANTIZERS, *SIGMOID_QUANTS)
 
 
 def quantize(name: str, w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:
+    """The stateless quantizer ``name`` ("uniform" or "rescaw") at ``bits`` bits: (mantissas of ``w`` with
+    straight-through gradients, real value of one mantissa unit). QsnnError for an unknown name or ReScaW
+    at 1 bit."""
     if name not in QUANTIZERS:
         raise QsnnError(f"unknown quantizer '{name}' (known: {', '.join(QUANTIZERS)})")
     if name == "rescaw" and bits < 2:

@@ -8,6 +8,20 @@ import numpy as np
 
 @dataclass
 class Record:
+    """Every layer's spikes for a batch of samples, as a backend returns them.
+
+    ``backend``: its name ("reference", "lava", "torch"); ``layer_names``: the layers in order; ``spikes``:
+    per layer uint8 [T, N, n] (time-major, zero-delay time); ``info``: timings (``"seconds"``) and backend
+    details.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np
+        >>> out = np.array([[[1, 0], [0, 1]], [[1, 0], [1, 1]]], np.uint8)  # [T = 2, N = 2, n = 2]
+        >>> rec = ql.Record("reference", ["out"], [out])
+        >>> rec.samples, rec.predictions().tolist(), rec.accuracy([0, 1])
+        (2, [0, 1], 1.0)
+    """
+
     backend: str
     layer_names: list
     spikes: list  # per layer: uint8 [T, N, n]
@@ -15,6 +29,7 @@ class Record:
 
     @property
     def samples(self) -> int:
+        """Number of samples N (axis 1 of the output layer's spikes)."""
         return self.spikes[-1].shape[1]
 
     def predictions(self) -> np.ndarray:
@@ -22,4 +37,5 @@ class Record:
         return np.argmax(self.spikes[-1].sum(axis=0, dtype=np.int64), axis=-1)
 
     def accuracy(self, labels: np.ndarray) -> float:
+        """Fraction of samples whose prediction equals its label; ``labels`` [>= N] (only the first N are used)."""
         return float(np.mean(self.predictions() == np.asarray(labels)[: self.samples]))

@@ -19,6 +19,7 @@ from .record import Record
 
 
 def set_seed(seed: int) -> None:
+    """Seed torch's and numpy's global random generators with ``seed``."""
     torch.manual_seed(seed)
     np.random.seed(seed)
 
