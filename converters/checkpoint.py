@@ -16,6 +16,12 @@ from qsnn_lava.models import QSNN, build_model
 
 
 def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) -> Network:
+    """The IR of ``model`` (in eval mode): the integers its eval forward uses, with no rounding of its own.
+
+    Each layer gets the synapse's ``to_ir()``, the folded BatchNorm bias (``integer_bias``) where there is one,
+    and the neuron's vth, du, dv (and mem_bits, mem_shift for qmem). ``meta`` is added to the network's
+    meta (quant, bits, neuron). With ``validate`` the register widths are checked (QsnnError "cannot deploy
+    this model: ..."); without, only the structure."""
     layers = []
     for layer in model.layers:
         n = layer.neuron
@@ -59,6 +65,8 @@ def load_model(path):
 
 
 def checkpoint_to_ir(path) -> Network:
+    """The validated IR of the checkpoint file ``path``; its meta records the file's SHA-256 and the training
+    dataset. QsnnError (prefixed with the path) for a bad checkpoint or one Loihi 2 cannot hold."""
     model, ckpt = load_model(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     meta = {"source_checkpoint_sha256": digest, "dataset": ckpt.get("meta", {}).get("dataset", "")}

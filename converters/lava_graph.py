@@ -89,6 +89,11 @@ def synapse_matrix(syn):
 
 @dataclass
 class LavaGraph:
+    """The built Lava processes of one run: ``source`` (the input RingBuffer), ``synapses`` (Dense, Conv and
+    DelaySparse processes, main synapse then skips, layer by layer), ``lifs`` (one LIFReset or QMemLIF per
+    layer), ``sinks`` (one Extractor per recorded layer), ``steps`` (Lava time steps to run) and ``depths``
+    (each layer's depth d: its output at zero-delay step tau of sample k is Lava step k*T + tau + d + 1)."""
+
     source: object
     synapses: list
     lifs: list
@@ -98,6 +103,8 @@ class LavaGraph:
 
 
 def steps_needed(net: Network, n_samples: int) -> int:
+    """Lava time steps that run ``n_samples`` samples through ``net``: N * T plus the deepest layer's depth (the
+    pipeline's fill)."""
     return n_samples * net.timesteps + max(net.depths())
 
 

@@ -68,6 +68,11 @@ def netx_layers(net: Network) -> list[dict]:
 
 
 def export_netx(net: Network, path) -> None:
+    """Write ``net`` to ``path`` as a lava-dl netx HDF5 file, atomically.
+
+    Layout: ``/layer/0`` the input (``shape`` only), then one group per layer (``netx_layers``), with a
+    ``flatten`` layer before a dense layer that follows a conv map. QsnnError naming the layer when netx
+    cannot express it (skips, qmem, a negative weight_exp, a bias netx cannot hold)."""
     import h5py
 
     layers = netx_layers(net)

@@ -103,6 +103,8 @@ class PyQMemLIFModelFixed(PyLoihiProcessModel):
         self.reset_offset = proc_params["reset_offset"] % self.reset_interval
 
     def run_spk(self):
+        """One Lava time step: receive the synaptic input, zero u and v on the sample's first step
+        (``time_step % reset_interval == reset_offset``), run ``dynamics.lif_step`` and send the spikes."""
         a_in = self.a_in.recv()
         if (self.time_step % self.reset_interval) == self.reset_offset:  # as PyLifResetModelBitAcc
             self.u *= 0
