@@ -100,6 +100,8 @@ def sha256(path) -> str:
 
 
 def package_versions() -> dict:
+    """{"python": its version, and for each of qsnn-lava, lava-nc, lava-dl, torch, numpy and h5py: the installed
+    version, or None}: what the manifest records of the environment."""
     from importlib import metadata
 
     out = {"python": platform.python_version()}

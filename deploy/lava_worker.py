@@ -210,6 +210,7 @@ class Progress:
             self.out.write(f"progress {int(done)} {int(total)}\n")
 
     def close(self) -> None:
+        """Close the progress pipe (nothing to do without one)."""
         if self.out is not None:
             self.out.close()
 
@@ -298,6 +299,13 @@ def _watch_client(client_pid: int, workdir: Path, shm_before: set) -> None:
 
 
 def main(argv=None) -> int:
+    """Serve the request in folder REQUEST_DIR, ``argv = [REQUEST_DIR]`` (default ``sys.argv[1:]``), and write
+    its ``result.json``.
+
+    A QsnnError is written as {"error": message}; both outcomes return 0. A wrong argument count prints the
+    usage and returns 2; any other exception propagates (a bug: traceback, exit status 1). Started in a
+    session of its own, it watches the client: should the client die, the worker kills Lava's processes,
+    removes their shared memory and the request folder, and ends."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m qsnn_lava.deployment.lava_worker REQUEST_DIR", file=sys.stderr)

@@ -22,6 +22,8 @@ BACKENDS = {"reference": _reference, "lava": _lava}
 
 
 def get_backend(name: str):
+    """The backend function ``run(net, spikes [T, N, n_in], progress=False) -> Record`` registered as
+    ``name``; QsnnError listing the known names otherwise."""
     if name not in BACKENDS:
         raise QsnnError(f"unknown backend '{name}' (known: {', '.join(BACKENDS)})")
     return BACKENDS[name]

@@ -245,6 +245,8 @@ class LavaWorker:
         raise RuntimeError(f"the Lava worker ({self.python}) {how}; the end of its output:\n{tail}")
 
     def log_tail(self) -> str:
+        """The last ``LOG_TAIL_CHARS`` bytes of the worker's ``worker.log``, decoded as UTF-8 (undecodable bytes
+        replaced); "" when it cannot be read."""
         with contextlib.suppress(OSError):
             text = (self.workdir / "worker.log").read_bytes()[-LOG_TAIL_CHARS:]
             return text.decode("utf-8", "replace")
