@@ -27,6 +27,8 @@ def _api():
 
 # ---------------------------------------------------------------- printing
 def print_report(rep: dict) -> None:
+    """Print a verify report ``rep``: each backend's accuracy, each compared pair's spike mismatches (first
+    divergence and likely cause), then EQUIVALENT or NOT EQUIVALENT."""
     for k, v in rep["accuracy"].items():
         print(f"  accuracy {k:<10} {100 * v:6.2f} %  ({rep['samples_per_backend'][k]} samples)")
     for k, c in rep["comparisons"].items():
@@ -58,6 +60,8 @@ def _sizes(net) -> str:
 
 # ---------------------------------------------------------------- commands
 def cmd_train(args) -> int:
+    """``qsnn-lava train``: train on ``args.dataset``, save the checkpoint ``args.out``, print the test accuracy
+    and each layer's bit-width utilisation; returns exit code 0."""
     options = {k: getattr(args, k) for k in ("arch", "hidden", "channels", "bn", "quant", "bits", "first_bits",
                                              "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min")}
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
@@ -72,6 +76,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    """``qsnn-lava convert``: checkpoint ``args.checkpoint`` -> validated IR file ``args.output``; prints the
+    layer sizes and T, and a note when a neuron type is CPU only. Returns exit code 0."""
     from .io import check_output
 
     check_output(args.output, inputs=[args.checkpoint])
@@ -86,6 +92,9 @@ def cmd_convert(args) -> int:
 
 
 def cmd_simulate(args) -> int:
+    """``qsnn-lava simulate``: run IR ``args.ir`` on ``args.backend`` with the ``--input`` spikes or dataset
+    samples; prints samples, seconds and accuracy, and writes the output layer's spikes [N, T, n] (uint8
+    .npy) to ``args.output`` when given. Returns exit code 0."""
     import numpy as np
 
     from .io import atomic_write, check_output
@@ -113,6 +122,8 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    """``qsnn-lava verify``: compare backends spike by spike on a checkpoint, IR or bundle ``args.target``;
+    prints the report and writes it to ``args.out`` when given. Returns exit code 0 when equivalent, 1 if not."""
     from .io import check_output
 
     api = _api()
@@ -144,6 +155,9 @@ def _print_bundle_verify(path, rep: dict) -> None:
 
 
 def cmd_deploy(args) -> int:
+    """``qsnn-lava deploy``: design-rule check, resource table and a bundle in ``args.out``, then the bundle's
+    run on ``--target``. Returns the run's status: 0 equal to the expected spikes, 1 not, 3 (EXIT_NO_LOIHI)
+    when loihi2 was asked for and lava-loihi is not installed (the bundle is written all the same)."""
     from .deployment.bundle import EXIT_NO_LOIHI
     from .deployment.resources import format_table
 
@@ -166,6 +180,8 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_export_netx(args) -> int:
+    """``qsnn-lava export-netx``: IR or checkpoint ``args.target`` -> lava-dl netx file ``args.output``; prints
+    how to load it (reset_interval = T). Returns exit code 0."""
     api = _api()
     target = api.load(args.target)
     api.export_netx(target, args.output, inputs=[args.target])
@@ -176,6 +192,8 @@ def cmd_export_netx(args) -> int:
 
 
 def cmd_import_netx(args) -> int:
+    """``qsnn-lava import-netx``: lava-dl netx file ``args.netx`` -> IR file ``args.output`` of
+    ``args.timesteps`` time steps per sample; prints the layer sizes. Returns exit code 0."""
     from .io import check_output
 
     check_output(args.output, inputs=[args.netx])
@@ -186,6 +204,9 @@ def cmd_import_netx(args) -> int:
 
 
 def cmd_energy(args) -> int:
+    """``qsnn-lava energy``: operation counts from simulating ``args.target`` and the estimated energy per
+    inference under each cost table; writes energy.json and energy.png to ``args.out`` when given. Returns
+    exit code 0, or 1 when ``--check-lava`` finds Lava's counts differ from the reference's."""
     from .io import check_output
 
     if args.out:
@@ -206,6 +227,8 @@ def cmd_energy(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """``qsnn-lava demo``: train on digits, convert, run torch, reference and Lava and verify, into ``args.out``;
+    prints each stage and the report. Returns exit code 0 when equivalent, 1 if not."""
     res = _api().demo(args.out, epochs=args.epochs, seed=args.seed, lava_samples=args.lava_samples,
                       progress=not args.quiet, on_stage=print)
     print_report(res.verify.report)
@@ -280,6 +303,7 @@ def _quiet(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qsnn-lava`` argument parser: one subcommand per command, each setting ``func`` to its ``cmd_*``."""
     p = argparse.ArgumentParser(prog="qsnn-lava", formatter_class=_Help,
                                 description="Train quantized spiking networks, convert them to Lava, run them "
                                             "bit-exactly and prove it, spike by spike.")
@@ -417,6 +441,9 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return its exit code: the command's own
+    (0, 1, 3), 2 for a QsnnError (one line on stderr), 130 on Ctrl-C, 143 on SIGTERM. Usage errors exit
+    through argparse (SystemExit, code 2)."""
     import signal
 
     args = build_parser().parse_args(argv)
