@@ -403,7 +403,14 @@ def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: b
 @dataclass
 class VerifyResult:
     """The outcome of ``verify``: ``report`` (accuracies, mismatch counts per pair and layer, first
-    divergence, timings, overflow bounds), the Records compared, and the inputs and labels they ran on."""
+    divergence, timings, overflow bounds), the Records compared, and the inputs and labels they ran on.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> res = ql.verify(ql.train(epochs=1, hidden=[8], timesteps=2), samples=5, backends=("torch", "reference"))
+        >>> res.equivalent, res.to_dict()["spike_mismatches"]
+        (True, {'trained_vs_reference': 0})
+    """
 
     report: dict
     records: list = field(default_factory=list, repr=False)
@@ -544,7 +551,16 @@ def _diagnose(rep, net, model, spikes, records) -> None:
 class DeployResult:
     """What ``deploy`` did: the bundle folder, its manifest (design rules, resources, netx, hashes), and
     the run of the bundle on its target: ``status`` 0 equal to the expected spikes, 1 not, 3 Loihi 2 was
-    asked for but Intel's lava-loihi is not installed (the bundle is written all the same)."""
+    asked for but Intel's lava-loihi is not installed (the bundle is written all the same).
+
+    Example:
+        >>> import qsnn_lava as ql, tempfile, os
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense([[3, -1]]), ql.LIF(1, vth=1, du=4095, dv=4095))], 3)
+        >>> res = ql.deploy(net, out=os.path.join(tempfile.mkdtemp(), "b"), spikes=[[[1, 0]], [[1, 1]], [[0, 1]]],
+        ...                 run=False)
+        >>> res.status, res.drc["passed"], res.to_dict()["manifest"]["target"]
+        (0, True, 'cpu')
+    """
 
     path: Path
     manifest: dict
@@ -584,12 +600,14 @@ def design_rules(net, cpu: bool = False) -> dict:
 
 
 def deploy(net, *, target: str = "cpu", out, dataset: str = "digits", data_dir=None, denoise: bool = False,
-           samples: int = 8, chip_model=None, run: bool = True, progress: bool = False) -> DeployResult:
+           samples: int = 8, spikes=None, chip_model=None, run: bool = True, progress: bool = False) -> DeployResult:
     """Check Loihi 2's design rules, estimate resources, and write a versioned bundle folder ``out`` (IR,
     netx file where netx can express the network, sample inputs, expected outputs, manifest, run.py);
     then run it: on Loihi 2 (``target="loihi2"``, needs lava-loihi) or on Lava's CPU models.
 
-    An existing ``out`` is replaced only if it is a bundle; a network that breaks a rule writes nothing.
+    The bundle's sample inputs are the first ``samples`` test samples of ``dataset``, or ``spikes``
+    [T, N, n_in] when given. An existing ``out`` is replaced only if it is a bundle; a network that
+    breaks a rule writes nothing.
 
     Example:
         >>> import qsnn_lava as ql, tempfile, os
@@ -614,7 +632,9 @@ def deploy(net, *, target: str = "cpu", out, dataset: str = "digits", data_dir=N
                         f" {format_violations(drc).strip()}")
     chip = ChipModel.from_json(chip_model) if chip_model else ChipModel()
     resources = estimate(shapes_from_ir(net_), chip)
-    spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
+    if spikes is None:
+        spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
+    spikes = _check_spikes(spikes, net_)
     manifest = write_bundle(net_, out, spikes, drc, resources, target)
     if not run:
         return DeployResult(Path(out), manifest, 0)
@@ -667,7 +687,15 @@ def import_netx(path, timesteps: int) -> Network:
 @dataclass
 class EnergyReport:
     """Operation counts from simulation (SynOps, spikes, neuron updates, memory), NeuroBench-style
-    metrics, and energy per inference under each cost table; every number an estimate with its table."""
+    metrics, and energy per inference under each cost table; every number an estimate with its table.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense([[3, -1]]), ql.LIF(1, vth=1, du=4095, dv=4095))], 3)
+        >>> rep = ql.energy(net, spikes=np.ones((3, 4, 2), np.uint8), tables=("cmos45_snn",))
+        >>> rep.counts["samples"], rep.table().splitlines()[0].startswith("|")
+        (4, True)
+    """
 
     counts: dict
     results: list
@@ -821,7 +849,13 @@ def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=N
 @dataclass
 class DemoResult:
     """The demo's verification (``verify``: trained vs reference vs Lava on digits), the files it wrote,
-    and ``lava_skipped`` (None, or why Lava could not run here and how to add it)."""
+    and ``lava_skipped`` (None, or why Lava could not run here and how to add it). ``demo`` makes one.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> ql.DemoResult(ql.VerifyResult({"equivalent": True}), {}).equivalent
+        True
+    """
 
     verify: VerifyResult
     files: dict
