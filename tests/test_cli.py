@@ -10,6 +10,7 @@ import torch
 
 from qsnn_lava.io import save_checkpoint
 from qsnn_lava.models import build_model, make_config
+from clicheck import one_error_line
 
 
 def cli(*args, cwd=None):
@@ -56,25 +57,16 @@ def test_verify_ir_cannot_use_torch(trained):
     assert code == 2 and "needs the checkpoint" in err
 
 
-def assert_clean_error(code, err, *words):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qsnn-lava: error:"), err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0]
-
-
 def test_missing_checkpoint(tmp_path):
     code, _, err = cli("convert", tmp_path / "nope.pt", "-o", tmp_path / "x.h5")
-    assert_clean_error(code, err, "not found")
+    one_error_line(code, err, "not found")
     assert not (tmp_path / "x.h5").exists()
 
 
 def test_corrupt_checkpoint(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"\x00garbage" * 50)
     code, _, err = cli("convert", tmp_path / "bad.pt", "-o", tmp_path / "x.h5")
-    assert_clean_error(code, err, "bad.pt")
+    one_error_line(code, err, "bad.pt")
     assert list(tmp_path.iterdir()) == [tmp_path / "bad.pt"]
 
 
@@ -85,7 +77,7 @@ def test_checkpoint_whose_weights_do_not_fit(tmp_path):
         model.layers[0].synapse.weight[0, :2] = torch.tensor([1.0, -1.0])
     save_checkpoint(tmp_path / "w8.pt", cfg, model.state_dict())
     code, _, err = cli("convert", tmp_path / "w8.pt", "-o", tmp_path / "x.h5")
-    assert_clean_error(code, err, "fc1", "weight", "Loihi 2 range")
+    one_error_line(code, err, "fc1", "weight", "Loihi 2 range")
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -95,26 +87,26 @@ def test_checkpoint_with_mismatched_weights(tmp_path):
     sd["layers.0.synapse.weight"] = torch.zeros(3, 3)
     save_checkpoint(tmp_path / "m.pt", cfg, sd)
     code, _, err = cli("convert", tmp_path / "m.pt", "-o", tmp_path / "x.h5")
-    assert_clean_error(code, err, "do not match")
+    one_error_line(code, err, "do not match")
 
 
 def test_non_hdf5_and_wrong_version_ir(tmp_path, trained):
     (tmp_path / "t.h5").write_text("hello")
     code, _, err = cli("simulate", tmp_path / "t.h5", "--samples", 3)
-    assert_clean_error(code, err, "not an HDF5 file")
+    one_error_line(code, err, "not an HDF5 file")
     import shutil
     shutil.copy(trained / "m.h5", tmp_path / "v.h5")
     with h5py.File(tmp_path / "v.h5", "a") as f:
         f.attrs["version"] = 7
     code, _, err = cli("simulate", tmp_path / "v.h5", "--samples", 3, "--output", tmp_path / "o.npy")
-    assert_clean_error(code, err, "version 7")
+    one_error_line(code, err, "version 7")
     assert not (tmp_path / "o.npy").exists()
 
 
 def test_wrong_input_shape(tmp_path, trained):
     np.save(tmp_path / "in.npy", np.zeros((2, 8, 63), np.uint8))
     code, _, err = cli("simulate", trained / "m.h5", "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy")
-    assert_clean_error(code, err, "shape")
+    one_error_line(code, err, "shape")
     assert not (tmp_path / "o.npy").exists()
 
 

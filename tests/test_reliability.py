@@ -12,6 +12,7 @@ import pytest
 
 import qsnn_lava as ql
 from qsnn_lava.cli import main
+from clicheck import one_error_line
 
 
 def cli(*args, cwd=None, umask=None):
@@ -31,15 +32,6 @@ def cli(*args, cwd=None, umask=None):
         if old_mask is not None:
             os.umask(old_mask)
     return code, out.getvalue(), err.getvalue()
-
-
-def one_error_line(code, err, *words):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qsnn-lava: error:"), err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def tree(folder):

@@ -9,22 +9,13 @@ import numpy as np
 import pytest
 
 from qsnn_lava.errors import QsnnError
+from clicheck import one_error_line
 
 
 def cli(*args):
     p = subprocess.run([sys.executable, "-m", "qsnn_lava.cli", *map(str, args)], capture_output=True, text=True,
                        timeout=600)
     return p.returncode, p.stdout, p.stderr
-
-
-def one_error_line(code, err, *words):
-    """Exit 2 and one stderr line `qsnn-lava: error: ...` holding ``words``, no traceback."""
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qsnn-lava: error:"), err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 # ------------------------------------------------------------------------- events and input spikes
