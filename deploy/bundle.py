@@ -100,9 +100,13 @@ def sha256(path) -> str:
 
 
 def package_versions() -> dict:
-    """{"python": its version, and for each of qsnn-lava, lava-nc, lava-dl, torch, numpy and h5py: the installed
-    version, or None}: what the manifest records of the environment."""
+    """What the manifest records of the environments: {"python", "qsnn-lava", "torch", "numpy", "h5py"} of
+    this (the core's) interpreter, "lava-nc" and "lava-dl" as the Lava environment has them (its worker is
+    asked when Lava is not in this interpreter; None without one), and "lava_environment": that
+    environment's own versions (None without one)."""
     from importlib import metadata
+
+    from qsnn_lava.deployment.backends.lava import lava_available, probe
 
     out = {"python": platform.python_version()}
     for name in ("qsnn-lava", "lava-nc", "lava-dl", "torch", "numpy", "h5py"):
@@ -110,6 +114,9 @@ def package_versions() -> dict:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    out["lava_environment"] = probe()["versions"] if lava_available() else None
+    for name in ("lava-nc", "lava-dl"):
+        out[name] = out[name] or (out["lava_environment"] or {}).get(name)
     return out
 
 

@@ -189,7 +189,10 @@ def store_membrane(v, mem_bits: int, mem_shift: int):
     if _is_float(v):
         y = v * (2.0 ** -mem_shift)  # exact: a power of two
         y = y + (torch.floor(y) - y).detach()
-        return y.clamp(lo, hi) * (2.0 ** mem_shift)
+        # the clip's gradient is 1 on [lo, hi] (bounds included) and 0 outside, spelled out rather than
+        # left to torch's clamp, whose gradient at the bounds changed between versions
+        inside = ((y >= lo) & (y <= hi)).to(y.dtype).detach()
+        return (y.detach().clamp(lo, hi) + (y - y.detach()) * inside) * (2.0 ** mem_shift)
     return _xp(v).clip(v >> mem_shift, lo, hi) << mem_shift
 
 

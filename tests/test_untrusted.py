@@ -324,6 +324,7 @@ from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import Network
 from qsnn_lava.converters.checkpoint import checkpoint_to_ir
 from qsnn_lava.converters.netx import import_netx
+import torch._dynamo  # torch imports it lazily on a first call (torch >= 2.4): its cost is not ours
 
 vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
 resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20),) * 2)  # 256 MiB above the imports
