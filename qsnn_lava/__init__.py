@@ -17,7 +17,7 @@ __all__ = [
     "load", "save",
     # the journey: train -> convert -> simulate / verify -> deploy -> energy, and pruning
     "train", "convert", "simulate", "verify", "deploy", "energy", "prune", "demo",
-    "design_rules", "export_netx", "import_netx",
+    "design_rules", "export_netx", "import_netx", "export_nir", "import_nir",
     # data
     "load_dataset", "encode", "read_spikes",
     # results

@@ -683,6 +683,58 @@ def import_netx(path, timesteps: int) -> Network:
     return _import(path, _positive_int(timesteps, "timesteps"))
 
 
+def import_nir(graph, dt: float | None = None, timesteps: int | None = None, *, weight_bits: int = 8,
+               calibration=None, labels=None, approximate: bool = False, method: str = "euler"):
+    """A NIR graph (``nir.NIRGraph`` or a .nir file, from snnTorch, Norse, Sinabs, SpikingJelly, Rockpool or
+    ``export_nir``) -> (Network, report). NIR holds float ODE parameters and no time step: ``dt`` (seconds
+    per step) sets the 12-bit decays (``method`` "euler": dv = round(4096 dt / tau); "exp": from
+    1 - exp(-dt / tau)); weights become ``weight_bits``-bit mantissas with a per-layer weight_exp (from the
+    ``calibration`` spikes [T, N, n_in] when given). What Loihi 2's CUBA LIF cannot express is refused by
+    name unless ``approximate``; the report gives every quantization error and the float-vs-integer spike
+    agreement per layer (and both accuracies with ``labels``). Our own exports import bit-exactly.
+    docs/nir.md has the mapping and the formulas.
+
+    Example:
+        >>> import qsnn_lava as ql, tempfile, os
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense([[3, -1]]), ql.LIF(1, vth=1, du=4095, dv=410))], 4)
+        >>> path = os.path.join(tempfile.mkdtemp(), "g.nir")
+        >>> ql.export_nir(net, path)
+        >>> back, report = ql.import_nir(path)
+        >>> report["exact"], back.layers[0].neuron.dv
+        (True, 410)
+    """
+    from .converters.nir import import_nir as _import
+
+    timesteps = _positive_int(timesteps, "timesteps", allow_none=True)
+    return _import(graph, dt, timesteps, weight_bits, calibration, labels=labels, approximate=approximate,
+                   method=method)
+
+
+def export_nir(net, path=None, dt: float = 1e-3, inputs=()):
+    """A network (or model/checkpoint/IR path) as a NIR graph other tools can load and run: float parameters
+    equal to the integers times their units at time step ``dt`` (seconds), with the exact integers in node
+    metadata so that ``import_nir`` gives back the identical IR. Written to ``path`` (atomically) when given;
+    else the ``nir.NIRGraph`` is returned.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> net = ql.Network((2,), [ql.Layer("out", ql.Dense([[3, -1]]), ql.LIF(1, vth=1, du=4095, dv=410))], 4)
+        >>> graph = ql.export_nir(net)
+        >>> sorted(type(node).__name__ for node in graph.nodes.values())
+        ['Affine', 'Input', 'LIF', 'Output']
+    """
+    from .converters.nir import export_nir as _export, write_nir
+
+    net_, _ = _network(net)
+    if path is None:
+        return _export(net_, dt)
+    from .io import check_output
+
+    check_output(path, inputs=[*inputs, *([net] if isinstance(net, (str, Path)) else [])])
+    write_nir(net_, path, dt)
+    return None
+
+
 # ---------------------------------------------------------------- energy
 @dataclass
 class EnergyReport:

@@ -203,6 +203,44 @@ def cmd_import_netx(args) -> int:
     return 0
 
 
+def cmd_import_nir(args) -> int:
+    """`qsnn-lava import-nir GRAPH.nir -o IR --dt DT`: a NIR graph -> IR, with the conversion's report."""
+    import json
+
+    from .converters.nir import format_report
+    from .io import atomic_files, check_output
+
+    api = _api()
+    check_output(args.output, inputs=[args.graph])
+    if args.report:
+        check_output(args.report, inputs=[args.graph, args.output])
+    calibration = labels = None
+    if args.calibrate:
+        data = api.load_dataset(args.calibrate, args.data_dir, args.timesteps or 8)
+        calibration, labels = api.encode(data.test, args.timesteps or 8, args.samples)
+    net, report = api.import_nir(args.graph, args.dt, args.timesteps, weight_bits=args.weight_bits,
+                                 calibration=calibration, labels=labels, approximate=args.approximate,
+                                 method=args.method)
+    with atomic_files([args.output] + ([args.report] if args.report else [])) as tmps:  # all or none
+        net.save(tmps[0])
+        if args.report:
+            tmps[1].write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"imported {args.graph} -> {args.output}: {_sizes(net)}, T = {net.timesteps}"
+          + (" (bit-exact: a qsnn-lava export)" if report.get("exact") else ""))
+    if not report.get("exact"):
+        print(format_report(report))
+    return 0
+
+
+def cmd_export_nir(args) -> int:
+    """`qsnn-lava export-nir IR_OR_CKPT -o GRAPH.nir`: our integer network as a NIR graph."""
+    api = _api()
+    api.export_nir(args.target, args.output, dt=args.dt)
+    print(f"exported {args.target} -> {args.output} (NIR, dt = {args.dt} s; the exact integers are in the nodes' "
+          "metadata: import-nir gives back the identical IR)")
+    return 0
+
+
 def cmd_energy(args) -> int:
     """``qsnn-lava energy``: operation counts from simulating ``args.target`` and the estimated energy per
     inference under each cost table; writes energy.json and energy.png to ``args.out`` when given. Returns
@@ -398,6 +436,29 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("netx", metavar="NET", help="a lava-dl netx HDF5 file")
     im.add_argument("-o", "--output", required=True, help="the IR file to write (.h5)")
     im.add_argument("--timesteps", type=int, required=True, help="time steps per sample (netx files carry none)")
+
+    ni = _command(sub, "import-nir", "NIR graph (snnTorch, Norse, Sinabs, Rockpool, ...) -> IR, with a report of "
+                                     "what the conversion to Loihi integers cost", cmd_import_nir)
+    ni.add_argument("graph", metavar="GRAPH.nir", help="a NIR file (nir.write)")
+    ni.add_argument("-o", "--output", required=True, help="the IR file to write (.h5)")
+    ni.add_argument("--dt", type=float, default=None, help="seconds per time step (NIR carries none; required "
+                                                           "unless the graph is a qsnn-lava export)")
+    ni.add_argument("--timesteps", type=int, default=None, help="time steps per sample")
+    ni.add_argument("--weight-bits", type=int, default=8, help="weight mantissa bits (2..8)")
+    ni.add_argument("--method", default="euler", choices=["euler", "exp"], help="how tau/dt becomes du, dv")
+    ni.add_argument("--approximate", action="store_true",
+                    help="accept what Loihi 2 can only approximate (listed in the report) instead of refusing")
+    ni.add_argument("--calibrate", choices=DATASETS, help="set weight exponents and compare float vs integer on "
+                                                          "this dataset's test samples")
+    ni.add_argument("--samples", type=int, default=64, help="calibration samples")
+    ni.add_argument("--data-dir", help="folder of the calibration dataset's files")
+    ni.add_argument("--report", help="also write the conversion report as JSON here")
+
+    xn = _command(sub, "export-nir", "IR or checkpoint -> NIR graph (float parameters + exact integers in metadata)",
+                  cmd_export_nir)
+    xn.add_argument("target", metavar="IR_OR_CKPT", help="an IR file or a checkpoint")
+    xn.add_argument("-o", "--output", required=True, help="the NIR file to write (.nir)")
+    xn.add_argument("--dt", type=float, default=1e-3, help="seconds per time step written into the graph")
 
     e = _command(sub, "energy", "operation counts from simulation and energy per inference by cost table",
                  cmd_energy)

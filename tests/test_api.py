@@ -121,3 +121,28 @@ def test_tutorial_notebook_runs(tmp_path, monkeypatch):
         exec(compile("".join(cell["source"]), f"tutorial cell {i}", "exec"), namespace)
     assert namespace["res"].equivalent and namespace["dep"].status == 0
     assert (tmp_path / "tutorial_bundle" / "manifest.json").is_file()
+
+
+def test_nir_round_trip_through_the_cli(model, tmp_path):
+    from clicheck import one_error_line
+
+    from qsnn_lava.cli import main
+
+    ql.save(model, tmp_path / "m.pt")
+    assert main(["export-nir", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.nir")]) == 0
+    assert main(["import-nir", str(tmp_path / "m.nir"), "-o", str(tmp_path / "back.h5"),
+                 "--report", str(tmp_path / "r.json")]) == 0
+    a, b = ql.convert(model), ql.load(tmp_path / "back.h5")
+    for la, lb in zip(a.layers, b.layers):
+        assert np.array_equal(la.synapse.weight, lb.synapse.weight) and la.synapse.weight_exp == lb.synapse.weight_exp
+        assert (la.neuron.vth, la.neuron.du, la.neuron.dv) == (lb.neuron.vth, lb.neuron.du, lb.neuron.dv)
+    assert json.loads((tmp_path / "r.json").read_text())["exact"] is True
+    x, _ = ql.encode(ql.load_dataset("digits", timesteps=6).test, 6, samples=20)
+    assert np.array_equal(ql.simulate(a, x).spikes[-1], ql.simulate(b, x).spikes[-1])
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["import-nir", str(tmp_path / "m.pt"), "-o", str(tmp_path / "x.h5"), "--dt", "0.001"])
+    one_error_line(code, err.getvalue(), "not an HDF5 file")
+    assert not (tmp_path / "x.h5").exists()
