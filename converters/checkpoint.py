@@ -70,7 +70,5 @@ def checkpoint_to_ir(path) -> Network:
     model, ckpt = load_model(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     meta = {"source_checkpoint_sha256": digest, "dataset": ckpt.get("meta", {}).get("dataset", "")}
-    try:
+    with about(path):
         return model_to_ir(model, meta)
-    except QsnnError as e:
-        raise QsnnError(f"'{path}': {e}") from None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qsnn_lava.errors import QsnnError
+from qsnn_lava.errors import QsnnError, about
 from qsnn_lava.io import atomic_write
 from qsnn_lava.ir import Network
 
@@ -299,17 +299,13 @@ def import_netx(path, timesteps: int) -> Network:
         f = h5py.File(path, "r")
     except OSError:
         raise QsnnError(f"'{path}' is not an HDF5 file; pass a lava-dl netx .net file") from None
-    try:
-        with f:
-            net = _read_netx(f, path, timesteps)
-    except QsnnError as e:
-        raise QsnnError(e.args[0] if str(e).startswith(f"'{path}'") else f"'{path}': {e}") from None
-    except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file
-        raise QsnnError(f"'{path}': the HDF5 file is damaged ({e.__class__.__name__}); {_REFIX}") from None
-    try:
+    with about(path):
+        try:
+            with f:
+                net = _read_netx(f, path, timesteps)
+        except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file
+            raise QsnnError(f"the HDF5 file is damaged ({e.__class__.__name__}); {_REFIX}") from None
         return net.validate()
-    except QsnnError as e:
-        raise QsnnError(f"'{path}': {e}") from None
 
 
 def _read_netx(f, path, timesteps: int) -> Network:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import QsnnError
+from .errors import QsnnError, about
 from .io import atomic_write
 
 FORMAT = "qsnn-lava-ir"
@@ -674,18 +674,14 @@ class Network:
         except OSError as e:
             raise QsnnError(f"'{path}' is not an HDF5 file ({e.__class__.__name__}); "
                             "pass an IR written by `qsnn-lava convert`") from None
-        try:
-            with f:
-                net = _read_network(f, H5Reader(_RECONVERT))
-        except QsnnError as e:
-            raise QsnnError(f"'{path}': {e}") from None
-        except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file
-            raise QsnnError(f"'{path}': the HDF5 file is damaged ({e.__class__.__name__}: "
-                            f"{str(e).splitlines()[0][:100] if str(e) else ''}); {_RECONVERT}") from None
-        try:
+        with about(path):
+            try:
+                with f:
+                    net = _read_network(f, H5Reader(_RECONVERT))
+            except (OSError, RuntimeError, KeyError) as e:  # h5py on a damaged file
+                raise QsnnError(f"the HDF5 file is damaged ({e.__class__.__name__}: "
+                                f"{str(e).splitlines()[0][:100] if str(e) else ''}); {_RECONVERT}") from None
             return net.validate() if validate else (net.check_structure() or net)
-        except QsnnError as e:
-            raise QsnnError(f"'{path}': {e}") from None
 
 
 _RECONVERT = "the file is corrupt or was not written by qsnn-lava: re-run `qsnn-lava convert`"
