@@ -359,7 +359,7 @@ def validate_bundle(path) -> dict:
     manifest = _read_manifest(path)
     _check_files(path, manifest.get("files"))
     netx = manifest.get("netx")
-    if not isinstance(netx, dict) or not (netx.get("file") is None or isinstance(netx.get("file"), str)):
+    if not isinstance(netx, dict) or "file" not in netx or not (netx["file"] is None or isinstance(netx["file"], str)):
         raise _bad(path, "manifest 'netx' must be an object whose 'file' is a file name or null")
     if netx["file"] is not None and (netx["file"] not in manifest["files"] or netx["file"] in REQUIRED_FILES):
         raise _bad(path, f"manifest netx.file {json.dumps(netx['file'])[:80]} is not one of the bundle's files "
