@@ -52,6 +52,7 @@ $(LAVA_STAMP): pyproject.toml
 	@touch $(LAVA_STAMP)
 
 demo: setup
+	@mkdir -p $(dir $(DEMO_OUT))
 	$(VENV)/bin/qsnn-lava demo --out $(DEMO_OUT)
 
 # The core's tests run in the core environment (Lava through the worker); the few tests that import Lava

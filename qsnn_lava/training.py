@@ -82,7 +82,7 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
             opt.zero_grad()
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((counts.argmax(-1) == yt[idx]).sum())
             total += len(idx)
         sched.step()
