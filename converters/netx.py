@@ -288,17 +288,12 @@ def import_netx(path, timesteps: int) -> Network:
 
     The file is untrusted: every field netx reads is checked (type, presence, integer values, sizes
     against the weights and against one chip) before arrays are read; anything else is a QsnnError."""
-    import h5py
     from pathlib import Path
 
+    from qsnn_lava.io import open_hdf5
+
     path = Path(path)
-    if not path.is_file():
-        raise QsnnError(f"netx file '{path}' not found" if not path.exists() else
-                        f"'{path}' is not a netx file (it is a folder or a device); pass a lava-dl .net file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise QsnnError(f"'{path}' is not an HDF5 file; pass a lava-dl netx .net file") from None
+    f = open_hdf5(path, "netx file", "pass a lava-dl netx .net file")
     with about(path):
         try:
             with f:

@@ -125,16 +125,11 @@ def read_graph(path) -> "object":
     before nir reads anything."""
     import h5py
 
+    from qsnn_lava.io import open_hdf5
+
     nir = _nir()
     path = Path(path)
-    if not path.is_file():
-        raise QsnnError(f"NIR file '{path}' not found" if not path.exists() else
-                        f"'{path}' is not a NIR file (it is a folder or a device); {_FIX_FILE}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise QsnnError(f"'{path}' is not an HDF5 file; {_FIX_FILE}") from None
-    with f:
+    with open_hdf5(path, "NIR file", _FIX_FILE) as f:
         if not isinstance(f.get("node"), h5py.Group):
             raise QsnnError(f"'{path}' is HDF5 but not a NIR graph (no /node group); {_FIX_FILE}")
         _scan_node(f["node"], "graph", path, depth=0)

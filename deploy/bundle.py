@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import stat
 import sys
@@ -104,16 +103,10 @@ def package_versions() -> dict:
     this (the core's) interpreter, "lava-nc" and "lava-dl" as the Lava environment has them (its worker is
     asked when Lava is not in this interpreter; None without one), and "lava_environment": that
     environment's own versions (None without one)."""
-    from importlib import metadata
-
     from qsnn_lava.deployment.backends.lava import lava_available, probe
+    from qsnn_lava.io import installed_versions
 
-    out = {"python": platform.python_version()}
-    for name in ("qsnn-lava", "lava-nc", "lava-dl", "torch", "numpy", "h5py"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+    out = installed_versions(("qsnn-lava", "lava-nc", "lava-dl", "torch", "numpy", "h5py"))
     out["lava_environment"] = probe()["versions"] if lava_available() else None
     for name in ("lava-nc", "lava-dl"):
         out[name] = out[name] or (out["lava_environment"] or {}).get(name)

@@ -174,17 +174,11 @@ def run_netx_in_process(path, spikes: np.ndarray, timesteps: int, n_layers: int,
 def probe() -> dict:
     """This interpreter's Python and package versions, whether Lava imports, and whether lava-loihi
     (Loihi 2 hardware) is installed."""
-    import platform
-    from importlib import metadata
-
     from qsnn_lava.converters.lava_env import import_lava
 
-    versions = {"python": platform.python_version()}
-    for name in ("qsnn-lava", "lava-nc", "lava-dl", "numpy", "torch", "h5py"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    from qsnn_lava.io import installed_versions
+
+    versions = installed_versions(("qsnn-lava", "lava-nc", "lava-dl", "numpy", "torch", "h5py"))
     t0 = time.perf_counter()
     import_lava()
     import_s = time.perf_counter() - t0

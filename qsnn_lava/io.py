@@ -292,6 +292,35 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
+def open_hdf5(path, what: str, fix: str):
+    """Open an untrusted file as HDF5 for reading (an ``h5py.File``), or refuse in one line: missing, a
+    folder or device, or not HDF5. ``what`` names the kind ("netx file"), ``fix`` says what to pass."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise QsnnError(f"{what} '{path}' not found" if not path.exists() else
+                        f"'{path}' is not a {what} (it is a folder or a device); {fix}")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise QsnnError(f"'{path}' is not an HDF5 file; {fix}") from None
+
+
+def installed_versions(names) -> dict:
+    """{"python": this interpreter's version, name: the installed version of each distribution or None}."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def is_hdf5(path) -> bool:
     """True when the file at ``path`` starts with the 8-byte HDF5 signature (OSError if it cannot be opened)."""
     with open(path, "rb") as f:
