@@ -17,6 +17,16 @@ find_python = $(shell for p in python$(1) $(PYENV)/$(1)*/bin/python$(1) /usr/loc
   command -v $$p || echo $$p; break; fi; done)
 PYTHON310 := $(call find_python,3.10)
 PYTHON_CORE := $(firstword $(call find_python,3.13) $(call find_python,3.12) $(call find_python,3.11) $(PYTHON310))
+comma := ,
+# $(call make_venv,PYTHON,FOLDER,EXTRAS): a fresh virtual environment with qsnn-lava installed editable
+define make_venv
+	@echo "$(2): $$($(1) --version)"
+	rm -rf $(2)
+	$(1) -m venv $(2)
+	$(2)/bin/python -m pip install -q --upgrade pip
+	$(2)/bin/python -m pip install -q -e '.[$(3)]'
+	@touch $(2)/.installed
+endef
 STAMP := $(VENV)/.installed
 LAVA_STAMP := $(LAVA_VENV)/.installed
 
@@ -28,12 +38,7 @@ $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON_CORE)" ]; then \
 	  echo "error: no Python 3.10 to 3.13 found. Debian/Ubuntu: apt-get install python3 python3-venv;" \
 	       "pyenv: pyenv install 3.13"; exit 2; fi
-	@echo "core environment $(VENV): $$($(PYTHON_CORE) --version)"
-	rm -rf $(VENV)
-	$(PYTHON_CORE) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
-	@touch $(STAMP)
+	$(call make_venv,$(PYTHON_CORE),$(VENV),test)
 
 # Lava's environment; skipped (with the way to get it) when no Python 3.10 exists.
 lava:
@@ -44,12 +49,7 @@ lava:
 	else $(MAKE) --no-print-directory $(LAVA_STAMP); fi
 
 $(LAVA_STAMP): pyproject.toml
-	@echo "Lava environment $(LAVA_VENV): $$($(PYTHON310) --version)"
-	rm -rf $(LAVA_VENV)
-	$(PYTHON310) -m venv $(LAVA_VENV)
-	$(LAVA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LAVA_VENV)/bin/python -m pip install -q -e '.[lava,test]'
-	@touch $(LAVA_STAMP)
+	$(call make_venv,$(PYTHON310),$(LAVA_VENV),lava$(comma)test)
 
 demo: setup
 	@mkdir -p $(dir $(DEMO_OUT))

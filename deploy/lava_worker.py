@@ -282,7 +282,7 @@ def _clean_up_after_client(workdir: Path, shm_before: set) -> None:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.02)
     remove_orphan_shm(shm_before, exclude_pid=me)  # this process's own mappings end with it
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # the request folder our (dead) client made for this run
     os._exit(1)
 
 

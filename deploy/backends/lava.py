@@ -132,7 +132,7 @@ def remove_orphan_shm(before: set[str], exclude_pid: int | None = None) -> list[
     removed = []
     for name in sorted(new - shm_in_use(exclude_pid)):
         with contextlib.suppress(FileNotFoundError):
-            (SHM / name).unlink()
+            (SHM / name).unlink()  # appeared during our run and nobody maps it: Lava's, left by a kill
             removed.append(name)
     return removed
 
@@ -306,7 +306,7 @@ def call_worker(op: str, request: dict | None = None, *, net: Network | None = N
     finally:
         if bar is not None:
             bar.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # the private request folder this call made (mkdtemp)
 
 
 # -- the backend ----------------------------------------------------------------------------------------
