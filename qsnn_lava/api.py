@@ -256,7 +256,7 @@ def read_spikes(path, net: Network) -> np.ndarray:
 # ---------------------------------------------------------------- train, convert
 def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None, denoise: bool = False,
           epochs: int = 30, lr: float = 1e-2, batch_size: int = 64, seed: int = 0, out=None, resume=None,
-          progress: bool = False, **options):
+          progress: bool = False, device: str = "auto", **options):
     """Train a QSNN with quantization-aware BPTT on the exact integer dynamics it deploys with.
 
     ``config`` is a full model config (``qsnn_lava.models.make_config``), or give its keys as ``options``:
@@ -264,7 +264,10 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
     "sigmoid" | "ternary"), bits, first_bits, last_bits, theta (threshold in weight units), timesteps,
     neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min. ``lr`` is Adam's learning rate (cosine
     schedule over ``epochs``). With ``out`` a resumable checkpoint is written after every epoch and at the
-    end; ``resume`` (a checkpoint path) continues an interrupted run exactly.
+    end; ``resume`` (a checkpoint path) continues an interrupted run exactly. ``device``: "auto" (a GPU when
+    there is one), "cpu", "cuda" or "cuda:N". Started by torchrun (``torchrun --nproc_per_node N -m qsnn_lava
+    train ...``), each process trains its share of every global batch of ``batch_size`` with
+    DistributedDataParallel, and only rank 0 writes ``out`` (docs/training.md).
 
     Returns the model in eval mode with ``.history`` (epoch, loss, train_acc, test_acc, seconds) and
     ``.meta`` (what a checkpoint stores).
@@ -275,10 +278,13 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
         >>> model.config["sizes"], len(model.history["test_acc"])
         ([64, 16, 10], 1)
     """
+    from .distributed import resolve_device, start, stop, under_torchrun
     from .io import check_output, load_checkpoint, save_checkpoint
     from .models import make_config
     from .training import train as _train
 
+    if not under_torchrun():
+        resolve_device(device)  # a bad device is refused before any work
     epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
     lr = _positive_float(lr, "lr")
     if options.get("theta") is not None:
@@ -311,16 +317,22 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
 
     def checkpoint_epoch(model, state):  # an interrupted run resumes from the last finished epoch
         last["state"] = state
-        if out is not None:
+        if out is not None and writer:
             save_checkpoint(out, cfg, model.state_dict(), meta, training=state)
 
-    model, hist = _train(cfg, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress,
-                         resume=ckpt, on_epoch=checkpoint_epoch)
+    ctx = start(device)  # under torchrun: this process's place in the group; else None
+    writer = ctx is None or ctx.is_main  # only rank 0 writes files
+    try:
+        model, hist = _train(cfg, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                             progress=progress, resume=ckpt, on_epoch=checkpoint_epoch,
+                             device=ctx.device if ctx else resolve_device(device), dist=ctx)
+    finally:
+        stop(ctx)
     model.history = hist
     model.meta = {**meta, "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"],
                   "utilisation": model.utilisation()}
     model.training_state = last["state"]
-    if out is not None:
+    if out is not None and writer:
         save_checkpoint(out, cfg, model.state_dict(), model.meta, training=last["state"])
     return model
 
@@ -384,7 +396,7 @@ def _check_spikes(spikes, net: Network) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: bool) -> list:
+def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: bool, device=None) -> list:
     from .deployment.backends import get_backend
     from .training import evaluate
 
@@ -394,9 +406,9 @@ def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: b
             if model is None:
                 raise QsnnError("the torch backend needs the checkpoint (the trained model): pass it, or drop torch "
                                 "from the backends")
-            records.append(evaluate(model, spikes))
+            records.append(evaluate(model, spikes, device=device))
         else:
-            records.append(get_backend(name)(net, spikes, progress=progress))
+            records.append(get_backend(name)(net, spikes, progress=progress, device=device))
     return records
 
 
@@ -481,14 +493,15 @@ def _check_backends(backends) -> list:
 
 
 def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = False, samples: int | None = None,
-           backends=None, against=None, progress: bool = False) -> VerifyResult:
+           backends=None, against=None, progress: bool = False, device: str = "auto") -> VerifyResult:
     """Run the same inputs on several backends and compare every spike event, layer by layer.
 
     ``target`` is a model, a checkpoint, an IR (file or Network) or a bundle folder. ``backends`` default
     to torch, reference, lava when the trained model is known (a checkpoint, or ``against=CKPT`` for an
     IR), else reference, lava. A bundle is checked against its own manifest hashes and expected outputs.
     Equivalent means 0 mismatches between every consecutive pair; on a mismatch the first divergence
-    is diagnosed with u/v traces and a likely cause.
+    is diagnosed with u/v traces and a likely cause. ``device`` ("auto", "cpu", "cuda", "cuda:N") is where the
+    torch model and the reference compute (Lava runs on the CPU).
 
     Example:
         >>> import qsnn_lava as ql
@@ -499,6 +512,9 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     from .bounds import static_bounds
     from .deployment.bundle import is_bundle
     from .deployment.verify import report
+    from .distributed import resolve_device
+
+    device = resolve_device(device)
 
     if isinstance(target, (str, Path)) and is_bundle(target):
         return _verify_bundle(target, backends, progress)
@@ -514,7 +530,7 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     names = _check_backends(backends)
     spikes, labels = _test_inputs(net, dataset, data_dir, denoise, samples, progress)
     bounds = static_bounds(net)
-    records = _run_backends(net, model, spikes, names, progress)
+    records = _run_backends(net, model, spikes, names, progress, device)
     rep = report(records, labels)
     rep["dataset"] = dataset
     rep["overflow"] = {"static": bounds,
@@ -785,10 +801,11 @@ class EnergyReport:
 
 def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False, samples: int | None = None,
            spikes=None, tables=DEFAULT_TABLES, cost_tables=(), check_lava: bool = False,
-           progress: bool = False) -> EnergyReport:
+           progress: bool = False, device: str = "auto") -> EnergyReport:
     """Count operations on the reference simulator (exact: the deployed integers) and price them per
     inference with labelled cost tables (built-in names, or JSON files in ``cost_tables``).
-    ``check_lava`` counts on Lava too and sets ``lava_counts_equal``.
+    ``check_lava`` counts on Lava too and sets ``lava_counts_equal``. ``device`` ("auto", "cpu", "cuda",
+    "cuda:N") is where the reference simulation computes (the counts are the same on any).
 
     Example:
         >>> import qsnn_lava as ql
@@ -798,6 +815,9 @@ def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False
     """
     from .deployment.backends import get_backend
     from .deployment.energy import TABLES, count_ops, energy as price, load_cost_table, neurobench_metrics
+    from .distributed import resolve_device
+
+    device = resolve_device(device)
 
     names = [t.strip() for t in (tables.split(",") if isinstance(tables, str) else tables) if t.strip()]
     unknown = [t for t in names if t not in TABLES]
@@ -811,7 +831,7 @@ def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False
     if spikes is None:
         spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
     spikes = _check_spikes(spikes, net_)
-    counts = count_ops(net_, spikes, get_backend("reference")(net_, spikes, progress=progress))
+    counts = count_ops(net_, spikes, get_backend("reference")(net_, spikes, progress=progress, device=device))
     same = None
     if check_lava:
         same = count_ops(net_, spikes, get_backend("lava")(net_, spikes, progress=progress)) == counts
@@ -822,11 +842,12 @@ def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False
 def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=None, finetune_epochs: int = 1,
           dataset: str | None = None, data_dir=None, denoise: bool = False, batches: int = 4,
           batch_size: int = 64, lr: float = 1e-3, train_samples: int | None = None, samples: int | None = None,
-          synops_samples: int = 256, seed: int = 0, progress: bool = False):
+          synops_samples: int = 256, seed: int = 0, progress: bool = False, device: str = "auto"):
     """Structured pruning (QP-SNN): score every channel/neuron of each prunable layer by ``criterion``
     ("svs": singular-value spike rank, Eq. 13; "sca": membrane L1; "random"), remove the lowest ``ratio``
     (or one of ``ratios`` per layer group), physically shrink the network, and fine-tune it
-    ``finetune_epochs`` epochs (Adam, cosine from ``lr``).
+    ``finetune_epochs`` epochs (Adam, cosine from ``lr``). ``device`` ("auto", "cpu", "cuda", "cuda:N") is
+    where the accuracies are measured and the fine-tuning runs (scores are computed on the CPU).
 
     Returns the pruned model (eval mode) whose ``.meta["pruning"]`` records what was done and whose
     ``.pruning`` holds the full summary (kept indices, score stability, accuracies before / pruned /
@@ -843,8 +864,10 @@ def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=N
     from .converters.checkpoint import model_to_ir
     from .pruning import (CRITERIA, finetune, parse_ratios, plan, prune_model, score_channels, scoring_batches,
                           stability, summarize)
+    from .distributed import resolve_device
     from .training import evaluate
 
+    device = resolve_device(device)
     source = model if isinstance(model, (str, Path)) else None
     model = _model(model)
     if criterion not in CRITERIA:
@@ -865,12 +888,13 @@ def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=N
     scores = score_channels(model, scoring_batches(data, T, batches, batch_size, seed), criterion, seed)
     pruned, groups = prune_model(model, scores, ratios)
     x, y = encode(data.test, T, samples)
-    acc_before, acc_pruned = evaluate(model, x).accuracy(y), evaluate(pruned, x).accuracy(y)
+    acc_before = evaluate(model, x, device=device).accuracy(y)
+    acc_pruned = evaluate(pruned, x, device=device).accuracy(y)
     hist = None
     if finetune_epochs > 0:
         pruned, hist = finetune(pruned, data, finetune_epochs, lr, batch_size, seed, train_samples,
-                                int(meta0.get("epochs", 0) or 0), progress=progress)
-    acc_after = evaluate(pruned, x).accuracy(y)
+                                int(meta0.get("epochs", 0) or 0), progress=progress, device=device)
+    acc_after = evaluate(pruned, x, device=device).accuracy(y)
     n_sum = min(synops_samples, x.shape[1])
     before = summarize(model_to_ir(model, validate=False), x[:, :n_sum])
     after = summarize(model_to_ir(pruned, validate=False), x[:, :n_sum])

@@ -8,6 +8,7 @@ is written), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -61,18 +62,41 @@ def _sizes(net) -> str:
 # ---------------------------------------------------------------- commands
 def cmd_train(args) -> int:
     """``qsnn-lava train``: train on ``args.dataset``, save the checkpoint ``args.out``, print the test accuracy
-    and each layer's bit-width utilisation; returns exit code 0."""
+    and each layer's bit-width utilisation; returns exit code 0. With ``--nproc N`` (N > 1) the same command
+    runs in N processes through torchrun and this returns torchrun's exit status; under torchrun only rank 0
+    prints."""
+    from .distributed import launch, under_torchrun
+
+    if args.nproc < 1:
+        raise QsnnError(f"--nproc {args.nproc}: give the number of training processes (>= 1)")
+    if args.nproc > 1 and not under_torchrun():
+        return launch(_without_nproc(args.argv), args.nproc)
     options = {k: getattr(args, k) for k in ("arch", "hidden", "channels", "bn", "quant", "bits", "first_bits",
                                              "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min")}
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, seed=args.seed, out=args.out, resume=args.resume,
-                         progress=not args.quiet, **options)
+                         progress=not args.quiet, device=args.device, **options)
+    if under_torchrun() and int(os.environ["RANK"]) != 0:
+        return 0
     hist = model.history
     print(f"trained {args.epochs} epochs in {hist['seconds']:.1f} s: test accuracy "
           f"{100 * hist['test_acc'][-1]:.2f} % (integer eval model) -> {args.out}")
     print("bit-width utilisation (QP-SNN Eq. 8): "
           + ", ".join(f"{k} {100 * v:.0f} %" for k, v in model.meta["utilisation"].items()))
     return 0
+
+
+def _without_nproc(argv: list) -> list:
+    """``argv`` without its ``--nproc N`` / ``--nproc=N`` (what each torchrun process is given)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def cmd_convert(args) -> int:
@@ -131,7 +155,8 @@ def cmd_verify(args) -> int:
         check_output(args.out, inputs=[args.target, args.against], kind="dir",
                      names=["report.json", "report.html", "raster.png", "mismatch_heatmap.png"])
     res = api.verify(args.target, dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise,
-                     samples=args.samples, backends=args.backends, against=args.against, progress=not args.quiet)
+                     samples=args.samples, backends=args.backends, against=args.against, progress=not args.quiet,
+                     device=args.device)
     rep = res.report
     if rep.get("bundle"):
         _print_bundle_verify(args.target, rep)
@@ -251,7 +276,7 @@ def cmd_energy(args) -> int:
         check_output(args.out, inputs=[args.target, *args.cost_table], kind="dir", names=["energy.json", "energy.png"])
     rep = _api().energy(args.target, dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise,
                         samples=args.samples, tables=args.tables, cost_tables=args.cost_table,
-                        check_lava=args.check_lava, progress=not args.quiet)
+                        check_lava=args.check_lava, progress=not args.quiet, device=args.device)
     if rep.lava_counts_equal is not None:
         print(f"operation counts from Lava {'equal' if rep.lava_counts_equal else 'DIFFER from'} the reference's")
         if not rep.lava_counts_equal:
@@ -288,7 +313,8 @@ def cmd_prune(args) -> int:
                           finetune_epochs=args.finetune_epochs, dataset=args.dataset, data_dir=args.data_dir,
                           denoise=args.denoise, batches=args.batches, batch_size=args.batch_size, lr=args.lr,
                           train_samples=args.train_samples, samples=args.samples,
-                          synops_samples=args.synops_samples, seed=args.seed, progress=not args.quiet)
+                          synops_samples=args.synops_samples, seed=args.seed, progress=not args.quiet,
+                          device=args.device)
     result = {**pruned.pruning, "out": str(args.out)}
     paths = [args.out] + ([args.json] if args.json else [])
     with atomic_files(paths) as tmps:  # the checkpoint and its JSON: both or neither
@@ -338,6 +364,11 @@ def _data_options(p, samples_help: str = "test samples (default: the whole test 
 
 def _quiet(p) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _device(p, what: str) -> None:
+    p.add_argument("--device", default="auto", help=f"where {what} runs: auto (a GPU when there is one), cpu, "
+                                                     "cuda or cuda:N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64, help="training batch size")
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--resume", help="continue the interrupted run saved in this checkpoint (--out may be it)")
+    _device(t, "training")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="train in this many processes (torchrun, DistributedDataParallel; --batch-size is the "
+                        "global batch): one per GPU, or gloo on CPUs (docs/training.md)")
     _quiet(t)
 
     c = _command(sub, "convert", "checkpoint -> IR (versioned HDF5)", cmd_convert)
@@ -414,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--against", metavar="CKPT", help="compare an IR with the checkpoint it came from "
                    "(torch side from CKPT, reference and Lava from the IR)")
     v.add_argument("--out", help="folder for report.json, report.html and plots")
+    _device(v, "the torch model and the reference")
     _quiet(v)
 
     dp = _command(sub, "deploy", "design-rule check, resource estimate and a deployment bundle", cmd_deploy)
@@ -469,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cost-table", action="append", default=[], help="your own cost table (JSON), repeatable")
     e.add_argument("--check-lava", action="store_true", help="also count on Lava and require equal counts")
     e.add_argument("--out", help="folder for energy.json and energy.png")
+    _device(e, "the reference simulation")
     _quiet(e)
 
     pr = _command(sub, "prune", "structured pruning (QP-SNN SVS, SCA or random): score, shrink, fine-tune",
@@ -493,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--synops-samples", type=int, default=256, help="test samples SynOps are measured on")
     pr.add_argument("--seed", type=int, default=0, help="random seed")
     pr.add_argument("--json", help="also write the scores' stability, summary and accuracies here")
+    _device(pr, "scoring, evaluation and fine-tuning")
     _quiet(pr)
     return p
 
@@ -507,7 +545,9 @@ def main(argv=None) -> int:
     through argparse (SystemExit, code 2)."""
     import signal
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     previous = signal.signal(signal.SIGTERM, _on_sigterm)  # stop like Ctrl-C: clean-up code runs
     try:
         return args.func(args)

@@ -259,6 +259,7 @@ def shift_exp(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
 # Partial sums of integer weights times 0/1 spikes are exact in float32 below 2^24, float64 below 2^53.
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
+_TF32_EXACT = 1 << 11  # TF32 keeps 11 significant bits of each float32 input
 
 
 def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
@@ -270,13 +271,27 @@ def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int
     if weight.is_floating_point():
         return shift_exp(spikes.to(weight.dtype) @ weight.t(), weight_exp)
     bound = int(weight.abs().sum(dim=1).max()) if weight.numel() else 0
-    if bound < _F32_EXACT:
-        acc = (spikes.to(torch.float32) @ weight.t().to(torch.float32)).to(torch.int64)
-    elif bound < _F64_EXACT:
-        acc = (spikes.to(torch.float64) @ weight.t().to(torch.float64)).to(torch.int64)
-    else:  # pragma: no cover - needs absurd weights; stay exact anyway
-        acc = spikes.to(torch.int64) @ weight.t()
+    if bound >= _F64_EXACT:  # pragma: no cover - needs absurd weights; stay exact anyway (CPU int64 matmul)
+        return shift_exp((spikes.to(torch.int64).cpu() @ weight.t().cpu()).to(spikes.device), weight_exp)
+    ftype = exact_float(bound, weight)
+    acc = (spikes.to(ftype) @ weight.t().to(ftype)).to(torch.int64)
     return shift_exp(acc, weight_exp)
+
+
+def exact_float(bound: int, weight: torch.Tensor) -> torch.dtype:
+    """The float type in which integer ``weight`` times 0/1 spikes sums exactly when every partial sum is at
+    most ``bound`` in magnitude: float32 below 2^24, else float64 (below 2^53; the callers refuse more).
+
+    On a GPU float32 matmuls may run in TF32, which keeps 11 significant bits of each input (accumulating in
+    float32): integer weights are exact there only up to 2^11 in magnitude, so larger ones take float64, and
+    so does everything when torch is told to allow reduced-precision float32 matmuls beyond TF32."""
+    if bound >= _F32_EXACT:
+        return torch.float64
+    if weight.device.type == "cpu":
+        return torch.float32
+    tf32_exact = weight.numel() == 0 or int(weight.abs().max()) < _TF32_EXACT
+    return torch.float32 if tf32_exact and torch.get_float32_matmul_precision() in ("highest", "high") \
+        else torch.float64
 
 
 def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding=(0, 0), groups: int = 1,
@@ -295,9 +310,28 @@ def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), p
         acc = F.conv2d(x.to(weight.dtype), weight, stride=tuple(stride), padding=tuple(padding), groups=groups)
     else:
         bound = int(weight.abs().flatten(1).sum(1).max()) if weight.numel() else 0
-        ftype = torch.float32 if bound < _F32_EXACT else torch.float64
         if bound >= _F64_EXACT:  # pragma: no cover - absurd weights
             raise ValueError("conv weights too large for an exact float convolution")
-        acc = F.conv2d(x.to(ftype), weight.to(ftype), stride=tuple(stride), padding=tuple(padding),
-                       groups=groups).to(torch.int64)
+        ftype = exact_float(bound, weight)
+        if x.device.type == "cpu":
+            acc = F.conv2d(x.to(ftype), weight.to(ftype), stride=tuple(stride), padding=tuple(padding),
+                           groups=groups).to(torch.int64)
+        else:
+            acc = _conv_as_matmul(x.to(ftype), weight.to(ftype), stride, padding, groups).to(torch.int64)
     return shift_exp(acc.reshape(*lead, *acc.shape[1:]), weight_exp)
+
+
+def _conv_as_matmul(x: torch.Tensor, weight: torch.Tensor, stride, padding, groups: int) -> torch.Tensor:
+    """``conv2d(x, weight)`` as unfold (a copy: exact) and one batched matmul per group: the integer path's
+    convolution on GPUs, where cuDNN may pick FFT or Winograd algorithms, which are not sums of the integer
+    products and so not exact. A matmul sums the same products as the dense synapse, in any order, exactly
+    below the bound that chose the float type. x [B, C, H, W], weight [C_out, C / groups, kh, kw]."""
+    import torch.nn.functional as F
+
+    b, (c_out, c_g, kh, kw) = x.shape[0], weight.shape
+    h_out = (x.shape[2] + 2 * padding[0] - kh) // stride[0] + 1
+    w_out = (x.shape[3] + 2 * padding[1] - kw) // stride[1] + 1
+    cols = F.unfold(x, (kh, kw), padding=tuple(padding), stride=tuple(stride))  # [B, C * kh * kw, L]
+    cols = cols.reshape(b, groups, c_g * kh * kw, -1)
+    w = weight.reshape(groups, c_out // groups, c_g * kh * kw)
+    return (w @ cols).reshape(b, c_out, h_out, w_out)  # [B, groups, C_out / groups, L]

@@ -245,7 +245,23 @@ class QuantDense(QuantSynapse):
 
     def to_ir(self):
         """The IR synapse: ``ir.Dense`` of the integer weights [n_out, n_in], weight_exp 0."""
-        return ir.Dense(self.integer_weight().numpy())
+        return ir.Dense(self.integer_weight().cpu().numpy())
+
+
+def batch_moments(a: torch.Tensor, sum_across=None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Per-channel mean and biased variance of ``a`` [B, C, H, W] over (B, H, W), and the count they are over.
+
+    ``sum_across`` (training in several processes, ``distributed.Context``): a function summing a tensor over
+    all processes; then the moments are those of the global batch (every process's part), computed by the
+    same two-pass rule as in one process (mean first, then the mean squared deviation from it), so they differ
+    from one process's only in the order of the float sums. Every process gets the same values, so the
+    running statistics stay identical everywhere (what SyncBatchNorm does for an ordinary BatchNorm)."""
+    if sum_across is None:
+        return a.mean((0, 2, 3)), a.var((0, 2, 3), unbiased=False), a.numel() / a.shape[1]
+    n = float(sum_across(torch.tensor([a.numel() / a.shape[1]], dtype=torch.float64, device=a.device)))
+    mean = sum_across(a.sum((0, 2, 3))) / n
+    var = sum_across((a - mean[:, None, None]).square().sum((0, 2, 3))) / n
+    return mean, var, n
 
 
 class QuantConv(QuantSynapse):
@@ -270,6 +286,7 @@ class QuantConv(QuantSynapse):
         self.out_shape = (c_out, *probe.out_shape[1:])  # the probe has one output channel per group
         self.bn = nn.BatchNorm2d(c_out) if bn else None
         self.bias_exp_min = int(bias_exp_min)
+        self.sum_across = None  # training in several processes: sums a tensor over all of them (distributed.py)
 
     def _conv(self, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = s.reshape(*s.shape[:2], *self.in_shape)
@@ -281,8 +298,7 @@ class QuantConv(QuantSynapse):
         if self.training and s is not None:
             with torch.no_grad():
                 a = self._conv(s, self.weight.to(s.dtype)).flatten(0, 1)
-                mean, var = a.mean((0, 2, 3)), a.var((0, 2, 3), unbiased=False)
-                n = a.numel() / a.shape[1]
+                mean, var, n = batch_moments(a, self.sum_across)
                 bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean.float())
                 bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var.float() * n / max(n - 1, 1))
                 bn.num_batches_tracked += 1
@@ -316,7 +332,7 @@ class QuantConv(QuantSynapse):
         mant, exp = self.folded()[1]
         if mant is None:
             return np.zeros(int(np.prod(self.out_shape)), np.int64), 0
-        per_channel = mant.detach().round().to(torch.int64).numpy()
+        per_channel = mant.detach().round().to(torch.int64).cpu().numpy()
         return np.repeat(per_channel, int(np.prod(self.out_shape[1:]))), exp
 
     def forward(self, s: torch.Tensor):
@@ -332,7 +348,7 @@ class QuantConv(QuantSynapse):
     def to_ir(self):
         """The IR synapse: ``ir.Conv`` of the integer (folded) weights [C_out, C_in / groups, k, k] with this
         layer's in_shape, stride, padding and groups, weight_exp 0. The folded bias is ``integer_bias()``."""
-        return ir.Conv(self.integer_weight().numpy(), self.in_shape, self.stride, self.padding, self.groups)
+        return ir.Conv(self.integer_weight().cpu().numpy(), self.in_shape, self.stride, self.padding, self.groups)
 
 
 class SumPool(nn.Module):
@@ -348,7 +364,7 @@ class SumPool(nn.Module):
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Spikes ``s`` [T, N, ...] (read as [T, N, C, H, W]) -> the sums of each k x k block
         [T, N, C, H // k, W // k], in ``s``'s dtype."""
-        w = torch.ones(self.in_shape[0], 1, self.k, self.k, dtype=s.dtype)
+        w = torch.ones(self.in_shape[0], 1, self.k, self.k, dtype=s.dtype, device=s.device)
         s = s.reshape(*s.shape[:2], *self.in_shape)
         return dyn.conv_accumulate(s, w, (self.k,) * 2, (0, 0), self.in_shape[0])
 

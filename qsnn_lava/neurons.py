@@ -50,9 +50,10 @@ class QMem(LIF):
         return f"n={self.n}, vth={self.vth}, du={self.du}, dv={self.dv}, mem_bits={self.mem_bits}"
 
 
-def decay_kernel(timesteps: int, keep: float, dtype=torch.float64) -> torch.Tensor:
-    """Lower-triangular [T, T] matrix K[t, i] = keep^(t - i) for i <= t: the leaky sum as one matmul."""
-    t = torch.arange(timesteps, dtype=dtype)
+def decay_kernel(timesteps: int, keep: float, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Lower-triangular [T, T] matrix K[t, i] = keep^(t - i) for i <= t: the leaky sum as one matmul
+    (on ``device``, default the CPU)."""
+    t = torch.arange(timesteps, dtype=dtype, device=device)
     k = keep ** (t[:, None] - t[None, :]).clamp(min=0)
     return torch.tril(k)
 
@@ -83,7 +84,7 @@ class MFP(LIF):
         if not (a.is_floating_point() and self.parallel):
             return super().forward(a, bias)
         keep = (dyn.DECAY_UNITY - self.du - 1) / dyn.DECAY_UNITY
-        k = decay_kernel(a.shape[0], keep, a.dtype)
+        k = decay_kernel(a.shape[0], keep, a.dtype, a.device)
         h = torch.einsum("ti,i...->t...", k, a) * (1 << dyn.ACT_SHIFT)
         return dyn.fire(h if bias is None else h + bias, self.vth)
 

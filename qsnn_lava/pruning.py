@@ -433,13 +433,13 @@ def parse_ratios(ratio, ratios):
 
 
 def finetune(pruned: QSNN, data, epochs: int, lr: float, batch_size: int, seed: int, train_samples=None,
-             epoch_offset: int = 0, progress: bool = False):
+             epoch_offset: int = 0, progress: bool = False, device=None):
     """Fine-tune ``pruned`` (``training.train`` from its weights) on ``data`` for ``epochs`` epochs.
 
     ``lr``: Adam's learning rate; ``batch_size``: samples per step; ``seed``: training seed;
     ``train_samples``: train on a seeded draw of that many training samples (None: all); ``epoch_offset``:
-    epochs the weights were already trained (continues the schedule); ``progress``: show a progress bar.
-    Returns (model, history)."""
+    epochs the weights were already trained (continues the schedule); ``progress``: show a progress bar;
+    ``device``: where to train (default the CPU). Returns (model, history)."""
     from .data import Dataset
     from .training import train
 
@@ -447,4 +447,4 @@ def finetune(pruned: QSNN, data, epochs: int, lr: float, batch_size: int, seed: 
         idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data.train.y))[:train_samples])
         data = Dataset(data.name, subset(data.train, idx), data.test, data.n_in, data.n_classes, data.shape)
     return train(pruned.config, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
-                 init_state=pruned.state_dict(), epoch_offset=epoch_offset)
+                 init_state=pruned.state_dict(), epoch_offset=epoch_offset, device=device)

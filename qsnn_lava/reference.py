@@ -18,12 +18,13 @@ from .ir import INPUT, Network
 from .record import Record
 
 
-def lif_params(neuron, bound: dict | None = None) -> dyn.LIFParams:
+def lif_params(neuron, bound: dict | None = None, device=None) -> dyn.LIFParams:
     """LIF parameters (``dynamics.LIFParams``) of an IR neuron ``neuron`` (``ir.LIF`` or ``ir.QMem``): vth, du,
     dv, the effective bias (mantissa << exponent) and, for QMem, the stored-membrane width and shift. With a
     static ``bound`` (one layer's entry of ``bounds.static_bounds``) the u wrap and v saturation are skipped
-    where the bound proves they cannot happen (exact, faster); None keeps both."""
-    bias = dyn.effective_bias(torch.from_numpy(neuron.bias_mant), neuron.bias_exp)
+    where the bound proves they cannot happen (exact, faster); None keeps both. The bias lives on ``device``
+    (default the CPU)."""
+    bias = dyn.effective_bias(torch.from_numpy(neuron.bias_mant), neuron.bias_exp).to(device)
     wrap, sat = (True, True) if bound is None else (bound["u_can_wrap"], bound["v_can_saturate"])
     return dyn.LIFParams(vth=neuron.vth, du=neuron.du, dv=neuron.dv, bias=bias, can_wrap=wrap, can_saturate=sat,
                          mem_bits=getattr(neuron, "mem_bits", 0), mem_shift=getattr(neuron, "mem_shift", 0))
@@ -33,7 +34,7 @@ def accumulate(syn, s: torch.Tensor) -> torch.Tensor:
     """Synaptic input of one IR synapse population ``syn`` (``ir.Dense`` or ``ir.Conv``) for flat spikes ``s``
     [T, N, n_in] (int64 0/1) -> int64 [T, N, n_out], in weight-mantissa units shifted by ``weight_exp``
     (the neuron adds a << 6 to u)."""
-    w = torch.from_numpy(syn.weight)
+    w = torch.from_numpy(syn.weight).to(s.device)
     if syn.type == "dense":
         return dyn.dense_accumulate(s, w, syn.weight_exp)
     if syn.type == "conv":
@@ -88,16 +89,19 @@ def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None 
     return outputs
 
 
-def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: bool = False) -> Record:
+def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: bool = False,
+             device=None) -> Record:
     """Run input spikes ``spikes`` [T, N, n_in] (0/1) through ``net`` in zero-delay time, bit-exactly.
 
-    ``batch_size``: samples per batch (memory, not results); ``progress``: a progress bar per batch. Returns a
+    ``batch_size``: samples per batch (memory, not results); ``progress``: a progress bar per batch; ``device``:
+    the torch device to compute on (default the CPU; the integer arithmetic is exact on any). Returns a
     ``Record`` ("reference") with every layer's spikes [T, N, n] as uint8; ``info["seconds"]`` is the wall
     time and ``info["overflow"]`` counts, per layer, the u wraps and v saturations that happened."""
     spikes = np.asarray(spikes)
     t0 = time.perf_counter()
     bounds = static_bounds(net)
-    params = [lif_params(layer.neuron, bounds[layer.name]) for layer in net.layers]
+    device = torch.device("cpu") if device is None else torch.device(device)
+    params = [lif_params(layer.neuron, bounds[layer.name], device) for layer in net.layers]
     n_samples = spikes.shape[1]
     outs = [np.zeros((spikes.shape[0], n_samples, layer.neuron.n), np.uint8) for layer in net.layers]
     counts = [{"u_wraps": 0, "v_saturations": 0} for _ in net.layers]
@@ -107,10 +111,10 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
         starts = tqdm(starts, desc="reference", unit="batch", leave=False)
     with torch.no_grad():
         for lo in starts:
-            s = torch.from_numpy(spikes[:, lo:lo + batch_size].astype(np.int64))
+            s = torch.from_numpy(spikes[:, lo:lo + batch_size].astype(np.int64)).to(device)
             outputs = run_layers(net, s, params, counts)
             for i, layer in enumerate(net.layers):
-                outs[i][:, lo:lo + batch_size] = outputs[layer.name].numpy()
+                outs[i][:, lo:lo + batch_size] = outputs[layer.name].cpu().numpy()
     return Record("reference", [layer.name for layer in net.layers], outs,
                   info={"seconds": time.perf_counter() - t0,
                         "overflow": {layer.name: c for layer, c in zip(net.layers, counts)}})

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Dataset, encoded
+from .distributed import Context, to_cpu
 from .models import QSNN, build_model
 from .record import Record
 
@@ -24,30 +25,49 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
 
 
-def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
-    """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record."""
+def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256, dist: Context | None = None,
+             device=None) -> Record:
+    """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record.
+
+    Runs on ``device`` (default: where the model is; the model is moved there and back). With ``dist``
+    (several processes) each process runs its contiguous share of the samples and every layer's spikes are
+    gathered back in order: the same Record, the same counts, as one process."""
     model.eval()
+    home = next(model.parameters()).device
+    device = home if device is None else torch.device(device)
+    model.to(device)
     t0 = time.perf_counter()
+    part = spikes[:, dist.shard(spikes.shape[1])] if dist else spikes
     chunks = []
     with torch.no_grad():
-        for lo in range(0, spikes.shape[1], batch_size):
-            layer_out = model(torch.from_numpy(spikes[:, lo:lo + batch_size].astype(np.int64)))
-            chunks.append([s.numpy().astype(np.uint8) for s in layer_out])
+        for lo in range(0, max(part.shape[1], 1), batch_size):  # an empty share still gives empty arrays
+            layer_out = model(torch.from_numpy(part[:, lo:lo + batch_size].astype(np.int64)).to(device))
+            chunks.append([s.cpu().numpy().astype(np.uint8) for s in layer_out])
+    model.to(home)
     outs = [np.concatenate(per_layer, axis=1) for per_layer in zip(*chunks)]
+    if dist:
+        outs = dist.gather(outs)
     return Record("torch", [layer.name for layer in model.layers], outs, info={"seconds": time.perf_counter() - t0})
 
 
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
           progress: bool = True, log=print, resume: dict | None = None, on_epoch=None,
-          init_state: dict | None = None, epoch_offset: int = 0) -> tuple[QSNN, dict]:
+          init_state: dict | None = None, epoch_offset: int = 0, device=None,
+          dist: Context | None = None) -> tuple[QSNN, dict]:
     """Train ``epochs`` epochs in total. ``resume`` (a checkpoint dict with the ``"training"`` entry that
     ``on_epoch`` receives: epoch, optimizer, scheduler, generator, torch_rng, history, seconds) continues an interrupted run where it stopped, with the same optimizer, schedule,
     shuffling and history, so the result equals an uninterrupted run. ``on_epoch(model, state)`` is
     called after every epoch (the CLI saves a resumable checkpoint there). ``init_state`` starts from
     these weights instead of a random init (fine-tuning, e.g. a pruned network); ``epoch_offset`` is added to
-    the epoch given to per-epoch schedules (the sigmoid quantizer's temperature continues, not restarts)."""
+    the epoch given to per-epoch schedules (the sigmoid quantizer's temperature continues, not restarts).
+    ``device``: where to compute (a torch device or name; default the CPU). ``dist``: this process's
+    ``distributed.Context`` when several train together (torchrun): ``batch_size`` is then the global batch,
+    each process computes its share of it, and the result equals one process's up to the order of float
+    sums (docs/training.md). The model is returned on the CPU, in eval mode."""
     set_seed(seed)
-    model = build_model(cfg, resume["state_dict"] if resume else init_state)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    model = build_model(cfg, resume["state_dict"] if resume else init_state).to(device)
+    net = dist.wrap(model) if dist else model  # the forward that averages gradients over the processes
     T = int(cfg["timesteps"])
     x_train, y_train = encoded(data.train, T)
     x_test, y_test = encoded(data.test, T)
@@ -65,7 +85,7 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
         history = {k: list(v) for k, v in st["history"].items()}
         start = int(st["epoch"])
     bar = None
-    if progress:
+    if progress and (dist is None or dist.is_main):
         from tqdm import tqdm
         bar = tqdm(total=epochs, initial=start, desc="train", unit="epoch")
     t0 = time.perf_counter() - (float(resume["training"]["seconds"]) if resume else 0.0)
@@ -77,16 +97,20 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
         total, correct, loss_sum = 0, 0, 0.0
         for lo in range(0, len(perm), batch_size):
             idx = perm[lo:lo + batch_size]
-            counts = model(xt[:, idx])[-1].sum(0)
-            loss = F.cross_entropy(counts, yt[idx])
+            mine = idx[dist.shard(len(idx))] if dist else idx  # this process's share of the global batch
+            x, y = xt[:, mine].to(device), yt[mine].to(device)
+            counts = net(x)[-1].sum(0)
+            loss = F.cross_entropy(counts, y) if len(mine) else counts.sum() * 0.0
             opt.zero_grad()
-            loss.backward()
+            (loss * dist.weight(len(mine), len(idx)) if dist else loss).backward()
             opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((counts.argmax(-1) == yt[idx]).sum())
-            total += len(idx)
+            loss_sum += loss.item() * len(mine)
+            correct += int((counts.argmax(-1) == y).sum())
+            total += len(mine)
         sched.step()
-        test_acc = evaluate(model, x_test).accuracy(y_test)
+        if dist:
+            loss_sum, correct, total = dist.sum_numbers(loss_sum, correct, total)
+        test_acc = evaluate(model, x_test, dist=dist).accuracy(y_test)
         for k, v in (("epoch", epoch + 1), ("loss", loss_sum / total), ("train_acc", correct / total),
                      ("test_acc", test_acc)):
             history[k].append(v)
@@ -94,12 +118,14 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", test=f"{test_acc:.3f}")
         if on_epoch:
-            on_epoch(model, {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            on_epoch(model, {"epoch": epoch + 1, "optimizer": to_cpu(opt.state_dict()), "scheduler": sched.state_dict(),
                              "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                              "history": {k: list(v) for k, v in history.items()},
                              "seconds": time.perf_counter() - t0})
     if bar:
         bar.close()
     history["seconds"] = time.perf_counter() - t0
+    if dist:
+        dist.release(model)
     model.eval()
-    return model, history
+    return model.cpu(), history

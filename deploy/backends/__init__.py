@@ -1,18 +1,19 @@
-"""Backends by name; each is ``run(net, spikes [T, N, n_in], progress=False) -> Record``.
+"""Backends by name; each is ``run(net, spikes [T, N, n_in], progress=False, device=None) -> Record``.
 
-``reference`` runs in this process; ``lava`` in a supervised Lava worker process (``backends.lava``)."""
+``reference`` runs in this process, on ``device`` (a torch device; default the CPU); ``lava`` in a supervised
+Lava worker process (``backends.lava``), always on the CPU (Lava's bit-accurate models), whatever ``device``."""
 from __future__ import annotations
 
 from qsnn_lava.errors import QsnnError
 
 
-def _reference(net, spikes, progress=False):
+def _reference(net, spikes, progress=False, device=None):
     from qsnn_lava.reference import simulate
 
-    return simulate(net, spikes, progress=progress)
+    return simulate(net, spikes, progress=progress, device=device)
 
 
-def _lava(net, spikes, progress=False):
+def _lava(net, spikes, progress=False, device=None):
     from .lava import run
 
     return run(net, spikes, progress=progress)
