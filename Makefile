@@ -68,6 +68,7 @@ bench: setup
 	$(VENV)/bin/python bench/lava_runner.py --samples 60
 	$(VENV)/bin/python bench/events.py
 	$(VENV)/bin/python bench/parallel_training.py
+	$(VENV)/bin/python bench/ddp.py
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then $(VENV)/bin/python bench/verify_fashion.py; \
 	 else echo "skipping bench/verify_fashion.py: apt-get install dataset-fashion-mnist"; fi
 
