@@ -501,7 +501,9 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     IR), else reference, lava. A bundle is checked against its own manifest hashes and expected outputs.
     Equivalent means 0 mismatches between every consecutive pair; on a mismatch the first divergence
     is diagnosed with u/v traces and a likely cause. ``device`` ("auto", "cpu", "cuda", "cuda:N") is where the
-    torch model and the reference compute (Lava runs on the CPU).
+    torch model and the reference compute (Lava runs on the CPU). Started by torchrun, each process runs its
+    contiguous share of the samples on every backend and the spikes are gathered back: every process gets
+    the report of all samples, the same as one process's.
 
     Example:
         >>> import qsnn_lava as ql
@@ -512,10 +514,10 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     from .bounds import static_bounds
     from .deployment.bundle import is_bundle
     from .deployment.verify import report
-    from .distributed import resolve_device
+    from .distributed import resolve_device, start, stop, under_torchrun
 
-    device = resolve_device(device)
-
+    if not under_torchrun():
+        resolve_device(device)  # a bad device is refused before any work
     if isinstance(target, (str, Path)) and is_bundle(target):
         return _verify_bundle(target, backends, progress)
     net, model = _network(target)
@@ -530,7 +532,14 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     names = _check_backends(backends)
     spikes, labels = _test_inputs(net, dataset, data_dir, denoise, samples, progress)
     bounds = static_bounds(net)
-    records = _run_backends(net, model, spikes, names, progress, device)
+    ctx = start(device)  # under torchrun: this process's share of the samples; else None
+    try:
+        part = spikes[:, ctx.shard(spikes.shape[1])] if ctx else spikes
+        records = _run_backends(net, model, part, names, progress, ctx.device if ctx else resolve_device(device))
+        if ctx:
+            records = [ctx.gather_record(r) for r in records]
+    finally:
+        stop(ctx)
     rep = report(records, labels)
     rep["dataset"] = dataset
     rep["overflow"] = {"static": bounds,

@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, seed=args.seed, out=args.out, resume=args.resume,
                          progress=not args.quiet, device=args.device, **options)
-    if under_torchrun() and int(os.environ["RANK"]) != 0:
+    if not _is_rank_zero():  # under torchrun: one process reports
         return 0
     hist = model.history
     print(f"trained {args.epochs} epochs in {hist['seconds']:.1f} s: test accuracy "
@@ -84,6 +84,11 @@ def cmd_train(args) -> int:
     print("bit-width utilisation (QP-SNN Eq. 8): "
           + ", ".join(f"{k} {100 * v:.0f} %" for k, v in model.meta["utilisation"].items()))
     return 0
+
+
+def _is_rank_zero() -> bool:
+    """False only in the processes of a torchrun group other than rank 0."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _without_nproc(argv: list) -> list:
@@ -157,6 +162,8 @@ def cmd_verify(args) -> int:
     res = api.verify(args.target, dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise,
                      samples=args.samples, backends=args.backends, against=args.against, progress=not args.quiet,
                      device=args.device)
+    if not _is_rank_zero():  # under torchrun: one process reports
+        return 0 if res.equivalent else EXIT_MISMATCH
     rep = res.report
     if rep.get("bundle"):
         _print_bundle_verify(args.target, rep)

@@ -19,7 +19,7 @@ Only rank 0 writes checkpoints (the same format as one process; any number of pr
 The integer arithmetic is device-agnostic (``dynamics``): on a GPU the integer path accumulates in a float
 type the static bound proves exact, and convolves as unfold + matmul. Evaluation splits the test set into
 contiguous shares and gathers every layer's spikes back in order (``Context.gather``): the same Record as
-one process, so the same counts.
+one process, so the same counts; ``verify`` splits its samples the same way (``Context.gather_record``).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import QsnnError
+from .record import Record
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 STOP_GRACE_S = 5.0  # SIGTERM, then this long, then SIGKILL for what still runs
@@ -141,6 +142,20 @@ class Context:
         parts = [None] * self.world
         dist.all_gather_object(parts, [np.asarray(a) for a in arrays])
         return [np.concatenate(per_rank, axis=1) for per_rank in zip(*parts)]
+
+    def gather_record(self, rec: Record) -> Record:
+        """A backend's Record of this process's share of the samples -> the Record of all samples, on every
+        process: spikes gathered in rank order, run-time overflow counts (``info["overflow"]``) summed,
+        ``info["seconds"]`` the slowest process's."""
+        import torch.distributed as dist
+
+        infos = [None] * self.world
+        dist.all_gather_object(infos, rec.info)
+        info = dict(rec.info, seconds=max(i.get("seconds", 0.0) for i in infos))
+        if "overflow" in rec.info:
+            info["overflow"] = {layer: {k: sum(i["overflow"][layer][k] for i in infos) for k in counts}
+                                for layer, counts in rec.info["overflow"].items()}
+        return Record(rec.backend, rec.layer_names, self.gather(rec.spikes), info)
 
     def wrap(self, model: torch.nn.Module):
         """``model`` in DistributedDataParallel (its forward and backward average the gradients), with every

@@ -3,6 +3,7 @@
 No GPU here (nor in CI): the device-agnostic code paths run on the CPU; the GPU-only branches (the
 unfold + matmul convolution, the float type chosen on a GPU) are checked on the CPU against their CPU twins.
 """
+import json
 import os
 import signal
 import subprocess
@@ -123,6 +124,20 @@ def test_two_gloo_processes_train_as_one_process_with_the_same_global_batch(tmp_
     assert st2["history"]["test_acc"][0] > 0.15  # it learned something: the comparison is not of silence
     res = ql.verify(out, samples=12, backends=("torch", "reference", "lava"), device="cpu")
     assert res.equivalent and res.report["spike_mismatches"] == {"trained_vs_reference": 0, "reference_vs_lava": 0}
+
+    # verification split across 2 processes (torchrun by hand) reports what one process does
+    args = ["verify", str(out), "--samples", "41", "--backends", "torch,reference", "--device", "cpu", "-q",
+            "--out", str(tmp_path / "rep")]
+    p = subprocess.run(torchrun_command(args, 2), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("EQUIVALENT") == 1  # rank 0 alone reports
+    two_rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    one_rep = ql.verify(out, samples=41, backends=("torch", "reference"), device="cpu").report
+    for key in ("accuracy", "samples", "samples_per_backend", "spike_mismatches", "equivalent"):
+        assert two_rep[key] == one_rep[key], key
+    assert two_rep["overflow"]["runtime"] == one_rep["overflow"]["runtime"]
+    assert {k: c["per_layer"] for k, c in two_rep["comparisons"].items()} == \
+        {k: c["per_layer"] for k, c in one_rep["comparisons"].items()}
 
 
 def test_sigterm_stops_torchrun_and_every_training_process(tmp_path):
