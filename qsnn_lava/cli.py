@@ -65,11 +65,12 @@ def cmd_train(args) -> int:
     and each layer's bit-width utilisation; returns exit code 0. With ``--nproc N`` (N > 1) the same command
     runs in N processes through torchrun and this returns torchrun's exit status; under torchrun only rank 0
     prints."""
-    from .distributed import launch, under_torchrun
+    from .distributed import check_launch, launch, under_torchrun
 
     if args.nproc < 1:
         raise QsnnError(f"--nproc {args.nproc}: give the number of training processes (>= 1)")
     if args.nproc > 1 and not under_torchrun():
+        check_launch(args.device, args.nproc)
         return launch(_without_nproc(args.argv), args.nproc)
     options = {k: getattr(args, k) for k in ("arch", "hidden", "channels", "bn", "quant", "bits", "first_bits",
                                              "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min")}

@@ -195,9 +195,7 @@ def start(device=None) -> Context | None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     text = "auto" if device is None else str(device).strip()
-    if re.fullmatch(r"cuda:\d+", text) and world > 1:
-        raise QsnnError(f"device '{text}' with {world} processes: give --device cuda (each process takes the GPU "
-                        "of its local rank) or cpu")
+    check_launch(text, world if re.fullmatch(r"cuda:\d+", text) else 1)
     dev = resolve_device(text)
     if dev.type == "cuda":
         if local >= torch.cuda.device_count():
@@ -226,6 +224,18 @@ def torchrun_command(argv: list, nproc: int) -> list:
     --standalone picks a free port)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
             "-m", "qsnn_lava", *map(str, argv)]
+
+
+def check_launch(device, nproc: int) -> None:
+    """Refuse, before torchrun starts anything, what every one of ``nproc`` processes would refuse: an unknown
+    or missing device, a fixed "cuda:N" for several processes, more processes than GPUs."""
+    text = "auto" if device is None else str(device).strip()
+    if re.fullmatch(r"cuda:\d+", text) and nproc > 1:
+        raise QsnnError(f"device '{text}' with {nproc} processes: give --device cuda (each process takes the GPU "
+                        "of its local rank) or cpu")
+    if resolve_device(text).type == "cuda" and nproc > torch.cuda.device_count():
+        raise QsnnError(f"--nproc {nproc} but {torch.cuda.device_count()} GPUs: start at most one process per GPU, "
+                        "or use --device cpu")
 
 
 def launch(argv: list, nproc: int) -> int:

@@ -88,6 +88,11 @@ def test_bad_device_and_nproc_are_refused_in_one_line(tmp_path, capsys):
         "qsnn-lava: error: device 'gpu' is not known; give auto, cpu, cuda or cuda:N"]
     assert main(["train", "--out", str(tmp_path / "m.pt"), "--nproc", "0", "-q"]) == 2
     assert "--nproc 0" in capsys.readouterr().err
+    # refused before torchrun starts: one line, not one per process
+    assert main(["train", "--out", str(tmp_path / "m.pt"), "--nproc", "2", "--device", "cuda:0", "-q"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "qsnn-lava: error: device 'cuda:0' with 2 processes: give --device cuda (each process takes the GPU of its "
+        "local rank) or cpu"]
     assert not (tmp_path / "m.pt").exists()
 
 
