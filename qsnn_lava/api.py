@@ -871,9 +871,9 @@ def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=N
     import hashlib
 
     from .converters.checkpoint import model_to_ir
+    from .distributed import resolve_device
     from .pruning import (CRITERIA, finetune, parse_ratios, plan, prune_model, score_channels, scoring_batches,
                           stability, summarize)
-    from .distributed import resolve_device
     from .training import evaluate
 
     device = resolve_device(device)
