@@ -58,7 +58,9 @@ def check_spikes(net, spikes) -> np.ndarray:
 
 def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress=None):
     """Run input spikes [T, N, n_in] through ``net`` in one Lava graph, here; (every layer's zero-delay
-    spikes [T, N, n], info). ``on_progress(steps_done, steps_total)`` follows the run chunk by chunk."""
+    spikes [T, N, n], info). ``on_progress(steps_done, steps_total)`` follows the run chunk by chunk. With
+    recurrent layers the run also pauses at each sample boundary of each such layer and zeroes its recurrent
+    Dense's buffer (``lava_graph.recurrent_boundaries``)."""
     from qsnn_lava.converters import lava_graph
     from qsnn_lava.converters.lava_env import import_lava
 
@@ -74,18 +76,23 @@ def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress
     raw = [np.zeros((sink.in_port.shape[0], graph.steps), np.uint8) for sink in graph.sinks]
     chunk = max(1, int(chunk_samples)) * net.timesteps
     runner = graph.lifs[-1]
+    boundaries = lava_graph.recurrent_boundaries(graph, net.timesteps, spikes.shape[1])
+    stops = sorted(boundaries, reverse=True)  # pop() gives the next one
     if on_progress:
         on_progress(0, graph.steps)
     try:
         done = 0
         while done < graph.steps:
-            k = min(chunk, graph.steps - done)
+            k = min(chunk, graph.steps - done, (stops[-1] - done) if stops else chunk)
             runner.run(condition=RunSteps(num_steps=k, blocking=False), run_cfg=cfg)
             for step in range(done, done + k):  # drain all extractors step by step: none may fill up
                 for buf, sink in zip(raw, graph.sinks):
                     buf[:, step] = sink.receive()
             runner.wait()
             done += k
+            if stops and stops[-1] == done:  # a sample ends here for these recurrent layers
+                for proc in boundaries[stops.pop()]:
+                    proc.a_buff.set(np.zeros(proc.a_buff.shape, np.int32))
             if on_progress:
                 on_progress(done, graph.steps)
     finally:

@@ -4,6 +4,11 @@ Zero-delay time: a layer at step t integrates the spikes its sources emitted at 
 synapse population's input for all T steps and N samples is one BLAS matmul or convolution (exact, see
 dense_accumulate / conv_accumulate); the inputs of a layer's synapses (main and skips) add up, and the
 neuron update then loops over T on int64 tensors.
+
+A layer with a recurrent synapse (``ir.Layer.recurrent``) cannot take its whole input up front: its input at
+step t includes ``W_rec @ s(t-1)``, its own spikes one step earlier. ``recurrent_run`` adds that term step by
+step to the feed-forward input (still computed for all T at once) and updates the neuron with the same
+``dynamics.lif_step``; feed-forward layers keep the whole-T path.
 """
 from __future__ import annotations
 
@@ -75,6 +80,31 @@ def layer_inputs(net: Network, index: int, outputs: dict) -> torch.Tensor:
     return a
 
 
+def recurrent_run(a_ff: torch.Tensor, rec, p: dyn.LIFParams, trace: bool = False, counts: dict | None = None):
+    """Run a layer with a recurrent Dense ``rec`` (``ir.Dense`` [n, n]) over time-major feed-forward input ``a_ff``
+    [T, N, n] (int64, all of the layer's other sources summed): at step t the neuron integrates
+    ``a_ff[t] + rec(s(t-1))``, with ``s(-1) = 0``, through ``dynamics.lif_step``. Returns what
+    ``dynamics.lif_run`` returns: spikes [T, N, n] (and the u, v traces with ``trace``)."""
+    w = torch.from_numpy(rec.weight)
+    state = dyn.lif_init(a_ff.shape[1:], a_ff)
+    spikes = torch.zeros_like(a_ff)
+    us, vs = (torch.empty_like(a_ff), torch.empty_like(a_ff)) if trace else (None, None)
+    for t in range(a_ff.shape[0]):
+        a = a_ff[t] if t == 0 else a_ff[t] + dyn.dense_accumulate(spikes[t - 1], w, rec.weight_exp)
+        spikes[t], state = dyn.lif_step(a, state, p, counts)
+        if trace:
+            us[t], vs[t] = state.u, state.v
+    return (spikes, us, vs) if trace else spikes
+
+
+def layer_run(layer, a: torch.Tensor, p: dyn.LIFParams, trace: bool = False, counts: dict | None = None):
+    """One layer's neurons over the summed input ``a`` [T, N, n] of its sources: ``dynamics.lif_run`` (the whole-T
+    path) for a feed-forward layer, ``recurrent_run`` for one with a recurrent synapse."""
+    if layer.recurrent is None:
+        return dyn.lif_run(a, p, trace=trace, counts=counts)
+    return recurrent_run(a, layer.recurrent, p, trace=trace, counts=counts)
+
+
 def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None = None, upto: int | None = None):
     """Run input spikes ``s`` [T, N, n_in] (int64 0/1) through the first ``upto`` layers of ``net`` (None: all).
 
@@ -83,13 +113,14 @@ def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None 
     the input included under ``ir.INPUT``."""
     outputs = {INPUT: s}
     for i, layer in enumerate(net.layers[:upto]):
-        outputs[layer.name] = dyn.lif_run(layer_inputs(net, i, outputs), params[i],
-                                          counts=None if counts is None else counts[i])
+        outputs[layer.name] = layer_run(layer, layer_inputs(net, i, outputs), params[i],
+                                        counts=None if counts is None else counts[i])
     return outputs
 
 
 def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: bool = False) -> Record:
-    """Run input spikes ``spikes`` [T, N, n_in] (0/1) through ``net`` in zero-delay time, bit-exactly.
+    """Run input spikes ``spikes`` [T, N, n_in] (0/1) through ``net`` in zero-delay time (recurrent synapses one
+    step late), bit-exactly.
 
     ``batch_size``: samples per batch (memory, not results); ``progress``: a progress bar per batch. Returns a
     ``Record`` ("reference") with every layer's spikes [T, N, n] as uint8; ``info["seconds"]`` is the wall
@@ -124,5 +155,5 @@ def trace(net: Network, spikes: np.ndarray, layer_index: int):
     with torch.no_grad():
         outputs = run_layers(net, s, params, upto=layer_index)
         a = layer_inputs(net, layer_index, outputs)
-        _, u, v = dyn.lif_run(a, params[layer_index], trace=True)
+        _, u, v = layer_run(net.layers[layer_index], a, params[layer_index], trace=True)
     return u[:, 0].numpy(), v[:, 0].numpy()
