@@ -143,7 +143,8 @@ def run_netx_in_process(path, spikes: np.ndarray, timesteps: int, n_layers: int,
     ``path``, run here (Loihi2HwCfg with ``hw``, else Loihi2SimCfg fixed_pt). ``n_layers`` counts neuron
     layers (not flatten). With a (C, H, W) ``input_shape`` the flat input is reshaped and transposed to
     the (W, H, C) port netx gives a conv-first network. Samples run back to back with netx's own
-    ``reset_interval = T, reset_offset = 1`` (the same windows as our graph builder)."""
+    ``reset_interval = T, reset_offset = 1`` (the same windows as our graph builder); the recurrent buffers of
+    ``dense_rec`` blocks are zeroed between samples (``_netx_recurrent_boundaries``)."""
     from qsnn_lava.converters import lava_graph
     from qsnn_lava.converters.lava_env import import_lava
 
@@ -166,16 +167,37 @@ def run_netx_in_process(path, spikes: np.ndarray, timesteps: int, n_layers: int,
     port.connect(net.inp)
     net.out.connect(sink.a_in)
     cfg = Loihi2HwCfg() if hw else Loihi2SimCfg(select_tag="fixed_pt")
+    stops = _netx_recurrent_boundaries(net, T, N)
     if on_progress:
         on_progress(0, steps)
     try:
-        net.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+        done = 0
+        for stop, procs in sorted(stops.items()) + [(steps, [])]:
+            net.run(condition=RunSteps(num_steps=stop - done), run_cfg=cfg)
+            done = stop
+            for proc in procs:
+                proc.a_buff.set(np.zeros(proc.a_buff.shape, np.int32))
         raw = np.asarray(sink.data.get())
     finally:
         net.stop()
     if on_progress:
         on_progress(steps, steps)
     return lava_graph.unpack(raw, T, n_layers, N)  # netx: a sequential chain, depth = number of layers
+
+
+def _netx_recurrent_boundaries(net, timesteps: int, n_samples: int) -> dict:
+    """{Lava step: [recurrent synapse processes]} of a netx network's ``RecurrentDense`` blocks (lava-dl's
+    ``dense_rec``): block j of the chain has depth j + 1, and its recurrent Dense's buffer is zeroed after Lava
+    step k*T + j + 1 for every sample k >= 1, as for our own graph (``lava_graph.recurrent_boundaries``), so
+    a sample's last spikes do not reach the next sample."""
+    from lava.lib.dl.netx.blocks.process import RecurrentDense
+
+    out = {}
+    for j, block in enumerate(net.layers):
+        if isinstance(block, RecurrentDense):
+            for k in range(1, n_samples):
+                out.setdefault(k * timesteps + j + 1, []).append(block.synapse_rec)
+    return out
 
 
 def probe() -> dict:
