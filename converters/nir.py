@@ -23,6 +23,12 @@ This is Loihi 2's CUBA LIF step (``qsnn_lava.dynamics``) in floats: ``du + 1 = 4
 and ``leak`` (v_leak is a constant input to v) and biases become ``bias_mant << bias_exp``. docs/nir.md
 has the formulas, the choice of ``weight_exp`` and what is exact.
 
+Recurrence: a cycle of edges from a spiking population through linear nodes back into itself (or into
+its LI current) is that population's recurrent synapse, with a one-step delay: the edge that closes the
+cycle (a depth-first search from the Input finds it) carries its source node's output of step t - 1, zero
+at t = 0. The float simulator does exactly that, and the IR's recurrent synapse (``ir.Layer.recurrent``,
+one Dense [n, n]) means exactly that too. Any other cycle is refused (``REFUSED["recurrence"]``).
+
 Linear nodes between two neuron populations (Affine, Linear, Scale, Conv1d/2d, SumPool2d, AvgPool2d,
 Flatten, nested graphs) are composed into one synapse per source, exactly: a pool before a convolution
 is fused into it when one convolution reproduces the two, otherwise the composition is unrolled into a
@@ -56,8 +62,12 @@ REFUSED = {
     "I": "a non-spiking integrator readout; the IR's layers are spiking CUBA LIF populations",
     "Threshold": "a threshold without a membrane; an IF with r = 1/dt and v_threshold is the same neuron",
     "Delay": "the IR has no synaptic delays (Lava's delays only even out skips)",
-    "recurrence": "a cycle of edges (recurrent synapses); the IR is feed-forward until recurrence lands "
-                  "(issue #16, second part)",
+    "recurrence": "a cycle of edges other than a population's own recurrent synapse (a path of linear nodes "
+                  "from a spiking population back into itself, or into its LI current); a loop from a later "
+                  "population back to an earlier one has no one-step Lava graph (docs/integer-semantics.md)",
+    "bias on a recurrent synapse": "the recurrent path's bias reaches the population from the second step on "
+                                   "(its input at step t is the path's output at t - 1, zero at t = 0); "
+                                   "approximate adds it as a constant bias from the first step",
     "readout without neurons": "the IR's output is the spikes of its last LIF population, and this Output is "
                                "fed through a linear node (a non-spiking readout)",
     "parallel populations": "neuron populations neither of which feeds the other; the IR is a chain of layers "
@@ -83,13 +93,15 @@ REFUSED = {
                                                 "threshold cannot scale",
 }
 APPROXIMABLE = ("v_reset", "subtractive reset", "time constants that differ within a layer",
-                "bias into a synaptic filter")
+                "bias into a synaptic filter", "bias on a recurrent synapse")
 EXPORT_REFUSED = {
     "qmem": "NIR has no neuron that stores its voltage in a few bits (the qmem neuron is CPU-only)",
     "IF bias that varies within a conv channel": "an IF's bias travels as the conv's bias, one per channel",
     "bias on a neuron with a current filter and no leak": "it is exported as LI -> IF, where a bias would be "
                                                           "filtered by the LI",
     "conv fed by a flat layer": "NIR has no reshape node to turn a flat population into a (C, H, W) map",
+    "recurrent synapse on a conv map": "the IR's recurrent synapse is a Dense, and NIR has no reshape node to "
+                                       "feed an Affine's flat output back into a (C, H, W) population",
 }
 NIR_TYPES = ("Input", "Output", "NIRGraph", "Affine", "Linear", "Scale", "Conv1d", "Conv2d", "Flatten",
              "SumPool2d", "AvgPool2d", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I", "Threshold", "Delay")
@@ -102,6 +114,7 @@ CALIBRATION_LIMIT = UV_MAX >> 1  # calibrated peaks of |u| and |v| stay below 2^
 MAX_UNROLLED = 1 << 24  # elements of a composed synapse unrolled into a dense matrix
 EXPORT_FORMAT = "qsnn-lava"  # graph metadata "qsnn_format" of our exports (their integers are in metadata)
 EXPORT_VERSION = 1
+RECURRENT_SKIP = -2  # metadata qsnn_skip of a layer's recurrent synapse node (-1: the main one; 0, 1, ...: skips)
 _FIX_FILE = "pass a .nir file written by nir.write (NIR 1.0)"
 
 
@@ -190,6 +203,7 @@ class _Graph:
     input: str
     output: str
     passthrough: set  # nested graphs' Input/Output nodes: identities
+    recurrent: dict = field(default_factory=dict)  # node -> [nodes whose output of step t - 1 it also adds]
 
 
 def _flat_graph(graph) -> _Graph:
@@ -216,7 +230,34 @@ def _flat_graph(graph) -> _Graph:
     for name in nodes:
         if not preds[name] and name != inputs[0]:
             raise QsnnError(f"node '{name}' has no incoming edge; connect it to the graph's Input or remove it")
-    return _Graph(nodes, preds, succs, _topological(nodes, preds, succs), inputs[0], outputs[0], passthrough)
+    recurrent = {}
+    for a, b in _closing_edges(inputs[0], succs):  # each cycle's closing edge carries step t - 1
+        succs[a].remove(b)
+        preds[b].remove(a)
+        recurrent.setdefault(b, []).append(a)
+    return _Graph(nodes, preds, succs, _topological(nodes, preds, succs), inputs[0], outputs[0], passthrough,
+                  recurrent)
+
+
+def _closing_edges(start: str, succs: dict) -> list:
+    """The edges (a, b) that close a cycle in a depth-first search from ``start`` (b is on the search's path
+    when a is reached), successors in the graph's edge order. Without them the graph reachable from
+    ``start`` is acyclic; a recurrent population is the first node of its loop the search meets, so its
+    recurrent path ends in an edge into it."""
+    state, out = {start: 1}, []  # 1: on the path, 2: done
+    stack = [(start, iter(succs[start]))]
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            state[node] = 2
+            stack.pop()
+        elif state.get(nxt) == 1:
+            out.append((node, nxt))
+        elif nxt not in state:
+            state[nxt] = 1
+            stack.append((nxt, iter(succs[nxt])))
+    return out
 
 
 def _inline(graph, prefix: str, nodes: dict, edges: list, passthrough: set) -> tuple:
@@ -731,6 +772,16 @@ def _analyse(graph, dt: float, method: str) -> _Structure:
     populations = [k for k in g.order if _kind(g.nodes[k]) in NEURONS]
     if not populations:
         raise QsnnError("the NIR graph has no spiking population (IF, LIF or CubaLIF); nothing to run on Loihi")
+    heads = {currents.get(p, p): p for p in populations}
+    for target, tails in g.recurrent.items():
+        if target not in heads:
+            raise _refuse(f"node '{target}' ({_kind(g.nodes[target])})", "recurrence",
+                          f" (the cycle through '{tails[0]}' closes here, not at a spiking population)")
+        for tail in tails:
+            if int(np.prod(shapes[tail])) != int(np.prod(shapes[target])):
+                raise QsnnError(f"node '{target}': its recurrent input from '{tail}' holds "
+                                f"{int(np.prod(shapes[tail]))} values, it {int(np.prod(shapes[target]))}; the "
+                                "graph's shapes are inconsistent")
     return _Structure(g, shapes, maps, neurons, populations, currents)
 
 
@@ -800,6 +851,21 @@ def _population_sources(st: _Structure, pop: str, memo: dict) -> list:
     return list(summed.items())
 
 
+def _recurrent_source(st: _Structure, pop: str, memo: dict):
+    """The summed map of population ``pop``'s recurrent paths (from its own spikes, one step late), or None
+    when it has none; a path from any other population is refused by name."""
+    head = st.currents.get(pop, pop)
+    summed = None
+    for q in st.g.recurrent.get(head, ()):
+        for src, m in ([(q, None)] if q in st.populations else _incoming(st, q, memo)):
+            if src != pop:
+                raise _refuse(f"node '{head}'", "recurrence",
+                              f" (a loop from '{src}' back into '{pop}', not from '{pop}' itself)")
+            m = _dense(m or _identity(st.shapes[pop]))
+            summed = m if summed is None else _add(summed, m, st.shapes[pop])
+    return summed
+
+
 def _layer_order(st: _Structure, sources: dict) -> list:
     """The populations as IR layers: each must feed the next (its main synapse), others are skips."""
     done, order = set(), []
@@ -826,8 +892,8 @@ def _layer_order(st: _Structure, sources: dict) -> list:
 
 # ------------------------------------------------------------------------------------------ float simulator
 def simulate_float(graph_or_path, spikes, dt: float, method: str = "euler") -> dict:
-    """Run a feed-forward NIR graph's equations at ``dt`` in float64 (module docstring), node by node in
-    zero-delay time, on input spikes [T, N, n_in] (0/1). Returns {population node: spikes uint8 [T, N, n]};
+    """Run a NIR graph's equations at ``dt`` in float64 (module docstring), node by node in zero-delay time
+    (a recurrent path's output one step late), on input spikes [T, N, n_in] (0/1). Returns {population node: spikes uint8 [T, N, n]};
     its ``"_peaks"`` entry holds {population: (max |u| [n], max |v| before reset [n])}."""
     graph, _ = _graph_arg(graph_or_path)
     dt, method = _check_dt(dt), _check_method(method)
@@ -843,13 +909,15 @@ def _simulate(st: _Structure, spikes: np.ndarray) -> dict:
              for k, nrn in st.neurons.items()}
     out = {p: np.zeros((T, N, len(st.neurons[p].k_syn)), np.uint8) for p in st.populations}
     peaks = {p: [np.zeros(len(st.neurons[p].k_syn)), np.zeros(len(st.neurons[p].k_syn))] for p in st.populations}
+    tails = {q for qs in st.g.recurrent.values() for q in qs}
+    last = {q: torch.zeros(N, int(np.prod(st.shapes[q])), dtype=t64) for q in tails}  # step t - 1's outputs
     with torch.no_grad():
         for t in range(T):
             val = {st.g.input: torch.from_numpy(spikes[t].reshape(N, -1).astype(np.float64))}
             for name in st.g.order:
                 if name == st.g.input:
                     continue
-                x = sum(val[p] for p in st.g.preds[name])
+                x = sum(val[p] for p in st.g.preds[name]) + sum(last[q] for q in st.g.recurrent.get(name, ()))
                 if name in st.neurons:
                     q, s = par[name], state[name]
                     s[0] = (1 - q["k_syn"]) * s[0] + q["gain"] * x + q["u_bias"]
@@ -866,6 +934,7 @@ def _simulate(st: _Structure, spikes: np.ndarray) -> dict:
                 else:
                     m = st.maps.get(name)
                     val[name] = x if m is None else m.apply(x)
+            last = {q: val[q] for q in tails}
     out["_peaks"] = {p: tuple(v) for p, v in peaks.items()}
     return out
 
@@ -972,7 +1041,7 @@ class _FloatLayer:
     """One population ready for integers, in its threshold's voltage units: synapse maps (rows already
     scaled by the neuron's gain), per-step bias into v, threshold, and the decays."""
 
-    sources: list  # [(IR source name, _Map)], the main one first
+    sources: list  # [(IR source name, _Map)], the main one first, the layer's own (recurrent) one last
     bias: np.ndarray
     theta: float
     k_syn: float
@@ -1018,8 +1087,9 @@ def _float_layer(st: _Structure, pop: str, srcs: list, prev: str, approximate: b
         notes.append(f"{where}: bias into the synaptic current added to v at its steady state")
     rows = nrn.gain * norm
     maps = []
-    for src, m in sorted(srcs, key=lambda sm: sm[0] != prev):
+    for src, m in sorted(srcs, key=lambda sm: sm[0] != prev):  # main first; a recurrent one stays last
         syn = _synapse_map(m if m is not None else _identity(st.shapes[src]), st.shapes[src])
+        syn = _dense(syn) if src == pop else syn  # the IR's recurrent synapse is a Dense
         syn = _compose(_Map(syn.kind, syn.weight, _zeros(syn.n_out), syn.in_shape, syn.stride, syn.padding,
                             syn.groups, syn.nodes), _Map("diag", rows, _zeros(len(rows)), syn.out_shape))
         maps.append((INPUT if src == st.g.input else _layer_name(src), syn))
@@ -1042,8 +1112,16 @@ def _quantized_network(st: _Structure, order: list, sources: dict, timesteps: in
     ``report["layers"]`` and ``report["approximations"]``."""
     layers = []
     input_shape = st.shapes[st.g.input]
+    memo = {}
     for i, pop in enumerate(order):
-        fl = _float_layer(st, pop, sources[pop], order[i - 1] if i else st.g.input, approximate,
+        rec = _recurrent_source(st, pop, memo)
+        if rec is not None and np.any(rec.bias):
+            where = f"node '{pop}' ({_kind(st.g.nodes[pop])})"
+            if not approximate:
+                raise _refuse(where, "bias on a recurrent synapse")
+            report["approximations"].append(f"{where}: the recurrent path's bias is added from the first step")
+        srcs = sources[pop] + ([(pop, rec)] if rec is not None else [])
+        fl = _float_layer(st, pop, srcs, order[i - 1] if i else st.g.input, approximate,
                           report["approximations"])
         name = _layer_name(pop)
         best, rule, legal, last = None, None, None, None
@@ -1111,8 +1189,9 @@ def _candidates(fl: _FloatLayer, name: str, bits: int):
         du = DECAY_MAX if not fl.has_current else int(np.clip(round(DECAY_UNITY * fl.k_syn) - 1, 0, DECAY_MAX))
         dv = int(np.clip(round(DECAY_UNITY * fl.k_mem), 0, DECAY_MAX))
         neuron = LIF(synapses[0].n_out, vth=vth, du=du, dv=dv, bias_mant=bias_mant, bias_exp=bias_exp)
-        skips = [Skip(src, syn) for (src, _), syn in zip(fl.sources[1:], synapses[1:])]
-        yield Layer(name, synapses[0], neuron, weight_bits=bits, skips=skips), kappa, es
+        skips = [Skip(src, syn) for (src, _), syn in zip(fl.sources[1:], synapses[1:]) if src != name]
+        rec = next((syn for (src, _), syn in zip(fl.sources[1:], synapses[1:]) if src == name), None)
+        yield Layer(name, synapses[0], neuron, weight_bits=bits, skips=skips, recurrent=rec), kappa, es
 
 
 def _exps(kind: str) -> tuple:
@@ -1155,7 +1234,7 @@ def _errors(fl: _FloatLayer, cand) -> dict:
         scale = float(np.abs(true).max()) if true.size else 0.0
         return {"max_abs": a, "max_rel": a / scale if scale else (0.0 if a == 0 else float("inf"))}
 
-    syns = [layer.synapse] + [k.synapse for k in layer.skips]
+    syns = [layer.synapse] + [k.synapse for k in layer.skips] + ([layer.recurrent] if layer.recurrent else [])
     w_true = np.concatenate([m.weight.reshape(-1) for _, m in fl.sources])
     w_got = np.concatenate([s.weight.reshape(-1) * kappa * 2.0 ** (ACT_SHIFT + e) for s, e in zip(syns, es)])
     n = layer.neuron
@@ -1255,19 +1334,23 @@ def _exact_network(st: _Structure, order: list, meta: dict, timesteps: int) -> N
             raise QsnnError(f"{where}: v_threshold differs from its qsnn_vth metadata (the graph was edited after "
                             "export); drop its qsnn_format metadata to quantize it afresh")
         synapses = []
-        for p in st.g.preds[head]:
+        for p in st.g.preds[head] + st.g.recurrent.get(head, []):
             syn_name = _behind_identities(st, p)
             src = _behind_identities(st, st.g.preds[syn_name][0])
             sm = dict(st.g.nodes[syn_name].metadata or {})
-            synapses.append((_meta_int(f"node '{syn_name}'", sm, "qsnn_skip", -1, 1 << 20),
+            synapses.append((_meta_int(f"node '{syn_name}'", sm, "qsnn_skip", RECURRENT_SKIP, 1 << 20),
                              INPUT if src == st.g.input else _meta_name(st, src),
                              _exact_synapse(st, syn_name, sm)))
         synapses.sort(key=lambda t: t[0])
+        rec = [syn for k, _, syn in synapses if k == RECURRENT_SKIP]
+        synapses = [t for t in synapses if t[0] != RECURRENT_SKIP]
         if not synapses or synapses[0][0] != -1:
             raise QsnnError(f"{where}: no synapse node marks itself as the main one (qsnn_skip = -1)")
+        if len(rec) > 1 or (rec and rec[0].type != "dense"):
+            raise QsnnError(f"{where}: its recurrent synapse nodes (qsnn_skip = {RECURRENT_SKIP}) must be one Affine")
         layers.append(Layer(str(nm.get("qsnn_name", pop)), synapses[0][2], neuron,
                             weight_bits=_meta_int(where, nm, "qsnn_weight_bits", 0, 64),
-                            skips=[Skip(s, syn) for _, s, syn in synapses[1:]]))
+                            skips=[Skip(s, syn) for _, s, syn in synapses[1:]], recurrent=rec[0] if rec else None))
     try:
         net_meta = json.loads(str(meta.get("qsnn_meta", "{}")))
     except ValueError:
@@ -1320,7 +1403,8 @@ def export_nir(net: Network, dt: float = DEFAULT_DT):
     is 1.0 of voltage, so weights are ``m * 2^weight_exp``, thresholds ``vth`` and a bias
     ``(bias_mant << bias_exp) / 64`` per step. Neurons: du = 4095, dv = 0 -> IF (r = 1/dt); du = 4095 ->
     LIF (tau = 4096 dt / dv, r = tau / dt); otherwise CubaLIF (tau_syn = 4096 dt / (du + 1),
-    w_in = tau_syn / dt), or LI -> IF when dv = 0. Synapses: Affine, Conv2d, or SumPool2d for a sum pool.
+    w_in = tau_syn / dt), or LI -> IF when dv = 0. Synapses: Affine, Conv2d, or SumPool2d for a sum pool; a
+    recurrent synapse is an Affine from the population back to itself (or to its LI current), a cycle.
     Every node carries its exact integers in metadata (``qsnn_*``), so ``import_nir`` of the result gives
     back ``net`` exactly.
 
@@ -1361,6 +1445,12 @@ def export_nir(net: Network, dt: float = DEFAULT_DT):
             elif syn.type == "conv" and tuple(shapes[src]) != tuple(syn.in_shape):
                 raise QsnnError(f"{where}: {EXPORT_REFUSED['conv fed by a flat layer']}")
             edges += [(prev, sname), (sname, head)]
+        if layer.recurrent is not None:  # population -> Affine -> itself (or its LI current): one step later
+            if len(layer.shape) > 1:
+                raise QsnnError(f"{where}: cannot export to NIR: {EXPORT_REFUSED['recurrent synapse on a conv map']}")
+            rname = _node_name(f"{node}:recurrent", nodes)
+            nodes[rname] = _export_synapse(nir, layer.recurrent, None, RECURRENT_SKIP, where)
+            edges += [(node, rname), (rname, head)]
         names[layer.name] = node
         shapes[layer.name] = tuple(layer.shape)
     out = _node_name("output", nodes)
