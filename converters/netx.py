@@ -120,7 +120,7 @@ def export_netx(net: Network, path) -> None:
             inp.create_dataset("shape", data=np.asarray(net.input_shape, np.int64))
             i, prev_shape = 1, tuple(net.input_shape)
             for spec in layers:
-                if spec["type"] in ("dense", "dense_rec") and len(prev_shape) == 3:  # netx flattens (W, H, C) to torch's CHW
+                if spec["type"] != "conv" and len(prev_shape) == 3:  # netx flattens (W, H, C) to torch's CHW
                     g.create_group(str(i)).create_dataset("type", data=b"flatten")
                     i += 1
                 lg = g.create_group(str(i))

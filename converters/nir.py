@@ -893,8 +893,8 @@ def _layer_order(st: _Structure, sources: dict) -> list:
 # ------------------------------------------------------------------------------------------ float simulator
 def simulate_float(graph_or_path, spikes, dt: float, method: str = "euler") -> dict:
     """Run a NIR graph's equations at ``dt`` in float64 (module docstring), node by node in zero-delay time
-    (a recurrent path's output one step late), on input spikes [T, N, n_in] (0/1). Returns {population node: spikes uint8 [T, N, n]};
-    its ``"_peaks"`` entry holds {population: (max |u| [n], max |v| before reset [n])}."""
+    (a recurrent path's output one step late), on input spikes [T, N, n_in] (0/1). Returns {population node:
+    spikes uint8 [T, N, n]}; its ``"_peaks"`` entry holds {population: (max |u| [n], max |v| before reset [n])}."""
     graph, _ = _graph_arg(graph_or_path)
     dt, method = _check_dt(dt), _check_method(method)
     return _simulate(_analyse(graph, dt, method), np.asarray(spikes))
