@@ -1250,8 +1250,7 @@ def _agreement(net: Network, x: np.ndarray, floats: dict, order: list, labels, i
     equal (step, sample, neuron) entries, and of spike events both fire (|both| / |either|), end to end and
     "local" (the integer layer fed the float graph's spikes of its sources: its own quantization alone);
     with ``labels``, the accuracy of both (most output spikes; ties to the lowest index)."""
-    from qsnn_lava.dynamics import lif_run
-    from qsnn_lava.reference import layer_inputs, lif_params, simulate
+    from qsnn_lava.reference import layer_inputs, layer_run, lif_params, simulate
 
     rec = simulate(net, x)
     float_out = {INPUT: torch.from_numpy(x.astype(np.int64))}
@@ -1260,7 +1259,8 @@ def _agreement(net: Network, x: np.ndarray, floats: dict, order: list, labels, i
     with torch.no_grad():
         for i, (pop, got) in enumerate(zip(order, rec.spikes)):
             f = floats[pop].astype(bool)
-            local = lif_run(layer_inputs(net, i, float_out), lif_params(net.layers[i].neuron)).numpy().astype(bool)
+            local = layer_run(net.layers[i], layer_inputs(net, i, float_out),
+                              lif_params(net.layers[i].neuron)).numpy().astype(bool)
             out["layers"][net.layers[i].name] = {
                 "spike_agreement": float((f == got.astype(bool)).mean()),
                 "event_agreement": _events(f, got.astype(bool)), "local_event_agreement": _events(f, local),
