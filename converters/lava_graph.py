@@ -20,6 +20,10 @@ stop (it zeroes u and v before integrating that step's input). So the run pauses
 k*T + d, the step at which the Dense took in sample k-1's last spikes, and zeroes the Dense's buffer
 ``a_buff`` (``recurrent_boundaries``); then sample k starts with no recurrent input, as in the IR.
 
+A non-spiking readout layer (``ir.Readout``) is a ``LIFReset`` at the largest threshold ``VTH_MAX``, which
+the DRC has proven its v never reaches (so it never fires or resets, as the IR says); the Lava worker
+reads its v with a ``Monitor`` and unpacks it like spikes.
+
 A skip synapse from a shallower source would arrive early; it becomes a ``DelaySparse`` whose
 per-synapse delay makes up the difference (a delay of e adds e steps to the usual one).
 
@@ -215,9 +219,10 @@ def source_data(spikes: np.ndarray, steps: int) -> np.ndarray:
     return data
 
 
-def unpack(raw: np.ndarray, timesteps: int, depth: int, n_samples: int) -> np.ndarray:
-    """A layer's recorded spikes [n, steps] (column = Lava step - 1) -> zero-delay spikes [T, N, n]."""
+def unpack(raw: np.ndarray, timesteps: int, depth: int, n_samples: int, dtype=np.uint8) -> np.ndarray:
+    """A layer's recorded spikes [n, steps] (column = Lava step - 1) -> zero-delay spikes [T, N, n] of ``dtype``
+    (a readout's voltage read by a Monitor unpacks the same way, as int32)."""
     T = timesteps
     lo = depth  # buffer column of Lava step depth + 1
     block = raw[:, lo: lo + n_samples * T].reshape(raw.shape[0], n_samples, T)
-    return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(np.uint8)
+    return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(dtype)

@@ -11,7 +11,7 @@ Protocol (files only, never pickles):
 - in REQUEST_DIR: ``request.json`` = {"op": ..., "progress_fd": fd or null, "client_pid": pid, op
   fields}, and the files it names: an IR (``Network.save``), input spikes [T, N, n_in] (``np.save``),
   a lava-dl netx file.
-  ops: "run" (every layer's spikes; field ``chunk_samples``), "trace" (u and v of one layer for one
+  ops: "run" (every layer's spikes, and ``voltage_<i>`` of a readout layer i; field ``chunk_samples``), "trace" (u and v of one layer for one
   sample; ``layer_index``), "run_netx" (the output layer's spikes of a netx file; ``timesteps``,
   ``n_layers``, ``hw``, ``input_shape``), "probe" (versions: does the worker work?).
 - progress: lines ``progress DONE TOTAL`` (Lava time steps) on the inherited pipe ``progress_fd``, a
@@ -58,7 +58,8 @@ def check_spikes(net, spikes) -> np.ndarray:
 
 def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress=None):
     """Run input spikes [T, N, n_in] through ``net`` in one Lava graph, here; (every layer's zero-delay
-    spikes [T, N, n], info). ``on_progress(steps_done, steps_total)`` follows the run chunk by chunk. With
+    spikes [T, N, n], info); a readout layer's voltage [T, N, n] (int32, read with a Monitor) is in
+    ``info["voltages"]`` under its layer index. ``on_progress(steps_done, steps_total)`` follows the run chunk by chunk. With
     recurrent layers the run also pauses at each sample boundary of each such layer and zeroes its recurrent
     Dense's buffer (``lava_graph.recurrent_boundaries``)."""
     from qsnn_lava.converters import lava_graph
@@ -67,11 +68,17 @@ def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress
     t0 = time.perf_counter()
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.monitor.process import Monitor
 
     spikes = check_spikes(net, spikes)
     t1 = time.perf_counter()
     graph = lava_graph.build(net, spikes)
     cfg = lava_graph.run_config(net)
+    monitors = {}  # layer index -> Monitor of a readout layer's v
+    for i, layer in enumerate(net.layers):
+        if layer.neuron.type == "readout":
+            monitors[i] = Monitor()
+            monitors[i].probe(graph.lifs[i].v, graph.steps)
     t2 = time.perf_counter()
     raw = [np.zeros((sink.in_port.shape[0], graph.steps), np.uint8) for sink in graph.sinks]
     chunk = max(1, int(chunk_samples)) * net.timesteps
@@ -95,11 +102,15 @@ def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress
                     proc.a_buff.set(np.zeros(proc.a_buff.shape, np.int32))
             if on_progress:
                 on_progress(done, graph.steps)
+        volts = {i: np.asarray(m.get_data()[graph.lifs[i].name]["v"]).T for i, m in monitors.items()}
     finally:
         runner.stop()  # a no-op when no runtime was created
     t3 = time.perf_counter()
     out = [lava_graph.unpack(r, net.timesteps, d, spikes.shape[1]) for d, r in zip(graph.depths, raw)]
-    return out, {"lava_import_s": t1 - t0, "build_s": t2 - t1, "run_s": t3 - t2, "steps": graph.steps}
+    volts = {i: lava_graph.unpack(v, net.timesteps, graph.depths[i], spikes.shape[1], np.int32)
+             for i, v in volts.items()}
+    return out, {"lava_import_s": t1 - t0, "build_s": t2 - t1, "run_s": t3 - t2, "steps": graph.steps,
+                 "voltages": volts}
 
 
 def trace_in_process(net, spikes: np.ndarray, layer_index: int):
@@ -272,6 +283,7 @@ def handle(workdir, req: dict, progress=None) -> dict:
         net = _load_net(workdir, req)
         spikes, info = run_in_process(net, _load_input(workdir, req), req.get("chunk_samples", 64), progress)
         arrays = {f"spikes_{i}": s for i, s in enumerate(spikes)}
+        arrays.update({f"voltage_{i}": v for i, v in info.pop("voltages").items()})
         return {"arrays": _save_arrays(workdir, arrays), "layer_names": [layer.name for layer in net.layers],
                 "info": info}
     if op == "trace":

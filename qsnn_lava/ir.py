@@ -478,8 +478,60 @@ class QMem(LIF):
                    **cls._h5_fields(g, r))
 
 
+@dataclass
+class Readout:
+    """A non-spiking readout population: CUBA LIF dynamics without fire or reset, whose output is its voltage v
+    (an integer per step, internal units) instead of spikes. NIR's LI, CubaLI and I are such populations.
+
+    ``n``, ``du``, ``dv``, ``bias_mant``, ``bias_exp``: as ``LIF``. ``vth`` is not a field: the reference never
+    fires (``dynamics.NO_FIRE_VTH``), and Lava runs the population as a LIF at its largest threshold
+    ``VTH_MAX``, which the DRC requires the static bound to prove v never reaches (``Network.violations``).
+    A readout is the network's last layer, and nothing reads its (absent) spikes.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np
+        >>> out = ql.Layer("out", ql.Dense([[3, -1]]), ql.Readout(1, du=4095, dv=2048))
+        >>> net = ql.Network((2,), [out], timesteps=3)
+        >>> ql.simulate(net, np.ones((3, 1, 2), np.uint8)).voltages["out"].ravel().tolist()  # v = v/2 + 2*64
+        [128, 192, 224]
+    """
+
+    n: int
+    du: int
+    dv: int
+    bias_mant: np.ndarray | None = None
+    bias_exp: int = 0
+    type = "readout"
+    vth = VTH_MAX  # what Lava's LIF runs it at (never reached: the DRC's static bound proves it)
+
+    def __post_init__(self):
+        self.n, self.du, self.dv, self.bias_exp = int(self.n), int(self.du), int(self.dv), int(self.bias_exp)
+        b = np.zeros(self.n, np.int64) if self.bias_mant is None else np.asarray(self.bias_mant)
+        self.bias_mant = np.broadcast_to(b, (self.n,)).astype(np.int64).copy()
+
+    def violations(self, where: str) -> list:
+        """The register Violations of du, dv and the bias, as a LIF's (the threshold's is the network's: the
+        static bound of v, ``Network.violations``)."""
+        return LIF(self.n, VTH_MAX, self.du, self.dv, self.bias_mant, self.bias_exp).violations(where)
+
+    def to_h5(self, g) -> None:
+        """Write into h5py group ``g``: attributes ``type`` ("readout"), ``n``, ``du``, ``dv``, ``bias_exp``;
+        dataset ``bias_mant`` (int16 [n])."""
+        g.attrs["type"] = self.type
+        for k in ("n", "du", "dv", "bias_exp"):
+            g.attrs[k] = getattr(self, k)
+        g.create_dataset("bias_mant", data=self.bias_mant.astype(np.int16))
+
+    @classmethod
+    def from_h5(cls, g, r: "H5Reader") -> "Readout":
+        """The Readout stored in h5py group ``g``: the LIF's fields but ``vth`` (checked the same way)."""
+        n = r.int(g, "n", 1, MAX_NEURONS)
+        return cls(n, du=r.int(g, "du", *_REGISTER), dv=r.int(g, "dv", *_REGISTER),
+                   bias_mant=r.ints(g, "bias_mant", (n,)), bias_exp=r.int(g, "bias_exp", *_EXP))
+
+
 SYNAPSES = {Dense.type: Dense, Conv.type: Conv}
-NEURONS = {LIF.type: LIF, QMem.type: QMem}
+NEURONS = {LIF.type: LIF, QMem.type: QMem, Readout.type: Readout}
 
 
 @dataclass
@@ -614,6 +666,13 @@ class Network:
                 if syn.n_out != layer.neuron.n:
                     raise QsnnError(f"{where}: {what} has {syn.n_out} outputs but the neuron "
                                     f"population has {layer.neuron.n}")
+            if layer.neuron.type == Readout.type:
+                if i != len(self.layers) - 1:
+                    raise QsnnError(f"{where}: a readout (non-spiking) layer must be the last layer: the layers "
+                                    "after it would read spikes it never sends")
+                if layer.recurrent is not None:
+                    raise QsnnError(f"{where}: a readout (non-spiking) layer cannot have a recurrent synapse: it "
+                                    "sends no spikes to feed back")
             rec = layer.recurrent
             if rec is not None:
                 if not isinstance(rec, Dense):
@@ -650,6 +709,8 @@ class Network:
                 out += layer.recurrent.violations(f"{where} recurrent")
             out += layer.neuron.violations(where)
             out += _summed_input_violations(where, self.populations(i))
+            if layer.neuron.type == Readout.type:
+                out += _readout_violations(where, self, layer.name)
         return out
 
     def validate(self) -> "Network":
@@ -937,6 +998,17 @@ def _memory_budget() -> int:
         budget = 1 << 34
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     return budget if soft == resource.RLIM_INFINITY else min(budget, soft)
+
+
+def _readout_violations(where: str, net: Network, name: str) -> list:
+    """A readout runs on Lava as a LIF at the largest threshold ``VTH_MAX``: the static bound of |v| over a
+    sample (``bounds.static_bounds``) must stay below ``VTH_MAX << 6`` so that it provably never fires."""
+    from .bounds import static_bounds
+
+    limit = (VTH_MAX << 6) - 1
+    return check_range(where, "static |v| bound of a readout", min(static_bounds(net)[name]["v_bound"], 1 << 40), 0,
+                       limit, "Lava runs a readout as a LIF at the largest threshold, which v must provably never "
+                       "reach; lower the weights, the bias or the time constant")
 
 
 def _summed_input_violations(where: str, sources: list) -> list:

@@ -24,13 +24,15 @@ from .record import Record
 
 
 def lif_params(neuron, bound: dict | None = None) -> dyn.LIFParams:
-    """LIF parameters (``dynamics.LIFParams``) of an IR neuron ``neuron`` (``ir.LIF`` or ``ir.QMem``): vth, du,
+    """LIF parameters (``dynamics.LIFParams``) of an IR neuron ``neuron`` (``ir.LIF``, ``ir.QMem`` or
+    ``ir.Readout``, whose threshold is ``dynamics.NO_FIRE_VTH``): vth, du,
     dv, the effective bias (mantissa << exponent) and, for QMem, the stored-membrane width and shift. With a
     static ``bound`` (one layer's entry of ``bounds.static_bounds``) the u wrap and v saturation are skipped
     where the bound proves they cannot happen (exact, faster); None keeps both."""
     bias = dyn.effective_bias(torch.from_numpy(neuron.bias_mant), neuron.bias_exp)
     wrap, sat = (True, True) if bound is None else (bound["u_can_wrap"], bound["v_can_saturate"])
-    return dyn.LIFParams(vth=neuron.vth, du=neuron.du, dv=neuron.dv, bias=bias, can_wrap=wrap, can_saturate=sat,
+    vth = dyn.NO_FIRE_VTH if neuron.type == "readout" else neuron.vth  # a readout never fires or resets
+    return dyn.LIFParams(vth=vth, du=neuron.du, dv=neuron.dv, bias=bias, can_wrap=wrap, can_saturate=sat,
                          mem_bits=getattr(neuron, "mem_bits", 0), mem_shift=getattr(neuron, "mem_shift", 0))
 
 
@@ -105,16 +107,24 @@ def layer_run(layer, a: torch.Tensor, p: dyn.LIFParams, trace: bool = False, cou
     return recurrent_run(a, layer.recurrent, p, trace=trace, counts=counts)
 
 
+VOLTAGE = "voltage:"  # run_layers' key prefix of a readout layer's voltage
+
+
 def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None = None, upto: int | None = None):
     """Run input spikes ``s`` [T, N, n_in] (int64 0/1) through the first ``upto`` layers of ``net`` (None: all).
 
     ``params``: one ``dynamics.LIFParams`` per layer (``lif_params``); ``counts``: None, or one dict per
     layer whose "u_wraps" and "v_saturations" are incremented. Returns {source name: spikes [T, N, n]},
-    the input included under ``ir.INPUT``."""
+    the input included under ``ir.INPUT``, and a readout layer's voltage v [T, N, n] (int64) under
+    ``VOLTAGE + name`` (its spikes are all 0)."""
     outputs = {INPUT: s}
     for i, layer in enumerate(net.layers[:upto]):
-        outputs[layer.name] = layer_run(layer, layer_inputs(net, i, outputs), params[i],
-                                        counts=None if counts is None else counts[i])
+        a = layer_inputs(net, i, outputs)
+        c = None if counts is None else counts[i]
+        if layer.neuron.type == "readout":  # no spikes: its voltage, under VOLTAGE + name
+            outputs[layer.name], _, outputs[VOLTAGE + layer.name] = layer_run(layer, a, params[i], True, c)
+        else:
+            outputs[layer.name] = layer_run(layer, a, params[i], counts=c)
     return outputs
 
 
@@ -123,7 +133,8 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
     step late), bit-exactly.
 
     ``batch_size``: samples per batch (memory, not results); ``progress``: a progress bar per batch. Returns a
-    ``Record`` ("reference") with every layer's spikes [T, N, n] as uint8; ``info["seconds"]`` is the wall
+    ``Record`` ("reference") with every layer's spikes [T, N, n] as uint8 (and a readout layer's voltage, int32,
+    in ``voltages``); ``info["seconds"]`` is the wall
     time and ``info["overflow"]`` counts, per layer, the u wraps and v saturations that happened."""
     spikes = np.asarray(spikes)
     t0 = time.perf_counter()
@@ -131,6 +142,8 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
     params = [lif_params(layer.neuron, bounds[layer.name]) for layer in net.layers]
     n_samples = spikes.shape[1]
     outs = [np.zeros((spikes.shape[0], n_samples, layer.neuron.n), np.uint8) for layer in net.layers]
+    volts = {layer.name: np.zeros((spikes.shape[0], n_samples, layer.neuron.n), np.int32)
+             for layer in net.layers if layer.neuron.type == "readout"}
     counts = [{"u_wraps": 0, "v_saturations": 0} for _ in net.layers]
     starts = range(0, n_samples, batch_size)
     if progress:
@@ -142,9 +155,11 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
             outputs = run_layers(net, s, params, counts)
             for i, layer in enumerate(net.layers):
                 outs[i][:, lo:lo + batch_size] = outputs[layer.name].numpy()
+            for name, v in volts.items():
+                v[:, lo:lo + batch_size] = outputs[VOLTAGE + name].numpy()
     return Record("reference", [layer.name for layer in net.layers], outs,
                   info={"seconds": time.perf_counter() - t0,
-                        "overflow": {layer.name: c for layer, c in zip(net.layers, counts)}})
+                        "overflow": {layer.name: c for layer, c in zip(net.layers, counts)}}, voltages=volts)
 
 
 def trace(net: Network, spikes: np.ndarray, layer_index: int):

@@ -199,3 +199,77 @@ def test_lava_recurrent_after_conv_and_near_limits():
     net = Network((1, 5, 5), layers, 5).validate()
     x = random_spikes(rng, net, 5)
     assert_lava_matches(net, x)
+
+
+# ------------------------------------------------------------------------------------ non-spiking readouts
+def readout_network(rng, timesteps=6, du=1000, dv=300):
+    from qsnn_lava.ir import Readout
+
+    layers = [Layer("h", Dense(rng.integers(-40, 41, (8, 10))), LIF(8, vth=20, du=300, dv=200, bias_mant=2, bias_exp=3),
+                    recurrent=Dense(rng.integers(-20, 21, (8, 8)))),
+              Layer("ro", Dense(rng.integers(-60, 61, (4, 8))),
+                    Readout(4, du=du, dv=dv, bias_mant=rng.integers(-5, 5, 4), bias_exp=2))]
+    return Network((10,), layers, timesteps).validate()
+
+
+def test_readout_voltage_is_the_lif_dynamics_without_fire():
+    rng = np.random.default_rng(30)
+    net = readout_network(rng)
+    x = random_spikes(rng, net, 5)
+    rec = simulate(net, x)
+    v = rec.voltages["ro"]
+    assert v.dtype == np.int32 and v.shape == (6, 5, 4) and not rec.spikes[-1].any()
+    # by hand: the same lif_step with a threshold no 24-bit v reaches, fed the hidden layer's spikes
+    nrn, syn = net.layers[1].neuron, net.layers[1].synapse
+    a = dyn.dense_accumulate(torch.from_numpy(rec.spikes[0].astype(np.int64)), torch.from_numpy(syn.weight))
+    p = dyn.LIFParams(vth=1 << 40, du=nrn.du, dv=nrn.dv,
+                      bias=dyn.effective_bias(torch.from_numpy(nrn.bias_mant), nrn.bias_exp))
+    _, _, v_hand = dyn.lif_run(a, p, trace=True)
+    assert np.array_equal(v, v_hand.numpy()) and np.abs(v).max() > 64 * 20  # above a LIF threshold: no reset
+    assert np.array_equal(rec.predictions(), np.argmax(v.sum(axis=0, dtype=np.int64), axis=-1))
+    # verification compares a readout by its voltage: one unit off is a mismatch
+    from qsnn_lava.deployment.verify import compare
+    from qsnn_lava.record import Record
+
+    off = {"ro": v.copy()}
+    off["ro"][3, 2, 1] += 1
+    c = compare(rec, Record("other", rec.layer_names, rec.spikes, voltages=off))
+    assert c["per_layer"] == {"h": 0, "ro": 1} and c["first_divergence"]["timestep"] == 3
+
+
+def test_readout_rules_and_file(tmp_path):
+    from qsnn_lava.ir import Readout
+
+    rng = np.random.default_rng(31)
+    net = readout_network(rng)
+    net.save(tmp_path / "ro.h5")
+    back = Network.load(tmp_path / "ro.h5")
+    assert back.layers[1].neuron.type == "readout"
+    x = random_spikes(rng, net, 3)
+    assert np.array_equal(simulate(back, x).voltages["ro"], simulate(net, x).voltages["ro"])
+    # only last, never recurrent, and v provably below Lava's largest threshold
+    first = Layer("ro0", Dense(np.ones((4, 10), int)), Readout(4, du=4095, dv=0))
+    with pytest.raises(QsnnError, match="ro0.*must be the last layer"):
+        Network((10,), [first] + net.layers[1:], 6).validate()
+    net.layers[1].recurrent = Dense(np.eye(4, dtype=int))
+    with pytest.raises(QsnnError, match="cannot have a recurrent synapse"):
+        net.validate()
+    loud = Layer("ro", Dense(np.full((2, 10), 127), weight_exp=7), Readout(2, du=0, dv=0))
+    with pytest.raises(QsnnError, match="static \\|v\\| bound of a readout"):
+        Network((10,), [loud], 8).validate()
+
+
+@pytest.mark.lava
+def test_lava_readout_voltages_equal_the_reference():
+    from qsnn_lava.deployment.backends.lava import run as run_lava
+    from qsnn_lava.deployment.verify import compare
+
+    for seed, (du, dv) in enumerate([(1000, 300), (4095, 0)]):  # a CubaLI and an integrator I
+        rng = np.random.default_rng(32 + seed)
+        net = readout_network(rng, du=du, dv=dv)
+        x = random_spikes(rng, net, 5)
+        ref, lava = simulate(net, x), run_lava(net, x)
+        assert np.abs(ref.voltages["ro"]).max() > 0
+        assert np.array_equal(ref.voltages["ro"], lava.voltages["ro"])
+        assert compare(ref, lava)["mismatches"] == 0
+        assert np.array_equal(ref.predictions(), lava.predictions())
