@@ -154,6 +154,21 @@ def rnn_graph(rng, n_in=12, hidden=10, n_out=5):
     return graph(nodes, edges)
 
 
+def readout_graph(rng, kind: str):
+    """Input -> Affine -> LIF (with a recurrent Affine) -> Affine -> a non-spiking readout (LI, CubaLI or I)
+    -> Output."""
+    n = 4
+    ro = {"LI": nir.LI(tau=full(n, 0.005), r=full(n, 5.0), v_leak=full(n, 0.1)),
+          "CubaLI": nir.CubaLI(tau_syn=full(n, 0.004), tau_mem=full(n, 0.01), r=full(n, 10.0), v_leak=full(n, 0.0),
+                               w_in=full(n, 4.0)),
+          "I": nir.I(r=full(n, 1 / DT))}[kind]
+    nodes = {"input": nir.Input(np.array([10])), "fc": affine(rng, 8, 10, 0.7), "h": lif(8, thr=1.0),
+             "rec": affine(rng, 8, 8, 0.3), "fo": affine(rng, n, 8, 0.6, bias=0.05 if kind == "I" else 0.0),
+             "ro": ro, "output": nir.Output(np.array([n]))}
+    edges = [("input", "fc"), ("fc", "h"), ("h", "rec"), ("rec", "h"), ("h", "fo"), ("fo", "ro"), ("ro", "output")]
+    return graph(nodes, edges)
+
+
 def recurrent_net(rng, timesteps=6):
     """A recurrent IR: a conv layer, then a dense LIF layer and a current-only (LI -> IF) readout, each feeding
     itself back (a recurrent synapse on the conv map itself cannot be exported: NIR has no reshape)."""
@@ -449,6 +464,39 @@ def test_recurrent_graph_imports_with_the_one_step_delay():
     assert ql.simulate(imported, x).spikes[0].ravel().tolist() == out
 
 
+@pytest.mark.parametrize("kind", ["LI", "CubaLI", "I"])
+def test_readout_imports_as_a_voltage_layer(kind):
+    """An LI, CubaLI or I feeding the Output is a readout layer (ir.Readout): the integer voltage times its unit
+    follows NIR's float voltage, and a readout's prediction is the largest summed voltage."""
+    rng = np.random.default_rng(16)
+    net, rep = qnir.import_nir(readout_graph(rng, kind), dt=DT, timesteps=10, labels=np.arange(32) % 4)
+    ro = net.layers[-1]
+    assert ro.neuron.type == "readout" and (ro.neuron.du == 4095) == (kind != "CubaLI")
+    assert (ro.neuron.dv == 0) == (kind == "I")
+    a = rep["agreement"]["layers"]["ro"]
+    assert a["local_voltage_rel_error"] < 0.02 and a["voltage_rel_error"] < 0.2 and a["argmax_agreement"] >= 0.9, a
+    assert "int_accuracy" in rep["agreement"] and "readout" in qnir.format_report(rep)
+
+
+def test_round_trip_readouts(tmp_path):
+    """Export writes a readout as I, LI or CubaLI, and imports it back to the identical IR and voltages."""
+    rng = np.random.default_rng(17)
+    for du, dv, kind in [(4095, 0, "I"), (4095, 700, "LI"), (900, 500, "CubaLI")]:
+        layers = [Layer("h", Dense(rng.integers(-40, 41, (6, 10))), LIF(6, vth=20, du=300, dv=200),
+                        recurrent=Dense(rng.integers(-20, 21, (6, 6)))),
+                  Layer("ro", Dense(rng.integers(-60, 61, (3, 6))),
+                        ql.Readout(3, du=du, dv=dv, bias_mant=rng.integers(-6, 7, 3), bias_exp=6))]
+        net = Network((10,), layers, 6).validate()
+        assert type(qnir.export_nir(net).nodes["ro"]).__name__ == kind
+        x = spikes(rng, 6, 5, 10, 0.4)
+        round_trip(net, tmp_path, x)
+        back, _ = qnir.import_nir(qnir.export_nir(net))
+        assert np.array_equal(ql.simulate(back, x).voltages["ro"], ql.simulate(net, x).voltages["ro"])
+    net.layers[-1].neuron = ql.Readout(3, du=900, dv=0)
+    with pytest.raises(QsnnError, match="layer 1 \\(ro\\): cannot export to NIR: NIR's CubaLI needs a finite"):
+        qnir.export_nir(net)
+
+
 def test_recurrence_between_populations_is_refused_by_name():
     rng = np.random.default_rng(14)
     g = graph({"input": nir.Input(np.array([3])), "f1": affine(rng, 3, 3), "a": lif(3), "f2": affine(rng, 3, 3),
@@ -496,7 +544,8 @@ def refusal_cases():
                 [("input", "f1"), ("input", "f2"), ("f1", "a"), ("f2", "b"), ("a", "output")])
     taus = nir.LIF(tau=np.array([0.01, 0.02, 0.01, 0.01]), r=full(4, 10.0), v_leak=full(4, 0), v_threshold=full(4, 1))
     return {
-        "LI": (tiny(nir.LI(tau=full(4, 0.01), r=full(4, 10.0), v_leak=full(4, 0))), False),
+        "LI": (tiny(nir.LI(tau=full(4, 0.01), r=full(4, 10.0), v_leak=full(4, 0)), [("fc2", affine(rng, 4, 4)),
+                                                                                    ("spk", lif(4))]), False),
         "Delay": (tiny(lif(4), [("d", nir.Delay(delay=full(4, 1.0)))]), False),
         "Threshold": (tiny(nir.Threshold(threshold=full(4, 1.0))), False),
         "recurrence": (rec, False),
@@ -611,6 +660,19 @@ def test_imported_recurrent_graph_runs_identically_on_lava():
     x = spikes(rng, 10, 5, 12, 0.4)
     assert all(int(s[-1].sum()) > 0 for s in ql.simulate(net, x).spikes)  # the sample boundary is exercised
     reference_equals_lava(net, x)
+
+
+@pytest.mark.lava
+def test_imported_readouts_run_identically_on_lava():
+    """LI and CubaLI readouts imported from NIR: Lava's voltages equal the reference's, every step."""
+    for seed, kind in enumerate(["LI", "CubaLI"]):
+        rng = np.random.default_rng(40 + seed)
+        net, _ = qnir.import_nir(readout_graph(rng, kind), dt=DT, timesteps=8)
+        x = spikes(rng, 8, 4, 10, 0.4)
+        ref, lava = ql.simulate(net, x), ql.simulate(net, x, backend="lava")
+        assert np.abs(ref.voltages["ro"]).max() > 0 and ref.spikes[0].sum() > 0
+        assert np.array_equal(ref.voltages["ro"], lava.voltages["ro"])
+        assert all(np.array_equal(p, q) for p, q in zip(ref.spikes, lava.spikes))
 
 
 @pytest.mark.lava
