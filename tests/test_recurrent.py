@@ -254,7 +254,13 @@ def test_readout_rules_and_file(tmp_path):
     net.layers[1].recurrent = Dense(np.eye(4, dtype=int))
     with pytest.raises(QsnnError, match="cannot have a recurrent synapse"):
         net.validate()
+    net.layers[1].recurrent = None
+    from qsnn_lava.deployment.drc import design_rule_check
+
+    assert design_rule_check(net)["passed"]  # a readout is a native LIF that provably never fires
     loud = Layer("ro", Dense(np.full((2, 10), 127), weight_exp=7), Readout(2, du=0, dv=0))
+    drc = design_rule_check(Network((10,), [loud], 8))
+    assert [v["field"] for v in drc["violations"]] == ["static |v| bound of a readout"]
     with pytest.raises(QsnnError, match="static \\|v\\| bound of a readout"):
         Network((10,), [loud], 8).validate()
 
