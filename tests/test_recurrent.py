@@ -279,3 +279,21 @@ def test_lava_readout_voltages_equal_the_reference():
         assert np.array_equal(ref.voltages["ro"], lava.voltages["ro"])
         assert compare(ref, lava)["mismatches"] == 0
         assert np.array_equal(ref.predictions(), lava.predictions())
+
+
+def test_cli_simulate_writes_a_readouts_voltages(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(34)
+    net = readout_network(rng)
+    net.save(tmp_path / "ro.h5")
+    x = random_spikes(rng, net, 4)
+    np.save(tmp_path / "in.npy", np.transpose(x, (1, 0, 2)))  # [N, T, n_in]
+    p = subprocess.run([sys.executable, "-m", "qsnn_lava.cli", "simulate", str(tmp_path / "ro.h5"), "--input",
+                        str(tmp_path / "in.npy"), "--output", str(tmp_path / "out.npy"), "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "output voltages" in p.stdout
+    out = np.load(tmp_path / "out.npy")
+    assert out.dtype == np.int32 and np.array_equal(out, np.transpose(simulate(net, x).voltages["ro"], (1, 0, 2)))
