@@ -35,7 +35,7 @@ correlates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -115,7 +115,7 @@ class LavaGraph:
     sinks: list
     steps: int
     depths: list
-    recurrent: list = None
+    recurrent: list = field(default_factory=list)
 
 
 def steps_needed(net: Network, n_samples: int) -> int:
@@ -204,7 +204,7 @@ def recurrent_boundaries(graph: LavaGraph, timesteps: int, n_samples: int) -> di
     zeroed, so the next sample's first step gets no recurrent input from the previous sample's last spikes.
     For a recurrent layer of depth d that is step k*T + d for every sample k >= 1 (module docstring)."""
     out = {}
-    for proc, d in graph.recurrent or []:
+    for proc, d in graph.recurrent:
         for k in range(1, n_samples):
             out.setdefault(k * timesteps + d, []).append(proc)
     return out

@@ -1394,7 +1394,8 @@ def _exact_network(st: _Structure, order: list, meta: dict, timesteps: int) -> N
         where = f"node '{pop}'"
         n = int(np.prod(st.shapes[pop]))
         fields = dict(du=_meta_int(where, nm, "qsnn_du"), dv=_meta_int(where, nm, "qsnn_dv"),
-                      bias_mant=_meta_ints(where, nm, "qsnn_bias_mant", n), bias_exp=_meta_int(where, nm, "qsnn_bias_exp"))
+                      bias_mant=_meta_ints(where, nm, "qsnn_bias_mant", n),
+                      bias_exp=_meta_int(where, nm, "qsnn_bias_exp"))
         if pop in st.readouts:
             neuron = Readout(n, **fields)
         else:

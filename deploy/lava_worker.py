@@ -11,9 +11,10 @@ Protocol (files only, never pickles):
 - in REQUEST_DIR: ``request.json`` = {"op": ..., "progress_fd": fd or null, "client_pid": pid, op
   fields}, and the files it names: an IR (``Network.save``), input spikes [T, N, n_in] (``np.save``),
   a lava-dl netx file.
-  ops: "run" (every layer's spikes, and ``voltage_<i>`` of a readout layer i; field ``chunk_samples``), "trace" (u and v of one layer for one
-  sample; ``layer_index``), "run_netx" (the output layer's spikes of a netx file; ``timesteps``,
-  ``n_layers``, ``hw``, ``input_shape``), "probe" (versions: does the worker work?).
+  ops: "run" (every layer's spikes, and ``voltage_<i>`` of a readout layer i; field ``chunk_samples``),
+  "trace" (u and v of one layer for one sample; ``layer_index``), "run_netx" (the output layer's spikes
+  of a netx file; ``timesteps``, ``n_layers``, ``hw``, ``input_shape``), "probe" (versions: does the
+  worker work?).
 - progress: lines ``progress DONE TOTAL`` (Lava time steps) on the inherited pipe ``progress_fd``, a
   channel of its own, so Lava's import noise on stdout/stderr (which the client captures) cannot
   corrupt it.
@@ -59,9 +60,9 @@ def check_spikes(net, spikes) -> np.ndarray:
 def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress=None):
     """Run input spikes [T, N, n_in] through ``net`` in one Lava graph, here; (every layer's zero-delay
     spikes [T, N, n], info); a readout layer's voltage [T, N, n] (int32, read with a Monitor) is in
-    ``info["voltages"]`` under its layer index. ``on_progress(steps_done, steps_total)`` follows the run chunk by chunk. With
-    recurrent layers the run also pauses at each sample boundary of each such layer and zeroes its recurrent
-    Dense's buffer (``lava_graph.recurrent_boundaries``)."""
+    ``info["voltages"]`` under its layer index. ``on_progress(steps_done, steps_total)`` follows the run
+    chunk by chunk. With recurrent layers the run also pauses at each sample boundary of each such layer
+    and zeroes its recurrent Dense's buffer (``lava_graph.recurrent_boundaries``)."""
     from qsnn_lava.converters import lava_graph
     from qsnn_lava.converters.lava_env import import_lava
 

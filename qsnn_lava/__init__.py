@@ -30,7 +30,8 @@ __all__ = [
 
 _FROM = {
     "Record": "record", "QsnnError": "errors",
-    "Network": "ir", "Layer": "ir", "Dense": "ir", "Conv": "ir", "LIF": "ir", "QMem": "ir", "Readout": "ir", "Skip": "ir",
+    "Network": "ir", "Layer": "ir", "Dense": "ir", "Conv": "ir", "LIF": "ir", "QMem": "ir", "Readout": "ir",
+    "Skip": "ir",
 }
 
 
