@@ -127,7 +127,7 @@ def test_recurrent_dense_round_trips_through_lava_dls_netx(tmp_path):
               Layer("out", Dense(rng.integers(-50, 70, (5, 8))), LIF(5, vth=30, du=4095, dv=100),
                     recurrent=Dense(rng.integers(-90, 91, (5, 5))))]
     net = Network((10,), layers, 5).validate()
-    x = random_spikes(rng, net, 6)
+    x = random_spikes(rng, net, 4)
     ref = simulate(net, x)
     assert ref.spikes[0][-1].sum() > 0 and ref.spikes[-1].sum() > 0  # last-step spikes: the boundary matters
     export_netx(net, tmp_path / "r.net")
