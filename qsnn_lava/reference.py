@@ -87,7 +87,7 @@ def recurrent_run(a_ff: torch.Tensor, rec, p: dyn.LIFParams, trace: bool = False
     [T, N, n] (int64, all of the layer's other sources summed): at step t the neuron integrates
     ``a_ff[t] + rec(s(t-1))``, with ``s(-1) = 0``, through ``dynamics.lif_step``. Returns what
     ``dynamics.lif_run`` returns: spikes [T, N, n] (and the u, v traces with ``trace``)."""
-    w = torch.from_numpy(rec.weight)
+    w = torch.from_numpy(rec.weight).to(a_ff.device)
     state = dyn.lif_init(a_ff.shape[1:], a_ff)
     spikes = torch.zeros_like(a_ff)
     us, vs = (torch.empty_like(a_ff), torch.empty_like(a_ff)) if trace else (None, None)
@@ -156,7 +156,7 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int = 256, progress: 
             for i, layer in enumerate(net.layers):
                 outs[i][:, lo:lo + batch_size] = outputs[layer.name].numpy()
             for name, v in volts.items():
-                v[:, lo:lo + batch_size] = outputs[VOLTAGE + name].numpy()
+                v[:, lo:lo + batch_size] = outputs[VOLTAGE + name].cpu().numpy()
     return Record("reference", [layer.name for layer in net.layers], outs,
                   info={"seconds": time.perf_counter() - t0,
                         "overflow": {layer.name: c for layer, c in zip(net.layers, counts)}}, voltages=volts)
