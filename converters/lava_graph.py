@@ -11,6 +11,19 @@ That makes many samples in one run exactly equal to independent runs, also with 
 otherwise integrate during the pipeline's warm-up steps), with no padding between samples. Sample
 k's output of a layer at zero-delay step tau appears at Lava step k*T + tau + d + 1.
 
+A recurrent synapse (``ir.Layer.recurrent``) is a Dense from the layer's LIF ``s_out`` back to its own
+``a_in``. The LIF emits zero-delay step tau at Lava step tau + d + 1; the Dense sends what it received
+one Lava step later, tau + d + 2, which is when the LIF computes zero-delay step tau + 1: Lava's one-step
+Dense delay is exactly the IR's one-step recurrent delay, at every depth. Only the sample boundary needs
+care: the spikes of a sample's last step would reach the next sample's first step, which LIFReset cannot
+stop (it zeroes u and v before integrating that step's input). So the run pauses after Lava step
+k*T + d, the step at which the Dense took in sample k-1's last spikes, and zeroes the Dense's buffer
+``a_buff`` (``recurrent_boundaries``); then sample k starts with no recurrent input, as in the IR.
+
+A non-spiking readout layer (``ir.Readout``) is a ``LIFReset`` at the largest threshold ``VTH_MAX``, which
+the DRC has proven its v never reaches (so it never fires or resets, as the IR says); the Lava worker
+reads its v with a ``Monitor`` and unpacks it like spikes.
+
 A skip synapse from a shallower source would arrive early; it becomes a ``DelaySparse`` whose
 per-synapse delay makes up the difference (a delay of e adds e steps to the usual one).
 
@@ -22,7 +35,7 @@ correlates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -92,7 +105,9 @@ class LavaGraph:
     """The built Lava processes of one run: ``source`` (the input RingBuffer), ``synapses`` (Dense, Conv and
     DelaySparse processes, main synapse then skips, layer by layer), ``lifs`` (one LIFReset or QMemLIF per
     layer), ``sinks`` (one Extractor per recorded layer), ``steps`` (Lava time steps to run) and ``depths``
-    (each layer's depth d: its output at zero-delay step tau of sample k is Lava step k*T + tau + d + 1)."""
+    (each layer's depth d: its output at zero-delay step tau of sample k is Lava step k*T + tau + d + 1);
+    ``recurrent``: [(Dense process, depth d)] for each layer with a recurrent synapse, whose buffer is zeroed
+    between samples (``recurrent_boundaries``)."""
 
     source: object
     synapses: list
@@ -100,6 +115,7 @@ class LavaGraph:
     sinks: list
     steps: int
     depths: list
+    recurrent: list = field(default_factory=list)
 
 
 def steps_needed(net: Network, n_samples: int) -> int:
@@ -156,7 +172,7 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
     steps = steps_needed(net, spikes.shape[1])
     source = Source(data=source_data(spikes, steps))
     ports, depth = {INPUT: source.s_out}, {INPUT: 0}
-    synapses, lifs, sinks = [], [], []
+    synapses, lifs, sinks, recurrent = [], [], [], []
     for i, (layer, d) in enumerate(zip(net.layers, net.depths())):
         nrn = layer.neuron
         kw = dict(shape=(nrn.n,), vth=nrn.vth, du=nrn.du, dv=nrn.dv, bias_mant=nrn.bias_mant,
@@ -170,13 +186,28 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
         for j, (src, syn) in enumerate(net.sources(i)):
             name = f"{layer.name}_{'synapse' if j == 0 else f'skip{j - 1}'}"
             synapses.append(_synapse_process(syn, ports[src], lif.a_in, d - 1 - depth[src], name))
+        if layer.recurrent is not None:  # one Lava step of delay = the IR's one step (module docstring)
+            rec = _synapse_process(layer.recurrent, lif.s_out, lif.a_in, 0, f"{layer.name}_recurrent")
+            synapses.append(rec)
+            recurrent.append((rec, d))
         if record_all or i == len(net.layers) - 1:
             sink = Extractor(shape=(nrn.n,), buffer_size=EXTRACTOR_BUFFER)
             lif.s_out.connect(sink.in_port)
             sinks.append(sink)
         ports[layer.name], depth[layer.name] = lif.s_out, d
         lifs.append(lif)
-    return LavaGraph(source, synapses, lifs, sinks, steps, [depth[layer.name] for layer in net.layers])
+    return LavaGraph(source, synapses, lifs, sinks, steps, [depth[layer.name] for layer in net.layers], recurrent)
+
+
+def recurrent_boundaries(graph: LavaGraph, timesteps: int, n_samples: int) -> dict:
+    """{Lava step s: [recurrent Dense processes]}: after step s has run, those processes' ``a_buff`` must be
+    zeroed, so the next sample's first step gets no recurrent input from the previous sample's last spikes.
+    For a recurrent layer of depth d that is step k*T + d for every sample k >= 1 (module docstring)."""
+    out = {}
+    for proc, d in graph.recurrent:
+        for k in range(1, n_samples):
+            out.setdefault(k * timesteps + d, []).append(proc)
+    return out
 
 
 def source_data(spikes: np.ndarray, steps: int) -> np.ndarray:
@@ -188,9 +219,10 @@ def source_data(spikes: np.ndarray, steps: int) -> np.ndarray:
     return data
 
 
-def unpack(raw: np.ndarray, timesteps: int, depth: int, n_samples: int) -> np.ndarray:
-    """A layer's recorded spikes [n, steps] (column = Lava step - 1) -> zero-delay spikes [T, N, n]."""
+def unpack(raw: np.ndarray, timesteps: int, depth: int, n_samples: int, dtype=np.uint8) -> np.ndarray:
+    """A layer's recorded spikes [n, steps] (column = Lava step - 1) -> zero-delay spikes [T, N, n] of ``dtype``
+    (a readout's voltage read by a Monitor unpacks the same way, as int32)."""
     T = timesteps
     lo = depth  # buffer column of Lava step depth + 1
     block = raw[:, lo: lo + n_samples * T].reshape(raw.shape[0], n_samples, T)
-    return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(np.uint8)
+    return np.ascontiguousarray(np.transpose(block, (2, 1, 0))).astype(dtype)

@@ -13,8 +13,19 @@ depthwise conv with weights 1 (netx has no pool layer of its own). netx builds a
 ``LIF(vth=vThMant, du=iDecay - 1, dv=vDecay, bias_mant=bias, bias_exp=6)`` and chooses each layer's
 weight exponent itself from the integer weights (``optimize_weight_bits``, exact).
 
+A layer with a recurrent synapse is netx's ``dense_rec`` (lava-dl's ``RecurrentDense`` block: the neuron's
+``s_out`` -> a Dense of ``weight_rec`` [n, n] -> its own ``a_in``, one Lava step of delay, which is the IR's
+one-step recurrence, docs/integer-semantics.md). netx optimizes ``weight`` and ``weight_rec`` together
+(``np.hstack``, one exponent and sign mode for both), so the two folded matrices together must be one
+Loihi-legal weight matrix. A netx run with ``reset_interval`` alone carries a sample's last spikes into the
+next sample through ``weight_rec``; the Lava worker zeroes the block's recurrent buffer between samples
+(``lava_worker.run_netx_in_process``), as it does for our own graph.
+
 What cannot be written, and why (each refused with the layer named):
-  * a negative ``weight_exp``: the floor of the shifted SUM cannot be folded into integer weights;
+  * a negative ``weight_exp`` (main or recurrent): the floor of the shifted SUM cannot be folded into
+    integer weights;
+  * a recurrent synapse on a conv layer (netx has no recurrent conv block), or whose folded weights and the
+    main weights do not fit one 8-bit weight matrix together (netx gives both one exponent);
   * a bias that is not a multiple of 64 internal units (netx fixes ``bias_exp = 6``), or whose
     mantissa does not fit 13 bits.
 A positive ``weight_exp`` is folded into the weights (``w << e``); netx recovers the exponent.
@@ -55,6 +66,8 @@ def netx_layers(net: Network) -> list[dict]:
         if bias_mant.size and (bias_mant.min() < -4096 or bias_mant.max() > 4095):
             raise QsnnError(f"{where}: bias mantissa at bias_exp = 6 exceeds 13 bits")
         spec = {"type": syn.type, "weight": syn.weight << syn.weight_exp, "bias": bias_mant, "shape": layer.shape}
+        if layer.recurrent is not None:
+            spec.update(type="dense_rec", weight_rec=_netx_recurrent(layer, where))
         if syn.type == "conv":  # netx's conv bias is one value per channel
             per_channel = bias_mant.reshape(layer.shape[0], -1)
             if np.any(per_channel != per_channel[:, :1]):
@@ -67,12 +80,35 @@ def netx_layers(net: Network) -> list[dict]:
     return out
 
 
+def _netx_recurrent(layer, where: str) -> np.ndarray:
+    """The folded recurrent weight (``weight << weight_exp``) of a dense layer for netx's ``dense_rec``, or
+    QsnnError naming what netx cannot hold (module docstring)."""
+    from qsnn_lava.ir import weight_limits
+
+    syn, rec = layer.synapse, layer.recurrent
+    if syn.type != "dense":
+        raise QsnnError(f"{where}: a recurrent synapse on a {syn.type} layer cannot be written to netx (its only "
+                        "recurrent block is dense_rec); run this network from the qsnn-lava IR instead")
+    if rec.weight_exp < 0:
+        raise QsnnError(f"{where}: recurrent weight_exp = {rec.weight_exp} < 0 cannot be written to a netx file "
+                        "(it floors the summed input); use the qsnn-lava IR for this network")
+    w_rec = rec.weight << rec.weight_exp
+    both = np.hstack([syn.weight << syn.weight_exp, w_rec])
+    lo, hi = weight_limits(both)
+    if both.min() < lo or both.max() > hi:
+        raise QsnnError(f"{where}: netx's dense_rec gives the main and recurrent weights one exponent and sign mode, "
+                        f"and together (folded) they span [{int(both.min())}, {int(both.max())}], beyond [{lo}, {hi}]; "
+                        "use the qsnn-lava IR for this network")
+    return w_rec
+
+
 def export_netx(net: Network, path) -> None:
     """Write ``net`` to ``path`` as a lava-dl netx HDF5 file, atomically.
 
     Layout: ``/layer/0`` the input (``shape`` only), then one group per layer (``netx_layers``), with a
-    ``flatten`` layer before a dense layer that follows a conv map. QsnnError naming the layer when netx
-    cannot express it (skips, qmem, a negative weight_exp, a bias netx cannot hold)."""
+    ``flatten`` layer before a dense layer that follows a conv map; a recurrent layer is a ``dense_rec`` with a
+    ``weight_rec`` dataset. QsnnError naming the layer when netx cannot express it (skips, qmem, a negative
+    weight_exp, a bias netx cannot hold, recurrence netx cannot hold)."""
     import h5py
 
     layers = netx_layers(net)
@@ -84,7 +120,7 @@ def export_netx(net: Network, path) -> None:
             inp.create_dataset("shape", data=np.asarray(net.input_shape, np.int64))
             i, prev_shape = 1, tuple(net.input_shape)
             for spec in layers:
-                if spec["type"] == "dense" and len(prev_shape) == 3:  # netx flattens (W, H, C) to torch's CHW
+                if spec["type"] != "conv" and len(prev_shape) == 3:  # netx flattens (W, H, C) to torch's CHW
                     g.create_group(str(i)).create_dataset("type", data=b"flatten")
                     i += 1
                 lg = g.create_group(str(i))
@@ -92,6 +128,8 @@ def export_netx(net: Network, path) -> None:
                 lg.create_dataset("type", data=spec["type"].encode())
                 lg.create_dataset("shape", data=np.asarray(spec["shape"], np.int64))
                 lg.create_dataset("weight", data=spec["weight"].astype(np.float32))
+                if "weight_rec" in spec:
+                    lg.create_dataset("weight_rec", data=spec["weight_rec"].astype(np.float32))
                 if spec["type"] == "conv":
                     for k in ("stride", "padding", "groups"):
                         lg.create_dataset(k, data=spec[k])
@@ -204,17 +242,19 @@ def _conv_from_netx(r, lg, in_shape, shape: tuple, where: str):
     return conv
 
 
-def _dense_from_netx(r, lg, n_out: int, where: str):
+def _dense_from_netx(r, lg, n_out: int, where: str, key: str = "weight"):
+    """Dataset ``key`` (``weight``, or a dense_rec's ``weight_rec``) of a netx layer as an IR Dense, its size
+    checked against the layer's ``n_out`` neurons before it is read."""
     from qsnn_lava.ir import MAX_ELEMENTS, Dense
 
-    wshape = r.shape(lg, "weight", (1, 2), _NUMBERS)
+    wshape = r.shape(lg, key, (1, 2), _NUMBERS)
     if int(np.prod(wshape)) > MAX_ELEMENTS:
-        raise QsnnError(f"{where}: dense weight {wshape} holds more than {MAX_ELEMENTS} elements")
+        raise QsnnError(f"{where}: dense {key} {wshape} holds more than {MAX_ELEMENTS} elements")
     rows = wshape[0] if len(wshape) == 2 else n_out
     if rows != n_out or int(np.prod(wshape)) % n_out:
-        raise QsnnError(f"{where}: weight {wshape} does not have one row per neuron of the declared shape "
+        raise QsnnError(f"{where}: {key} {wshape} does not have one row per neuron of the declared shape "
                         f"({n_out} neurons); the file is inconsistent")
-    w = _int_array(r.read(lg, "weight", _NUMBERS), where, "weight")
+    w = _int_array(r.read(lg, key, _NUMBERS), where, key)
     return Dense(w.reshape(n_out, -1))
 
 
@@ -281,7 +321,7 @@ def _shape(r, lg, where: str, limit: int) -> tuple:
 
 
 def import_netx(path, timesteps: int) -> Network:
-    """A lava-dl netx file of CUBA/LOIHI dense and conv layers -> IR, with netx's own parameter mapping:
+    """A lava-dl netx file of CUBA/LOIHI dense, dense_rec and conv layers -> IR, with netx's own parameter mapping:
     ``vth = vThMant, du = iDecay - 1, dv = vDecay, bias_mant = bias, bias_exp = 6`` and integer weights
     (netx's optimize_weight_bits is exact, so the synaptic sum is the sum of these integers).
     A netx file carries no time-step count: give the ``timesteps`` the network runs for.
@@ -323,14 +363,14 @@ def _read_netx(f, path, timesteps: int) -> Network:
             continue
         if kind == "flatten":  # netx flattens to torch's (C, H, W) order: the IR's flat order already
             continue
-        if kind not in ("dense", "conv"):
+        if kind not in ("dense", "dense_rec", "conv"):
             raise QsnnError(f"{where}: layer type '{kind[:40]}' is not supported by the qsnn-lava IR "
-                            "(dense, conv and flatten)")
-        for key in ("weight", "shape"):
+                            "(dense, dense_rec, conv and flatten)")
+        for key in ("weight", "shape") + (("weight_rec",) if kind == "dense_rec" else ()):
             if key not in lg:
                 raise QsnnError(f"{where}: {kind} layer without '{key}'")
         if "neuron" not in lg:
-            if kind == "dense":
+            if kind != "conv":
                 raise QsnnError(f"layer {i} has no neuron: netx runs it as a non-spiking integrator, which the IR "
                                 "has no neuron for")
             raise QsnnError(f"{where}: conv layer without 'neuron'")
@@ -341,10 +381,14 @@ def _read_netx(f, path, timesteps: int) -> Network:
             syn = _conv_from_netx(r, lg, layers[-1].shape if layers else input_shape, shape, where)
         else:
             syn = _dense_from_netx(r, lg, int(np.prod(shape)), where)
+        rec = _dense_from_netx(r, lg, syn.n_out, where, "weight_rec") if kind == "dense_rec" else None
+        if rec is not None and rec.n_in != syn.n_out:
+            raise QsnnError(f"{where}: weight_rec {rec.weight.shape} must be [n, n] with n = {syn.n_out} (the layer's "
+                            "neurons); the file is inconsistent")
         neuron = _neuron_from_netx(r, lg, syn, kind, where)
-        w = syn.weight
+        w = syn.weight if rec is None else np.hstack([syn.weight, rec.weight])
         bits = int(np.ceil(np.log2(int(np.abs(w).max()) + 1))) + 1 if w.size and np.abs(w).max() else 1
-        layers.append(Layer(f"layer{i}", syn, neuron, weight_bits=min(bits, 9)))
+        layers.append(Layer(f"layer{i}", syn, neuron, weight_bits=min(bits, 9), recurrent=rec))
     if not layers:
         raise QsnnError(f"'{path}' has no dense or conv layers")
     return Network(input_shape or (layers[0].synapse.n_in,), layers, timesteps,

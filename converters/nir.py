@@ -18,10 +18,20 @@ input held over the step, ``method="exp"``):
     LI -> IF/LIF   an LI whose only consumer is one IF or LIF is that neuron's synaptic current:
              k_syn = k(tau_LI), gain = gain_neuron k_syn r_LI, u_bias = gain_neuron k_syn v_leak_LI
 
+    LI / CubaLI / I feeding the Output (a readout: no fire, its output is v):
+             LI: k_syn = 1, k_mem = k(tau), gain = k_mem r, leak = k_mem v_leak; CubaLI as CubaLIF;
+             I: k_syn = 1, k_mem = 0, gain = dt r
+
 This is Loihi 2's CUBA LIF step (``qsnn_lava.dynamics``) in floats: ``du + 1 = 4096 k_syn``,
 ``dv = 4096 k_mem``, the weights times ``gain`` become weight mantissas, ``v_threshold`` becomes ``vth``,
 and ``leak`` (v_leak is a constant input to v) and biases become ``bias_mant << bias_exp``. docs/nir.md
 has the formulas, the choice of ``weight_exp`` and what is exact.
+
+Recurrence: a cycle of edges from a spiking population through linear nodes back into itself (or into
+its LI current) is that population's recurrent synapse, with a one-step delay: the edge that closes the
+cycle (a depth-first search from the Input finds it) carries its source node's output of step t - 1, zero
+at t = 0. The float simulator does exactly that, and the IR's recurrent synapse (``ir.Layer.recurrent``,
+one Dense [n, n]) means exactly that too. Any other cycle is refused (``REFUSED["recurrence"]``).
 
 Linear nodes between two neuron populations (Affine, Linear, Scale, Conv1d/2d, SumPool2d, AvgPool2d,
 Flatten, nested graphs) are composed into one synapse per source, exactly: a pool before a convolution
@@ -44,20 +54,25 @@ import torch
 from qsnn_lava.dynamics import ACT_SHIFT, DECAY_UNITY, UV_MAX, VTH_SHIFT
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import (BIAS_EXP_RANGE, BIAS_MANT_RANGE, DECAY_MAX, INPUT, LIF, MAX_ELEMENTS, MAX_NEURONS,
-                          MAX_TIMESTEPS, VTH_MAX, WEIGHT_EXP_RANGE, Conv, Dense, Layer, Network, Skip,
+                          MAX_TIMESTEPS, VTH_MAX, WEIGHT_EXP_RANGE, Conv, Dense, Layer, Network, Readout, Skip,
                           whole_number)
 
 # What the importer refuses, and why (used in the error messages).
 REFUSED = {
-    "LI": "a non-spiking leaky-integrator readout; the IR's layers are spiking CUBA LIF populations (an LI "
-          "whose only consumer is one IF or LIF is imported as that neuron's synaptic current)",
-    "CubaLI": "a non-spiking readout (current-based leaky integrator); the IR's layers are spiking CUBA LIF "
-              "populations",
-    "I": "a non-spiking integrator readout; the IR's layers are spiking CUBA LIF populations",
+    "LI": "a non-spiking leaky integrator inside the graph; it is imported as a readout when it feeds the Output "
+          "directly, or as the synaptic current of the one IF or LIF it feeds, nowhere else (layers read spikes)",
+    "CubaLI": "a non-spiking readout inside the graph; it is imported only when it feeds the Output directly "
+              "(the IR's layers read spikes)",
+    "I": "a non-spiking integrator inside the graph; it is imported only when it feeds the Output directly "
+         "(the IR's layers read spikes)",
     "Threshold": "a threshold without a membrane; an IF with r = 1/dt and v_threshold is the same neuron",
     "Delay": "the IR has no synaptic delays (Lava's delays only even out skips)",
-    "recurrence": "a cycle of edges (recurrent synapses); the IR is feed-forward until recurrence lands "
-                  "(issue #16, second part)",
+    "recurrence": "a cycle of edges other than a population's own recurrent synapse (a path of linear nodes "
+                  "from a spiking population back into itself, or into its LI current); a loop from a later "
+                  "population back to an earlier one has no one-step Lava graph (docs/integer-semantics.md)",
+    "bias on a recurrent synapse": "the recurrent path's bias reaches the population from the second step on "
+                                   "(its input at step t is the path's output at t - 1, zero at t = 0); "
+                                   "approximate adds it as a constant bias from the first step",
     "readout without neurons": "the IR's output is the spikes of its last LIF population, and this Output is "
                                "fed through a linear node (a non-spiking readout)",
     "parallel populations": "neuron populations neither of which feeds the other; the IR is a chain of layers "
@@ -83,17 +98,21 @@ REFUSED = {
                                                 "threshold cannot scale",
 }
 APPROXIMABLE = ("v_reset", "subtractive reset", "time constants that differ within a layer",
-                "bias into a synaptic filter")
+                "bias into a synaptic filter", "bias on a recurrent synapse")
 EXPORT_REFUSED = {
     "qmem": "NIR has no neuron that stores its voltage in a few bits (the qmem neuron is CPU-only)",
     "IF bias that varies within a conv channel": "an IF's bias travels as the conv's bias, one per channel",
     "bias on a neuron with a current filter and no leak": "it is exported as LI -> IF, where a bias would be "
                                                           "filtered by the LI",
     "conv fed by a flat layer": "NIR has no reshape node to turn a flat population into a (C, H, W) map",
+    "readout with a current and no leak": "NIR's CubaLI needs a finite tau_mem (its input gain is dt / tau_mem)",
+    "recurrent synapse on a conv map": "the IR's recurrent synapse is a Dense, and NIR has no reshape node to "
+                                       "feed an Affine's flat output back into a (C, H, W) population",
 }
 NIR_TYPES = ("Input", "Output", "NIRGraph", "Affine", "Linear", "Scale", "Conv1d", "Conv2d", "Flatten",
              "SumPool2d", "AvgPool2d", "IF", "LIF", "CubaLIF", "LI", "CubaLI", "I", "Threshold", "Delay")
 NEURONS = ("IF", "LIF", "CubaLIF")
+READOUTS = ("LI", "CubaLI", "I")  # non-spiking: imported as ir.Readout when they feed the Output directly
 LINEAR = ("Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten")
 METHODS = ("euler", "exp")
 DEFAULT_DT = 1e-3  # seconds per step of an exported graph
@@ -102,6 +121,7 @@ CALIBRATION_LIMIT = UV_MAX >> 1  # calibrated peaks of |u| and |v| stay below 2^
 MAX_UNROLLED = 1 << 24  # elements of a composed synapse unrolled into a dense matrix
 EXPORT_FORMAT = "qsnn-lava"  # graph metadata "qsnn_format" of our exports (their integers are in metadata)
 EXPORT_VERSION = 1
+RECURRENT_SKIP = -2  # metadata qsnn_skip of a layer's recurrent synapse node (-1: the main one; 0, 1, ...: skips)
 _FIX_FILE = "pass a .nir file written by nir.write (NIR 1.0)"
 
 
@@ -190,6 +210,7 @@ class _Graph:
     input: str
     output: str
     passthrough: set  # nested graphs' Input/Output nodes: identities
+    recurrent: dict = field(default_factory=dict)  # node -> [nodes whose output of step t - 1 it also adds]
 
 
 def _flat_graph(graph) -> _Graph:
@@ -216,7 +237,34 @@ def _flat_graph(graph) -> _Graph:
     for name in nodes:
         if not preds[name] and name != inputs[0]:
             raise QsnnError(f"node '{name}' has no incoming edge; connect it to the graph's Input or remove it")
-    return _Graph(nodes, preds, succs, _topological(nodes, preds, succs), inputs[0], outputs[0], passthrough)
+    recurrent = {}
+    for a, b in _closing_edges(inputs[0], succs):  # each cycle's closing edge carries step t - 1
+        succs[a].remove(b)
+        preds[b].remove(a)
+        recurrent.setdefault(b, []).append(a)
+    return _Graph(nodes, preds, succs, _topological(nodes, preds, succs), inputs[0], outputs[0], passthrough,
+                  recurrent)
+
+
+def _closing_edges(start: str, succs: dict) -> list:
+    """The edges (a, b) that close a cycle in a depth-first search from ``start`` (b is on the search's path
+    when a is reached), successors in the graph's edge order. Without them the graph reachable from
+    ``start`` is acyclic; a recurrent population is the first node of its loop the search meets, so its
+    recurrent path ends in an edge into it."""
+    state, out = {start: 1}, []  # 1: on the path, 2: done
+    stack = [(start, iter(succs[start]))]
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            state[node] = 2
+            stack.pop()
+        elif state.get(nxt) == 1:
+            out.append((node, nxt))
+        elif nxt not in state:
+            state[nxt] = 1
+            stack.append((nxt, iter(succs[nxt])))
+    return out
 
 
 def _inline(graph, prefix: str, nodes: dict, edges: list, passthrough: set) -> tuple:
@@ -697,6 +745,22 @@ def _neuron_of(where: str, node, n: int, dt: float, method: str) -> _Neuron:
     return _Neuron(kind, k_syn, gain, zero.copy(), k_mem, leak, theta, v_reset, subtract)
 
 
+def _readout_of(where: str, node, n: int, dt: float, method: str) -> _Neuron:
+    """The float dynamics of a readout (an LI, CubaLI or I feeding the Output): a CUBA LIF that never fires
+    (module docstring), kind "readout"; its output is v."""
+    kind, one, zero = _kind(node), np.ones(n), np.zeros(n)
+    if kind == "I":
+        k_syn, k_mem, gain, leak = one, zero, dt * _param(where, node, "r", n), zero
+    elif kind == "LI":
+        k_mem = _decay(where, node, "tau", n, dt, method)
+        k_syn, gain, leak = one, k_mem * _param(where, node, "r", n), k_mem * _param(where, node, "v_leak", n)
+    else:  # CubaLI
+        k_syn, k_mem = _decay(where, node, "tau_syn", n, dt, method), _decay(where, node, "tau_mem", n, dt, method)
+        gain = k_mem * _param(where, node, "r", n) * k_syn * _param(where, node, "w_in", n)
+        leak = k_mem * _param(where, node, "v_leak", n)
+    return _Neuron("readout", k_syn, gain, zero.copy(), k_mem, leak, np.full(n, np.inf), zero.copy(), False)
+
+
 # ------------------------------------------------------------------------------------------ structure
 @dataclass
 class _Structure:
@@ -708,11 +772,12 @@ class _Structure:
     neurons: dict
     populations: list  # spiking nodes, topological order
     currents: dict  # population -> the LI node that is its synaptic current
+    readouts: list = field(default_factory=list)  # populations that are non-spiking readouts (LI, CubaLI, I)
 
 
 def _analyse(graph, dt: float, method: str) -> _Structure:
     g = _flat_graph(graph)
-    currents = _check_primitives(g)
+    currents, readouts = _check_primitives(g)
     shapes, maps, neurons = {}, {}, {}
     for name in g.order:
         node, where = g.nodes[name], f"node '{name}' ({_kind(g.nodes[name])})"
@@ -720,18 +785,29 @@ def _analyse(graph, dt: float, method: str) -> _Structure:
             shapes[name] = _input_shape(where, node)
             continue
         in_shape = _merged_shape(g, name, shapes, where)
-        if _kind(node) in NEURONS + ("LI",):
+        if _kind(node) in NEURONS + READOUTS:
             n = int(np.prod(in_shape))
-            neurons[name] = _neuron_of(where, node, n, dt, method)
+            neurons[name] = (_readout_of(where, node, n, dt, method) if name in readouts
+                             else _neuron_of(where, node, n, dt, method))
             shapes[name] = in_shape
         else:
             maps[name], shapes[name] = _node_map(where, node, in_shape)
             if maps[name] is not None:
                 maps[name].nodes = (name,)
-    populations = [k for k in g.order if _kind(g.nodes[k]) in NEURONS]
+    populations = [k for k in g.order if _kind(g.nodes[k]) in NEURONS or k in readouts]
     if not populations:
         raise QsnnError("the NIR graph has no spiking population (IF, LIF or CubaLIF); nothing to run on Loihi")
-    return _Structure(g, shapes, maps, neurons, populations, currents)
+    heads = {currents.get(p, p): p for p in populations}
+    for target, tails in g.recurrent.items():
+        if target not in heads:
+            raise _refuse(f"node '{target}' ({_kind(g.nodes[target])})", "recurrence",
+                          f" (the cycle through '{tails[0]}' closes here, not at a spiking population)")
+        for tail in tails:
+            if int(np.prod(shapes[tail])) != int(np.prod(shapes[target])):
+                raise QsnnError(f"node '{target}': its recurrent input from '{tail}' holds "
+                                f"{int(np.prod(shapes[tail]))} values, it {int(np.prod(shapes[target]))}; the "
+                                "graph's shapes are inconsistent")
+    return _Structure(g, shapes, maps, neurons, populations, currents, readouts)
 
 
 def _input_shape(where: str, node) -> tuple:
@@ -756,12 +832,16 @@ def _merged_shape(g: _Graph, name: str, shapes: dict, where: str) -> tuple:
     return max(ins, key=len)
 
 
-def _check_primitives(g: _Graph) -> dict:
-    """Refuse every node the IR cannot hold, by name; returns {population: LI node} for LI -> IF/LIF."""
-    currents = {}
+def _check_primitives(g: _Graph) -> tuple:
+    """Refuse every node the IR cannot hold, by name; returns ({population: LI node} for LI -> IF/LIF, [readout
+    nodes]: LI, CubaLI or I nodes that feed the Output directly)."""
+    currents, readouts = {}, []
     for name in g.order:
         kind = _kind(g.nodes[name])
         if kind in ("Input", "Output") or kind in NEURONS or kind in LINEAR:
+            continue
+        if kind in READOUTS and g.succs[name] == [g.output]:
+            readouts.append(name)
             continue
         if kind == "LI":
             succ = g.succs[name]
@@ -771,7 +851,7 @@ def _check_primitives(g: _Graph) -> dict:
         if kind in REFUSED:
             raise _refuse(f"node '{name}'", kind)
         raise QsnnError(f"node '{name}' is a {kind}, which is not a NIR 1.0 primitive this importer knows")
-    return currents
+    return currents, readouts
 
 
 def _incoming(st: _Structure, name: str, memo: dict) -> list:
@@ -800,6 +880,21 @@ def _population_sources(st: _Structure, pop: str, memo: dict) -> list:
     return list(summed.items())
 
 
+def _recurrent_source(st: _Structure, pop: str, memo: dict):
+    """The summed map of population ``pop``'s recurrent paths (from its own spikes, one step late), or None
+    when it has none; a path from any other population is refused by name."""
+    head = st.currents.get(pop, pop)
+    summed = None
+    for q in st.g.recurrent.get(head, ()):
+        for src, m in ([(q, None)] if q in st.populations else _incoming(st, q, memo)):
+            if src != pop:
+                raise _refuse(f"node '{head}'", "recurrence",
+                              f" (a loop from '{src}' back into '{pop}', not from '{pop}' itself)")
+            m = _dense(m or _identity(st.shapes[pop]))
+            summed = m if summed is None else _add(summed, m, st.shapes[pop])
+    return summed
+
+
 def _layer_order(st: _Structure, sources: dict) -> list:
     """The populations as IR layers: each must feed the next (its main synapse), others are skips."""
     done, order = set(), []
@@ -826,9 +921,10 @@ def _layer_order(st: _Structure, sources: dict) -> list:
 
 # ------------------------------------------------------------------------------------------ float simulator
 def simulate_float(graph_or_path, spikes, dt: float, method: str = "euler") -> dict:
-    """Run a feed-forward NIR graph's equations at ``dt`` in float64 (module docstring), node by node in
-    zero-delay time, on input spikes [T, N, n_in] (0/1). Returns {population node: spikes uint8 [T, N, n]};
-    its ``"_peaks"`` entry holds {population: (max |u| [n], max |v| before reset [n])}."""
+    """Run a NIR graph's equations at ``dt`` in float64 (module docstring), node by node in zero-delay time
+    (a recurrent path's output one step late), on input spikes [T, N, n_in] (0/1). Returns {population node:
+    spikes uint8 [T, N, n]}; its ``"_peaks"`` entry holds {population: (max |u| [n], max |v| before reset [n])},
+    its ``"_voltages"`` entry {readout node: v float64 [T, N, n]} (in the graph's voltage units)."""
     graph, _ = _graph_arg(graph_or_path)
     dt, method = _check_dt(dt), _check_method(method)
     return _simulate(_analyse(graph, dt, method), np.asarray(spikes))
@@ -842,14 +938,17 @@ def _simulate(st: _Structure, spikes: np.ndarray) -> dict:
     state = {k: [torch.zeros(N, len(nrn.k_syn), dtype=t64), torch.zeros(N, len(nrn.k_syn), dtype=t64)]
              for k, nrn in st.neurons.items()}
     out = {p: np.zeros((T, N, len(st.neurons[p].k_syn)), np.uint8) for p in st.populations}
+    volts = {p: np.zeros((T, N, len(st.neurons[p].k_syn))) for p in st.readouts}
     peaks = {p: [np.zeros(len(st.neurons[p].k_syn)), np.zeros(len(st.neurons[p].k_syn))] for p in st.populations}
+    tails = {q for qs in st.g.recurrent.values() for q in qs}
+    last = {q: torch.zeros(N, int(np.prod(st.shapes[q])), dtype=t64) for q in tails}  # step t - 1's outputs
     with torch.no_grad():
         for t in range(T):
             val = {st.g.input: torch.from_numpy(spikes[t].reshape(N, -1).astype(np.float64))}
             for name in st.g.order:
                 if name == st.g.input:
                     continue
-                x = sum(val[p] for p in st.g.preds[name])
+                x = sum(val[p] for p in st.g.preds[name]) + sum(last[q] for q in st.g.recurrent.get(name, ()))
                 if name in st.neurons:
                     q, s = par[name], state[name]
                     s[0] = (1 - q["k_syn"]) * s[0] + q["gain"] * x + q["u_bias"]
@@ -860,13 +959,17 @@ def _simulate(st: _Structure, spikes: np.ndarray) -> dict:
                     fired = s[1] > q["theta"]
                     peaks[name][0] = np.maximum(peaks[name][0], s[0].abs().amax(0).numpy())
                     peaks[name][1] = np.maximum(peaks[name][1], s[1].abs().amax(0).numpy())
+                    if name in volts:  # a readout never fires (theta = inf): its output is v
+                        volts[name][t] = s[1].numpy()
                     s[1] = torch.where(fired, q["v_reset"].expand_as(s[1]), s[1])
                     val[name] = fired.to(t64)
                     out[name][t] = fired.numpy()
                 else:
                     m = st.maps.get(name)
                     val[name] = x if m is None else m.apply(x)
+            last = {q: val[q] for q in tails}
     out["_peaks"] = {p: tuple(v) for p, v in peaks.items()}
+    out["_voltages"] = volts
     return out
 
 
@@ -928,8 +1031,10 @@ def import_nir(graph_or_path, dt: float | None = None, timesteps: int | None = N
         net.validate()
     except QsnnError as e:
         raise QsnnError(f"{source}: {e}") from None
+    units = {name: (1 / (1 << ACT_SHIFT) if exact else e["unit"]) for name, e in
+             ((layer.name, report["layers"].get(layer.name, {})) for layer in net.layers)}
     report["agreement"] = _agreement(net, x, floats, order, labels,
-                                     "calibration" if calibration is not None else f"random (rate {rate})")
+                                     "calibration" if calibration is not None else f"random (rate {rate})", units)
     return net, report
 
 
@@ -972,13 +1077,14 @@ class _FloatLayer:
     """One population ready for integers, in its threshold's voltage units: synapse maps (rows already
     scaled by the neuron's gain), per-step bias into v, threshold, and the decays."""
 
-    sources: list  # [(IR source name, _Map)], the main one first
+    sources: list  # [(IR source name, _Map)], the main one first, the layer's own (recurrent) one last
     bias: np.ndarray
     theta: float
     k_syn: float
     k_mem: float
     has_current: bool
     norm: np.ndarray  # per-neuron factor applied (per-neuron thresholds folded into the rows)
+    readout: bool = False  # a non-spiking readout (ir.Readout): no threshold
 
 
 def _float_layer(st: _Structure, pop: str, srcs: list, prev: str, approximate: bool, notes: list) -> _FloatLayer:
@@ -995,6 +1101,8 @@ def _float_layer(st: _Structure, pop: str, srcs: list, prev: str, approximate: b
             raise _refuse(where, "subtractive reset")
         notes.append(f"{where}: subtractive reset replaced by Loihi's reset to 0")
     theta, leak = nrn.theta.copy(), nrn.leak.copy()
+    if nrn.kind == "readout":  # no threshold: the unit comes from the weights alone
+        theta = np.zeros_like(theta)
     if np.any(nrn.v_reset != 0):
         if not approximate:
             raise _refuse(where, "v_reset", f" = {float(np.abs(nrn.v_reset).max())}")
@@ -1018,12 +1126,14 @@ def _float_layer(st: _Structure, pop: str, srcs: list, prev: str, approximate: b
         notes.append(f"{where}: bias into the synaptic current added to v at its steady state")
     rows = nrn.gain * norm
     maps = []
-    for src, m in sorted(srcs, key=lambda sm: sm[0] != prev):
+    for src, m in sorted(srcs, key=lambda sm: sm[0] != prev):  # main first; a recurrent one stays last
         syn = _synapse_map(m if m is not None else _identity(st.shapes[src]), st.shapes[src])
+        syn = _dense(syn) if src == pop else syn  # the IR's recurrent synapse is a Dense
         syn = _compose(_Map(syn.kind, syn.weight, _zeros(syn.n_out), syn.in_shape, syn.stride, syn.padding,
                             syn.groups, syn.nodes), _Map("diag", rows, _zeros(len(rows)), syn.out_shape))
         maps.append((INPUT if src == st.g.input else _layer_name(src), syn))
-    return _FloatLayer(maps, norm * (leak + u_bias), float(theta.max()), k_syn, k_mem, has_current, norm)
+    return _FloatLayer(maps, norm * (leak + u_bias), float(theta.max()), k_syn, k_mem, has_current, norm,
+                       nrn.kind == "readout")
 
 
 def _uniform(where: str, name: str, k: np.ndarray, approximate: bool, notes: list) -> float:
@@ -1042,8 +1152,16 @@ def _quantized_network(st: _Structure, order: list, sources: dict, timesteps: in
     ``report["layers"]`` and ``report["approximations"]``."""
     layers = []
     input_shape = st.shapes[st.g.input]
+    memo = {}
     for i, pop in enumerate(order):
-        fl = _float_layer(st, pop, sources[pop], order[i - 1] if i else st.g.input, approximate,
+        rec = _recurrent_source(st, pop, memo)
+        if rec is not None and np.any(rec.bias):
+            where = f"node '{pop}' ({_kind(st.g.nodes[pop])})"
+            if not approximate:
+                raise _refuse(where, "bias on a recurrent synapse")
+            report["approximations"].append(f"{where}: the recurrent path's bias is added from the first step")
+        srcs = sources[pop] + ([(pop, rec)] if rec is not None else [])
+        fl = _float_layer(st, pop, srcs, order[i - 1] if i else st.g.input, approximate,
                           report["approximations"])
         name = _layer_name(pop)
         best, rule, legal, last = None, None, None, None
@@ -1110,9 +1228,13 @@ def _candidates(fl: _FloatLayer, name: str, bits: int):
         bias_mant, bias_exp = _bias(fl.bias / kappa)
         du = DECAY_MAX if not fl.has_current else int(np.clip(round(DECAY_UNITY * fl.k_syn) - 1, 0, DECAY_MAX))
         dv = int(np.clip(round(DECAY_UNITY * fl.k_mem), 0, DECAY_MAX))
-        neuron = LIF(synapses[0].n_out, vth=vth, du=du, dv=dv, bias_mant=bias_mant, bias_exp=bias_exp)
-        skips = [Skip(src, syn) for (src, _), syn in zip(fl.sources[1:], synapses[1:])]
-        yield Layer(name, synapses[0], neuron, weight_bits=bits, skips=skips), kappa, es
+        if fl.readout:
+            neuron = Readout(synapses[0].n_out, du=du, dv=dv, bias_mant=bias_mant, bias_exp=bias_exp)
+        else:
+            neuron = LIF(synapses[0].n_out, vth=vth, du=du, dv=dv, bias_mant=bias_mant, bias_exp=bias_exp)
+        skips = [Skip(src, syn) for (src, _), syn in zip(fl.sources[1:], synapses[1:]) if src != name]
+        rec = next((syn for (src, _), syn in zip(fl.sources[1:], synapses[1:]) if src == name), None)
+        yield Layer(name, synapses[0], neuron, weight_bits=bits, skips=skips, recurrent=rec), kappa, es
 
 
 def _exps(kind: str) -> tuple:
@@ -1155,24 +1277,29 @@ def _errors(fl: _FloatLayer, cand) -> dict:
         scale = float(np.abs(true).max()) if true.size else 0.0
         return {"max_abs": a, "max_rel": a / scale if scale else (0.0 if a == 0 else float("inf"))}
 
-    syns = [layer.synapse] + [k.synapse for k in layer.skips]
+    syns = [layer.synapse] + [k.synapse for k in layer.skips] + ([layer.recurrent] if layer.recurrent else [])
     w_true = np.concatenate([m.weight.reshape(-1) for _, m in fl.sources])
     w_got = np.concatenate([s.weight.reshape(-1) * kappa * 2.0 ** (ACT_SHIFT + e) for s, e in zip(syns, es)])
     n = layer.neuron
     bias_got = (n.bias_mant.astype(np.float64) * 2.0 ** n.bias_exp) * kappa
-    return {"weight": err(w_true, w_got), "threshold": err([fl.theta], [n.vth * kappa * 2 ** VTH_SHIFT]),
+    theta_got = fl.theta if fl.readout else n.vth * kappa * 2 ** VTH_SHIFT  # a readout has no threshold
+    return {"weight": err(w_true, w_got), "threshold": err([fl.theta], [theta_got]), "unit": kappa,
             "bias": err(fl.bias, bias_got),
             "du": err([fl.k_syn], [(n.du + 1) / DECAY_UNITY]), "dv": err([fl.k_mem], [n.dv / DECAY_UNITY]),
             "weight_exp": es, "vth": n.vth, "du_int": n.du, "dv_int": n.dv}
 
 
-def _agreement(net: Network, x: np.ndarray, floats: dict, order: list, labels, inputs: str) -> dict:
+def _agreement(net: Network, x: np.ndarray, floats: dict, order: list, labels, inputs: str,
+               units: dict) -> dict:
     """Float NIR simulation vs the integer network (``reference.simulate``), per layer: the fraction of
     equal (step, sample, neuron) entries, and of spike events both fire (|both| / |either|), end to end and
     "local" (the integer layer fed the float graph's spikes of its sources: its own quantization alone);
-    with ``labels``, the accuracy of both (most output spikes; ties to the lowest index)."""
-    from qsnn_lava.dynamics import lif_run
-    from qsnn_lava.reference import layer_inputs, lif_params, simulate
+    with ``labels``, the accuracy of both (most output spikes, or for a readout the largest voltage summed
+    over T; ties to the lowest index). A readout layer is compared by its voltage instead: the integer v
+    times its unit (``units``: layer name -> graph voltage per internal unit) against the float v, as the
+    largest absolute error relative to the largest |v| (end to end, and local as above), and the fraction of
+    samples whose summed-voltage argmax agrees."""
+    from qsnn_lava.reference import layer_inputs, layer_run, lif_params, simulate
 
     rec = simulate(net, x)
     float_out = {INPUT: torch.from_numpy(x.astype(np.int64))}
@@ -1180,8 +1307,20 @@ def _agreement(net: Network, x: np.ndarray, floats: dict, order: list, labels, i
     out = {"inputs": inputs, "samples": int(x.shape[1]), "layers": {}}
     with torch.no_grad():
         for i, (pop, got) in enumerate(zip(order, rec.spikes)):
+            name = net.layers[i].name
+            if name in rec.voltages:
+                fv, iv = floats["_voltages"][pop], rec.voltages[name] * units[name]
+                _, _, lv = layer_run(net.layers[i], layer_inputs(net, i, float_out), lif_params(net.layers[i].neuron),
+                                     trace=True)
+                scale = float(np.abs(fv).max()) or 1.0
+                out["layers"][name] = {
+                    "voltage_rel_error": float(np.abs(iv - fv).max()) / scale,
+                    "local_voltage_rel_error": float(np.abs(lv.numpy() * units[name] - fv).max()) / scale,
+                    "argmax_agreement": float((np.argmax(fv.sum(0), -1) == np.argmax(iv.sum(0), -1)).mean())}
+                continue
             f = floats[pop].astype(bool)
-            local = lif_run(layer_inputs(net, i, float_out), lif_params(net.layers[i].neuron)).numpy().astype(bool)
+            local = layer_run(net.layers[i], layer_inputs(net, i, float_out),
+                              lif_params(net.layers[i].neuron)).numpy().astype(bool)
             out["layers"][net.layers[i].name] = {
                 "spike_agreement": float((f == got.astype(bool)).mean()),
                 "event_agreement": _events(f, got.astype(bool)), "local_event_agreement": _events(f, local),
@@ -1190,7 +1329,8 @@ def _agreement(net: Network, x: np.ndarray, floats: dict, order: list, labels, i
         y = np.asarray(labels).reshape(-1)
         if y.size != x.shape[1]:
             raise QsnnError(f"labels hold {y.size} values for {x.shape[1]} samples")
-        f_pred = np.argmax(floats[order[-1]].sum(axis=0, dtype=np.int64), axis=-1)
+        last = floats["_voltages"].get(order[-1], floats[order[-1]])
+        f_pred = np.argmax(last.sum(axis=0), axis=-1)
         out["float_accuracy"] = float((f_pred == y).mean())
         out["int_accuracy"] = rec.accuracy(y)
     return out
@@ -1209,6 +1349,11 @@ def format_report(report: dict) -> str:
     agree, nan = report.get("agreement", {}).get("layers", {}), float("nan")
     for name, e in report["layers"].items():
         a = agree.get(name, {})
+        if "voltage_rel_error" in a:
+            rows.append(f"{name[:16]:<16} {e['weight']['max_rel']:8.4f} {'-':>8} {e['dv']['max_abs']:8.5f} "
+                        f"{e['du']['max_abs']:8.5f} {str(e['weight_exp'][0]):>6}  readout: v rel error "
+                        f"{a['voltage_rel_error']:.4f}, argmax agreement {a['argmax_agreement']:.4f}")
+            continue
         rows.append(f"{name[:16]:<16} {e['weight']['max_rel']:8.4f} {e['threshold']['max_rel']:8.4f} "
                     f"{e['dv']['max_abs']:8.5f} {e['du']['max_abs']:8.5f} {str(e['weight_exp'][0]):>6} "
                     f"{a.get('spike_agreement', nan):9.4f} {a.get('event_agreement', nan):9.4f} "
@@ -1248,26 +1393,34 @@ def _exact_network(st: _Structure, order: list, meta: dict, timesteps: int) -> N
         nm = dict(node.metadata or {})
         where = f"node '{pop}'"
         n = int(np.prod(st.shapes[pop]))
-        neuron = LIF(n, vth=_meta_int(where, nm, "qsnn_vth"), du=_meta_int(where, nm, "qsnn_du"),
-                     dv=_meta_int(where, nm, "qsnn_dv"), bias_mant=_meta_ints(where, nm, "qsnn_bias_mant", n),
-                     bias_exp=_meta_int(where, nm, "qsnn_bias_exp"))
-        if not np.all(np.asarray(node.v_threshold) == neuron.vth):
+        fields = dict(du=_meta_int(where, nm, "qsnn_du"), dv=_meta_int(where, nm, "qsnn_dv"),
+                      bias_mant=_meta_ints(where, nm, "qsnn_bias_mant", n),
+                      bias_exp=_meta_int(where, nm, "qsnn_bias_exp"))
+        if pop in st.readouts:
+            neuron = Readout(n, **fields)
+        else:
+            neuron = LIF(n, vth=_meta_int(where, nm, "qsnn_vth"), **fields)
+        if pop not in st.readouts and not np.all(np.asarray(node.v_threshold) == neuron.vth):
             raise QsnnError(f"{where}: v_threshold differs from its qsnn_vth metadata (the graph was edited after "
                             "export); drop its qsnn_format metadata to quantize it afresh")
         synapses = []
-        for p in st.g.preds[head]:
+        for p in st.g.preds[head] + st.g.recurrent.get(head, []):
             syn_name = _behind_identities(st, p)
             src = _behind_identities(st, st.g.preds[syn_name][0])
             sm = dict(st.g.nodes[syn_name].metadata or {})
-            synapses.append((_meta_int(f"node '{syn_name}'", sm, "qsnn_skip", -1, 1 << 20),
+            synapses.append((_meta_int(f"node '{syn_name}'", sm, "qsnn_skip", RECURRENT_SKIP, 1 << 20),
                              INPUT if src == st.g.input else _meta_name(st, src),
                              _exact_synapse(st, syn_name, sm)))
         synapses.sort(key=lambda t: t[0])
+        rec = [syn for k, _, syn in synapses if k == RECURRENT_SKIP]
+        synapses = [t for t in synapses if t[0] != RECURRENT_SKIP]
         if not synapses or synapses[0][0] != -1:
             raise QsnnError(f"{where}: no synapse node marks itself as the main one (qsnn_skip = -1)")
+        if len(rec) > 1 or (rec and rec[0].type != "dense"):
+            raise QsnnError(f"{where}: its recurrent synapse nodes (qsnn_skip = {RECURRENT_SKIP}) must be one Affine")
         layers.append(Layer(str(nm.get("qsnn_name", pop)), synapses[0][2], neuron,
                             weight_bits=_meta_int(where, nm, "qsnn_weight_bits", 0, 64),
-                            skips=[Skip(s, syn) for _, s, syn in synapses[1:]]))
+                            skips=[Skip(s, syn) for _, s, syn in synapses[1:]], recurrent=rec[0] if rec else None))
     try:
         net_meta = json.loads(str(meta.get("qsnn_meta", "{}")))
     except ValueError:
@@ -1320,7 +1473,9 @@ def export_nir(net: Network, dt: float = DEFAULT_DT):
     is 1.0 of voltage, so weights are ``m * 2^weight_exp``, thresholds ``vth`` and a bias
     ``(bias_mant << bias_exp) / 64`` per step. Neurons: du = 4095, dv = 0 -> IF (r = 1/dt); du = 4095 ->
     LIF (tau = 4096 dt / dv, r = tau / dt); otherwise CubaLIF (tau_syn = 4096 dt / (du + 1),
-    w_in = tau_syn / dt), or LI -> IF when dv = 0. Synapses: Affine, Conv2d, or SumPool2d for a sum pool.
+    w_in = tau_syn / dt), or LI -> IF when dv = 0. A readout (``ir.Readout``) is an I (du = 4095, dv = 0), an LI
+    (du = 4095) or a CubaLI. Synapses: Affine, Conv2d, or SumPool2d for a sum pool; a
+    recurrent synapse is an Affine from the population back to itself (or to its LI current), a cycle.
     Every node carries its exact integers in metadata (``qsnn_*``), so ``import_nir`` of the result gives
     back ``net`` exactly.
 
@@ -1343,7 +1498,7 @@ def export_nir(net: Network, dt: float = DEFAULT_DT):
     nodes["input"] = nir.Input(input_type=np.asarray(shapes[INPUT]))
     for i, layer in enumerate(net.layers):
         where = f"layer {i} ({layer.name})"
-        if layer.neuron.type != "lif":
+        if layer.neuron.type not in ("lif", "readout"):
             raise QsnnError(f"{where}: a {layer.neuron.type} neuron cannot be exported to NIR: "
                             f"{EXPORT_REFUSED['qmem']}")
         node = _node_name(layer.name, nodes)
@@ -1361,6 +1516,12 @@ def export_nir(net: Network, dt: float = DEFAULT_DT):
             elif syn.type == "conv" and tuple(shapes[src]) != tuple(syn.in_shape):
                 raise QsnnError(f"{where}: {EXPORT_REFUSED['conv fed by a flat layer']}")
             edges += [(prev, sname), (sname, head)]
+        if layer.recurrent is not None:  # population -> Affine -> itself (or its LI current): one step later
+            if len(layer.shape) > 1:
+                raise QsnnError(f"{where}: cannot export to NIR: {EXPORT_REFUSED['recurrent synapse on a conv map']}")
+            rname = _node_name(f"{node}:recurrent", nodes)
+            nodes[rname] = _export_synapse(nir, layer.recurrent, None, RECURRENT_SKIP, where)
+            edges += [(node, rname), (rname, head)]
         names[layer.name] = node
         shapes[layer.name] = tuple(layer.shape)
     out = _node_name("output", nodes)
@@ -1402,7 +1563,8 @@ def _node_name(name: str, taken: dict) -> str:
 
 
 def _synapse_bias(layer: Layer, j: int, where: str) -> np.ndarray | None:
-    """The bias an IF layer's main synapse carries (per step, in voltage units); None for the others."""
+    """The bias an IF (or I readout) layer's main synapse carries (per step, in voltage units); None for the
+    others."""
     n = layer.neuron
     if j != 0 or not (n.du == DECAY_MAX and n.dv == 0):
         return None
@@ -1452,6 +1614,18 @@ def _export_neuron(nodes: dict, edges: list, node: str, layer: Layer, dt: float,
             "qsnn_bias_mant": n.bias_mant.astype(np.int64), "qsnn_bias_exp": n.bias_exp,
             "qsnn_weight_bits": layer.weight_bits}
     keep_u, keep_v = DECAY_UNITY / (n.du + 1), DECAY_UNITY / n.dv if n.dv else None  # tau / dt
+    if n.type == "readout":  # LI, I or CubaLI: no threshold, its output is v
+        meta.pop("qsnn_vth")
+        if n.du == DECAY_MAX and n.dv == 0:
+            nodes[node] = nir.I(r=full(1 / dt), metadata=meta)  # its bias travels as the main synapse's bias
+        elif n.du == DECAY_MAX:
+            nodes[node] = nir.LI(tau=full(dt * keep_v), r=full(keep_v), v_leak=bias * keep_v, metadata=meta)
+        elif n.dv:
+            nodes[node] = nir.CubaLI(tau_syn=full(dt * keep_u), tau_mem=full(dt * keep_v), r=full(keep_v),
+                                     v_leak=bias * keep_v, w_in=full(keep_u), metadata=meta)
+        else:
+            raise QsnnError(f"{where}: cannot export to NIR: {EXPORT_REFUSED['readout with a current and no leak']}")
+        return node
     if n.du == DECAY_MAX and n.dv == 0:
         nodes[node] = nir.IF(r=full(1 / dt), v_threshold=full(n.vth), v_reset=full(0), metadata=meta)
     elif n.du == DECAY_MAX:

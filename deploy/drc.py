@@ -10,7 +10,8 @@ from dataclasses import asdict
 from qsnn_lava.bounds import static_bounds
 from qsnn_lava.ir import Network
 
-NATIVE_NEURONS = {"lif": "CUBA LIF (native Loihi 2 neuron)"}
+NATIVE_NEURONS = {"lif": "CUBA LIF (native Loihi 2 neuron)",
+                  "readout": "CUBA LIF at the largest threshold, proven never to fire (its voltage is read)"}
 RULES = [
     "weights: at most 8-bit mantissa with sign mode (one sign: |w| <= 255; mixed: [-128, 127] or even "
     "values in [-256, 254]) and a per-layer exponent in [-8, 7]",
@@ -19,6 +20,7 @@ RULES = [
     "state: u and v 24-bit (wrap / saturation is legal; see the overflow check)",
     "synaptic input << 6 must fit Lava's 32-bit current update",
     "neuron types the chip runs natively",
+    "a readout (non-spiking) layer: its static |v| bound below the largest threshold (vth 2^17 - 1) << 6",
 ]
 
 

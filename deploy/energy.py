@@ -272,7 +272,7 @@ def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 256
     for i, layer in enumerate(net.layers):
         n, bits = layer.neuron.n, int(layer.weight_bits)
         pops, masks = [], []
-        for src, syn in net.sources(i):
+        for src, syn in net.populations(i):
             nnz, fan = fanouts(syn)
             size = population_size(syn, bits)
             kind = size["kind"]

@@ -11,9 +11,10 @@ Protocol (files only, never pickles):
 - in REQUEST_DIR: ``request.json`` = {"op": ..., "progress_fd": fd or null, "client_pid": pid, op
   fields}, and the files it names: an IR (``Network.save``), input spikes [T, N, n_in] (``np.save``),
   a lava-dl netx file.
-  ops: "run" (every layer's spikes; field ``chunk_samples``), "trace" (u and v of one layer for one
-  sample; ``layer_index``), "run_netx" (the output layer's spikes of a netx file; ``timesteps``,
-  ``n_layers``, ``hw``, ``input_shape``), "probe" (versions: does the worker work?).
+  ops: "run" (every layer's spikes, and ``voltage_<i>`` of a readout layer i; field ``chunk_samples``),
+  "trace" (u and v of one layer for one sample; ``layer_index``), "run_netx" (the output layer's spikes
+  of a netx file; ``timesteps``, ``n_layers``, ``hw``, ``input_shape``), "probe" (versions: does the
+  worker work?).
 - progress: lines ``progress DONE TOTAL`` (Lava time steps) on the inherited pipe ``progress_fd``, a
   channel of its own, so Lava's import noise on stdout/stderr (which the client captures) cannot
   corrupt it.
@@ -58,41 +59,59 @@ def check_spikes(net, spikes) -> np.ndarray:
 
 def run_in_process(net, spikes: np.ndarray, chunk_samples: int = 64, on_progress=None):
     """Run input spikes [T, N, n_in] through ``net`` in one Lava graph, here; (every layer's zero-delay
-    spikes [T, N, n], info). ``on_progress(steps_done, steps_total)`` follows the run chunk by chunk."""
+    spikes [T, N, n], info); a readout layer's voltage [T, N, n] (int32, read with a Monitor) is in
+    ``info["voltages"]`` under its layer index. ``on_progress(steps_done, steps_total)`` follows the run
+    chunk by chunk. With recurrent layers the run also pauses at each sample boundary of each such layer
+    and zeroes its recurrent Dense's buffer (``lava_graph.recurrent_boundaries``)."""
     from qsnn_lava.converters import lava_graph
     from qsnn_lava.converters.lava_env import import_lava
 
     t0 = time.perf_counter()
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.monitor.process import Monitor
 
     spikes = check_spikes(net, spikes)
     t1 = time.perf_counter()
     graph = lava_graph.build(net, spikes)
     cfg = lava_graph.run_config(net)
+    monitors = {}  # layer index -> Monitor of a readout layer's v
+    for i, layer in enumerate(net.layers):
+        if layer.neuron.type == "readout":
+            monitors[i] = Monitor()
+            monitors[i].probe(graph.lifs[i].v, graph.steps)
     t2 = time.perf_counter()
     raw = [np.zeros((sink.in_port.shape[0], graph.steps), np.uint8) for sink in graph.sinks]
     chunk = max(1, int(chunk_samples)) * net.timesteps
     runner = graph.lifs[-1]
+    boundaries = lava_graph.recurrent_boundaries(graph, net.timesteps, spikes.shape[1])
+    stops = sorted(boundaries, reverse=True)  # pop() gives the next one
     if on_progress:
         on_progress(0, graph.steps)
     try:
         done = 0
         while done < graph.steps:
-            k = min(chunk, graph.steps - done)
+            k = min(chunk, graph.steps - done, (stops[-1] - done) if stops else chunk)
             runner.run(condition=RunSteps(num_steps=k, blocking=False), run_cfg=cfg)
             for step in range(done, done + k):  # drain all extractors step by step: none may fill up
                 for buf, sink in zip(raw, graph.sinks):
                     buf[:, step] = sink.receive()
             runner.wait()
             done += k
+            if stops and stops[-1] == done:  # a sample ends here for these recurrent layers
+                for proc in boundaries[stops.pop()]:
+                    proc.a_buff.set(np.zeros(proc.a_buff.shape, np.int32))
             if on_progress:
                 on_progress(done, graph.steps)
+        volts = {i: np.asarray(m.get_data()[graph.lifs[i].name]["v"]).T for i, m in monitors.items()}
     finally:
         runner.stop()  # a no-op when no runtime was created
     t3 = time.perf_counter()
     out = [lava_graph.unpack(r, net.timesteps, d, spikes.shape[1]) for d, r in zip(graph.depths, raw)]
-    return out, {"lava_import_s": t1 - t0, "build_s": t2 - t1, "run_s": t3 - t2, "steps": graph.steps}
+    volts = {i: lava_graph.unpack(v, net.timesteps, graph.depths[i], spikes.shape[1], np.int32)
+             for i, v in volts.items()}
+    return out, {"lava_import_s": t1 - t0, "build_s": t2 - t1, "run_s": t3 - t2, "steps": graph.steps,
+                 "voltages": volts}
 
 
 def trace_in_process(net, spikes: np.ndarray, layer_index: int):
@@ -136,7 +155,8 @@ def run_netx_in_process(path, spikes: np.ndarray, timesteps: int, n_layers: int,
     ``path``, run here (Loihi2HwCfg with ``hw``, else Loihi2SimCfg fixed_pt). ``n_layers`` counts neuron
     layers (not flatten). With a (C, H, W) ``input_shape`` the flat input is reshaped and transposed to
     the (W, H, C) port netx gives a conv-first network. Samples run back to back with netx's own
-    ``reset_interval = T, reset_offset = 1`` (the same windows as our graph builder)."""
+    ``reset_interval = T, reset_offset = 1`` (the same windows as our graph builder); the recurrent buffers of
+    ``dense_rec`` blocks are zeroed between samples (``_netx_recurrent_boundaries``)."""
     from qsnn_lava.converters import lava_graph
     from qsnn_lava.converters.lava_env import import_lava
 
@@ -159,16 +179,37 @@ def run_netx_in_process(path, spikes: np.ndarray, timesteps: int, n_layers: int,
     port.connect(net.inp)
     net.out.connect(sink.a_in)
     cfg = Loihi2HwCfg() if hw else Loihi2SimCfg(select_tag="fixed_pt")
+    stops = _netx_recurrent_boundaries(net, T, N)
     if on_progress:
         on_progress(0, steps)
     try:
-        net.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+        done = 0
+        for stop, procs in sorted(stops.items()) + [(steps, [])]:
+            net.run(condition=RunSteps(num_steps=stop - done), run_cfg=cfg)
+            done = stop
+            for proc in procs:
+                proc.a_buff.set(np.zeros(proc.a_buff.shape, np.int32))
         raw = np.asarray(sink.data.get())
     finally:
         net.stop()
     if on_progress:
         on_progress(steps, steps)
     return lava_graph.unpack(raw, T, n_layers, N)  # netx: a sequential chain, depth = number of layers
+
+
+def _netx_recurrent_boundaries(net, timesteps: int, n_samples: int) -> dict:
+    """{Lava step: [recurrent synapse processes]} of a netx network's ``RecurrentDense`` blocks (lava-dl's
+    ``dense_rec``): block j of the chain has depth j + 1, and its recurrent Dense's buffer is zeroed after Lava
+    step k*T + j + 1 for every sample k >= 1, as for our own graph (``lava_graph.recurrent_boundaries``), so
+    a sample's last spikes do not reach the next sample."""
+    from lava.lib.dl.netx.blocks.process import RecurrentDense
+
+    out = {}
+    for j, block in enumerate(net.layers):
+        if isinstance(block, RecurrentDense):
+            for k in range(1, n_samples):
+                out.setdefault(k * timesteps + j + 1, []).append(block.synapse_rec)
+    return out
 
 
 def probe() -> dict:
@@ -243,6 +284,7 @@ def handle(workdir, req: dict, progress=None) -> dict:
         net = _load_net(workdir, req)
         spikes, info = run_in_process(net, _load_input(workdir, req), req.get("chunk_samples", 64), progress)
         arrays = {f"spikes_{i}": s for i, s in enumerate(spikes)}
+        arrays.update({f"voltage_{i}": v for i, v in info.pop("voltages").items()})
         return {"arrays": _save_arrays(workdir, arrays), "layer_names": [layer.name for layer in net.layers],
                 "info": info}
     if op == "trace":

@@ -116,7 +116,7 @@ def shapes_from_ir(net, sparse: bool = True) -> list:
         main = layer.synapse
         conv = main.type == "conv"
         fan_in = n_syn = 0
-        for _, syn in net.sources(i):
+        for _, syn in net.populations(i):
             w = np.asarray(syn.weight)
             if conv and syn.type == "conv":
                 fan_in += int(np.prod(w.shape[1:]))

@@ -23,10 +23,14 @@ def compare(a: Record, b: Record) -> dict:
 
     Returns {"samples", "mismatches" (differing (sample, layer, neuron, step) events), "per_layer" (name ->
     mismatches), "first_divergence"}: the earliest mismatch in (sample, step) order as {"sample", "timestep",
-    "layer", "layer_index", "neuron", and each side's spike (0/1) under its label}, or None."""
+    "layer", "layer_index", "neuron", and each side's spike (0/1) under its label}, or None. A readout layer
+    (``ir.Readout``) is compared by its voltage: a mismatch is a step whose integer v differs (the divergence
+    then holds each side's v)."""
     n = min(a.samples, b.samples)
     per_layer, first = {}, None
     for li, (name, sa, sb) in enumerate(zip(a.layer_names, a.spikes, b.spikes)):
+        if name in a.voltages or name in b.voltages:  # a readout: its voltage is its output
+            sa, sb = a.voltages.get(name, sa), b.voltages.get(name, sb)
         diff = sa[:, :n] != sb[:, :n]
         per_layer[name] = int(diff.sum())
         if per_layer[name]:

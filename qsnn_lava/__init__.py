@@ -23,14 +23,15 @@ __all__ = [
     # results
     "Record", "VerifyResult", "DeployResult", "EnergyReport", "DemoResult",
     # the IR
-    "Network", "Layer", "Dense", "Conv", "LIF", "QMem", "Skip",
+    "Network", "Layer", "Dense", "Conv", "LIF", "QMem", "Readout", "Skip",
     # errors and names
     "QsnnError", "backend_names", "__version__",
 ]
 
 _FROM = {
     "Record": "record", "QsnnError": "errors",
-    "Network": "ir", "Layer": "ir", "Dense": "ir", "Conv": "ir", "LIF": "ir", "QMem": "ir", "Skip": "ir",
+    "Network": "ir", "Layer": "ir", "Dense": "ir", "Conv": "ir", "LIF": "ir", "QMem": "ir", "Readout": "ir",
+    "Skip": "ir",
 }
 
 

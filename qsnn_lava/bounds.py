@@ -2,7 +2,8 @@
 
 Static bound per layer, over one sample window of T steps, from |rtz(x)| <= |x|:
     A     = max over neurons of max(sum of positive, -sum of negative) weights, after weight_exp
-            (summed over a layer's synapse populations when it has skips)
+            (summed over a layer's synapse populations: skips and a recurrent synapse included, since
+            the recurrent input at any step is at most its own row sums however the layer fired)
     |u_t| <= r_u |u_{t-1}| + 64 A           r_u = (4096 - du - 1) / 4096
     |v_t| <= r_v |v_{t-1}| + |u_t| + |b|    r_v = (4096 - dv) / 4096
 so u_max = 64 A sum_{k<T} r_u^k and v_max = sum_{k<T} r_v^k (u_max + b_max). Resets only lower |v|.
@@ -27,7 +28,7 @@ def static_bounds(net: Network) -> dict:
     T = net.timesteps
     for i, layer in enumerate(net.layers):
         n = layer.neuron
-        a_max = sum(max_input(syn) for _, syn in net.sources(i))  # skips add their worst case to the main one
+        a_max = sum(max_input(syn) for _, syn in net.populations(i))  # skips and recurrence add their worst case
         r_u, r_v = (4096 - n.du - 1) / 4096, (4096 - n.dv) / 4096
         u_max = 64 * a_max * sum(r_u ** k for k in range(T))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0

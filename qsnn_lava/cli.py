@@ -124,7 +124,7 @@ def cmd_convert(args) -> int:
 def cmd_simulate(args) -> int:
     """``qsnn-lava simulate``: run IR ``args.ir`` on ``args.backend`` with the ``--input`` spikes or dataset
     samples; prints samples, seconds and accuracy, and writes the output layer's spikes [N, T, n] (uint8
-    .npy) to ``args.output`` when given. Returns exit code 0."""
+    .npy; a readout layer's voltages, int32) to ``args.output`` when given. Returns exit code 0."""
     import numpy as np
 
     from .io import atomic_write, check_output
@@ -143,11 +143,13 @@ def cmd_simulate(args) -> int:
         msg += f", accuracy {100 * rec.accuracy(rec.info['labels']):.2f} %"
     print(msg)
     if args.output:
-        out = np.transpose(rec.spikes[-1], (1, 0, 2))  # [N, T, n_out]
+        last = net.layers[-1].name
+        what = "voltages (int32, internal units)" if last in rec.voltages else "spikes"
+        out = np.transpose(rec.voltages.get(last, rec.spikes[-1]), (1, 0, 2))  # [N, T, n_out]
         with atomic_write(args.output) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, out)
-        print(f"output spikes [N, T, n] {out.shape} -> {args.output}")
+        print(f"output {what} [N, T, n] {out.shape} -> {args.output}")
     return 0
 
 

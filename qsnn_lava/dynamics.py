@@ -46,6 +46,7 @@ VTH_SHIFT = 6  # so is the threshold
 UV_BITS = 24
 UV_MAX = 1 << (UV_BITS - 1)  # 2^23
 V_LIMIT = UV_MAX - 1
+NO_FIRE_VTH = 1 << 40  # a threshold no 24-bit v reaches: a non-spiking readout (ir.Readout) in this module's terms
 
 
 class LIFParams(NamedTuple):

@@ -12,6 +12,13 @@ population is flat; a conv layer's neurons are its [C, H, W] map in torch's row-
 also how a Dense after a conv sees them (flatten is free). Pooling is a Conv with fixed weights
 (``sum_pool``). Time is zero-delay: a layer integrates at step t what its sources emitted at step t.
 
+A layer may also carry a *recurrent* synapse: a Dense [n, n] from its OWN output back into itself, with a
+one-step delay. Layer i at step t integrates its feed-forward sources at step t plus ``W_rec @ s_i(t-1)``
+(shifted by the recurrent weight_exp), and ``s_i(-1) = 0``: every sample starts with no recurrent input.
+A recurrent synapse from a later layer back to an earlier one is not part of the IR: Lava's pipeline
+delivers a later layer's spikes to an earlier layer two or more steps late, so no synapse delay can give
+it a one-step delay (docs/integer-semantics.md, "Recurrent synapses").
+
 File layout (``/`` attributes ``format = "qsnn-lava-ir"``, ``version``)::
 
     /attrs: format, version, timesteps, input_shape, meta (JSON)
@@ -20,10 +27,11 @@ File layout (``/`` attributes ``format = "qsnn-lava-ir"``, ``version``)::
                        or type ("conv"), weight_exp, in_shape, stride, padding, groups;
                                 dataset weight (int16 [C_out, C_in / groups, kh, kw])
     /layers/<i>/skips/<j>/attrs: source (a layer name or "input");  /layers/<i>/skips/<j>/synapse as above
+    /layers/<i>/recurrent/attrs: type ("dense"), weight_exp;  dataset weight (int16 [n, n])   (optional, v3)
     /layers/<i>/neuron/attrs:  type ("lif"), vth, du, dv, bias_exp;  dataset bias_mant (int16 [n])
                                or type ("qmem"), the same plus mem_bits, mem_shift (CPU only)
 
-Version 1 files (no conv, no skips) are still read.
+Version 1 files (no conv, no skips) and version 2 files (no recurrent synapses) are still read.
 
 Files are untrusted: ``Network.load`` checks every attribute's type and range and every dataset's dtype,
 shape and stored bytes against the others and against one Loihi 2 chip (``MAX_NEURONS`` per layer,
@@ -45,8 +53,8 @@ from .errors import QsnnError, about
 from .io import atomic_write
 
 FORMAT = "qsnn-lava-ir"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # Register widths of Loihi 2 as exposed by Lava (lava/proc/lif/models.py, lava/utils/weightutils.py).
 VTH_MAX = (1 << 17) - 1  # 17-bit unsigned threshold mantissa
@@ -470,8 +478,60 @@ class QMem(LIF):
                    **cls._h5_fields(g, r))
 
 
+@dataclass
+class Readout:
+    """A non-spiking readout population: CUBA LIF dynamics without fire or reset, whose output is its voltage v
+    (an integer per step, internal units) instead of spikes. NIR's LI, CubaLI and I are such populations.
+
+    ``n``, ``du``, ``dv``, ``bias_mant``, ``bias_exp``: as ``LIF``. ``vth`` is not a field: the reference never
+    fires (``dynamics.NO_FIRE_VTH``), and Lava runs the population as a LIF at its largest threshold
+    ``VTH_MAX``, which the DRC requires the static bound to prove v never reaches (``Network.violations``).
+    A readout is the network's last layer, and nothing reads its (absent) spikes.
+
+    Example:
+        >>> import qsnn_lava as ql, numpy as np
+        >>> out = ql.Layer("out", ql.Dense([[3, -1]]), ql.Readout(1, du=4095, dv=2048))
+        >>> net = ql.Network((2,), [out], timesteps=3)
+        >>> ql.simulate(net, np.ones((3, 1, 2), np.uint8)).voltages["out"].ravel().tolist()  # v = v/2 + 2*64
+        [128, 192, 224]
+    """
+
+    n: int
+    du: int
+    dv: int
+    bias_mant: np.ndarray | None = None
+    bias_exp: int = 0
+    type = "readout"
+    vth = VTH_MAX  # what Lava's LIF runs it at (never reached: the DRC's static bound proves it)
+
+    def __post_init__(self):
+        self.n, self.du, self.dv, self.bias_exp = int(self.n), int(self.du), int(self.dv), int(self.bias_exp)
+        b = np.zeros(self.n, np.int64) if self.bias_mant is None else np.asarray(self.bias_mant)
+        self.bias_mant = np.broadcast_to(b, (self.n,)).astype(np.int64).copy()
+
+    def violations(self, where: str) -> list:
+        """The register Violations of du, dv and the bias, as a LIF's (the threshold's is the network's: the
+        static bound of v, ``Network.violations``)."""
+        return LIF(self.n, VTH_MAX, self.du, self.dv, self.bias_mant, self.bias_exp).violations(where)
+
+    def to_h5(self, g) -> None:
+        """Write into h5py group ``g``: attributes ``type`` ("readout"), ``n``, ``du``, ``dv``, ``bias_exp``;
+        dataset ``bias_mant`` (int16 [n])."""
+        g.attrs["type"] = self.type
+        for k in ("n", "du", "dv", "bias_exp"):
+            g.attrs[k] = getattr(self, k)
+        g.create_dataset("bias_mant", data=self.bias_mant.astype(np.int16))
+
+    @classmethod
+    def from_h5(cls, g, r: "H5Reader") -> "Readout":
+        """The Readout stored in h5py group ``g``: the LIF's fields but ``vth`` (checked the same way)."""
+        n = r.int(g, "n", 1, MAX_NEURONS)
+        return cls(n, du=r.int(g, "du", *_REGISTER), dv=r.int(g, "dv", *_REGISTER),
+                   bias_mant=r.ints(g, "bias_mant", (n,)), bias_exp=r.int(g, "bias_exp", *_EXP))
+
+
 SYNAPSES = {Dense.type: Dense, Conv.type: Conv}
-NEURONS = {LIF.type: LIF, QMem.type: QMem}
+NEURONS = {LIF.type: LIF, QMem.type: QMem, Readout.type: Readout}
 
 
 @dataclass
@@ -505,13 +565,18 @@ class Layer:
     ``name``: unique in the network ("input" is reserved); ``synapse``: a Dense or Conv from the previous
     layer (the input for the first layer); ``neuron``: a LIF or QMem with ``synapse.n_out`` neurons;
     ``weight_bits``: the bit width the weights were trained at (informative); ``skips``: Skip synapses from
-    earlier layers or the input.
+    earlier layers or the input; ``recurrent``: None, or a Dense [n, n] from this layer's own spikes back into
+    it, delivered one step later (module docstring).
 
     Example:
         >>> import qsnn_lava as ql
         >>> layer = ql.Layer("fc1", ql.Dense([[1, 2, 3], [0, -1, 1]]), ql.LIF(2, vth=3, du=4095, dv=2048))
-        >>> layer.shape, layer.weight_bits, layer.skips
-        ((2,), 8, [])
+        >>> layer.shape, layer.weight_bits, layer.skips, layer.recurrent
+        ((2,), 8, [], None)
+        >>> rnn = ql.Layer("r", ql.Dense([[4]]), ql.LIF(1, vth=3, du=4095, dv=4095), recurrent=ql.Dense([[4]]))
+        >>> net = ql.Network((1,), [rnn], timesteps=4)
+        >>> ql.simulate(net, [[[1]], [[0]], [[0]], [[0]]]).spikes[-1].ravel().tolist()  # it keeps itself firing
+        [1, 1, 1, 1]
     """
 
     name: str
@@ -519,6 +584,7 @@ class Layer:
     neuron: LIF
     weight_bits: int = 8  # bit width the weights were trained at (informative)
     skips: list = field(default_factory=list)
+    recurrent: Dense | None = None  # from this layer's own spikes, one step later
 
     @property
     def shape(self) -> tuple:
@@ -528,7 +594,8 @@ class Layer:
 
 @dataclass
 class Network:
-    """A feed-forward spiking network; input and every layer's output are binary spikes, time-major.
+    """A spiking network (feed-forward with skips; a layer may feed itself back); input and every layer's output
+    are binary spikes, time-major.
 
     ``input_shape``: one sample's input, (n_in,) or (C, H, W); ``layers``: Layers in order; ``timesteps``:
     time steps T per sample; ``meta``: JSON-serialisable facts about its origin (quantizer, bits, source).
@@ -562,6 +629,13 @@ class Network:
         main = INPUT if index == 0 else self.layers[index - 1].name
         return [(main, self.layers[index].synapse)] + [(k.source, k.synapse) for k in self.layers[index].skips]
 
+    def populations(self, index: int) -> list:
+        """[(source name, synapse)] of every synapse population into layer ``index``: ``sources(index)`` and then,
+        when the layer has one, its recurrent synapse (whose source is the layer itself, one step earlier).
+        What a population costs or adds to the neuron's input is summed over this list."""
+        layer = self.layers[index]
+        return self.sources(index) + ([(layer.name, layer.recurrent)] if layer.recurrent is not None else [])
+
     def check_structure(self) -> None:
         """Shapes and counts that must hold for the network to mean anything (raises QsnnError)."""
         if not self.layers:
@@ -592,6 +666,21 @@ class Network:
                 if syn.n_out != layer.neuron.n:
                     raise QsnnError(f"{where}: {what} has {syn.n_out} outputs but the neuron "
                                     f"population has {layer.neuron.n}")
+            if layer.neuron.type == Readout.type:
+                if i != len(self.layers) - 1:
+                    raise QsnnError(f"{where}: a readout (non-spiking) layer must be the last layer: the layers "
+                                    "after it would read spikes it never sends")
+                if layer.recurrent is not None:
+                    raise QsnnError(f"{where}: a readout (non-spiking) layer cannot have a recurrent synapse: it "
+                                    "sends no spikes to feed back")
+            rec = layer.recurrent
+            if rec is not None:
+                if not isinstance(rec, Dense):
+                    raise QsnnError(f"{where}: the recurrent synapse is a {getattr(rec, 'type', type(rec).__name__)}"
+                                    "; a recurrent synapse is a Dense [n, n] from the layer's own spikes")
+                if rec.weight.shape != (layer.neuron.n, layer.neuron.n):
+                    raise QsnnError(f"{where}: the recurrent weight has shape {rec.weight.shape}; it must be "
+                                    f"[n, n] = {(layer.neuron.n, layer.neuron.n)} (from the layer to itself)")
             shapes[layer.name] = layer.shape
 
     def depths(self) -> list[int]:
@@ -616,8 +705,12 @@ class Network:
                 out += check_range(at, f"delay from '{src}' (steps)", depth[layer.name] - 1 - depth[src], 0,
                                    MAX_DELAY, "Loihi synapses delay at most 62 steps; let the skip bridge fewer "
                                    "layers")
+            if layer.recurrent is not None:
+                out += layer.recurrent.violations(f"{where} recurrent")
             out += layer.neuron.violations(where)
-            out += _summed_input_violations(where, self.sources(i))
+            out += _summed_input_violations(where, self.populations(i))
+            if layer.neuron.type == Readout.type:
+                out += _readout_violations(where, self, layer.name)
         return out
 
     def validate(self) -> "Network":
@@ -651,6 +744,8 @@ class Network:
                         k = g.create_group(f"skips/{j}")
                         k.attrs["source"] = skip.source
                         skip.synapse.to_h5(k.create_group("synapse"))
+                    if layer.recurrent is not None:
+                        layer.recurrent.to_h5(g.create_group("recurrent"))
 
     @classmethod
     def load(cls, path, validate: bool = True) -> "Network":
@@ -720,8 +815,23 @@ def _read_network(f, r: "H5Reader") -> Network:
             neuron=r.registered(NEURONS, neu).from_h5(neu, r),
             weight_bits=r.int(g, "weight_bits", 0, 64),
             skips=[_read_skip(k, r) for k in (r.numbered(g, "skips") if "skips" in g else [])],
+            recurrent=_read_recurrent(g, r, version),
         ))
     return Network(input_shape=input_shape, layers=layers, timesteps=timesteps, meta=meta)
+
+
+def _read_recurrent(g, r: "H5Reader", version: int):
+    """The recurrent Dense of layer group ``g`` (version 3 on), or None when it has none. Its declared shape is
+    checked before reading like any synapse's; that it is [n, n] is ``check_structure``'s."""
+    if "recurrent" not in g:
+        return None
+    if version < 3:
+        raise r.fail(g, f"has a 'recurrent' group, which IR version {version} does not have")
+    rec = r.group(g, "recurrent")
+    kind = r.str(rec, "type")
+    if kind != Dense.type:
+        raise r.fail(rec, f"type '{kind[:40]}' is not supported for a recurrent synapse (known: dense)")
+    return Dense.from_h5(rec, r)
 
 
 def _read_skip(g, r: "H5Reader") -> Skip:
@@ -888,6 +998,17 @@ def _memory_budget() -> int:
         budget = 1 << 34
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     return budget if soft == resource.RLIM_INFINITY else min(budget, soft)
+
+
+def _readout_violations(where: str, net: Network, name: str) -> list:
+    """A readout runs on Lava as a LIF at the largest threshold ``VTH_MAX``: the static bound of |v| over a
+    sample (``bounds.static_bounds``) must stay below ``VTH_MAX << 6`` so that it provably never fires."""
+    from .bounds import static_bounds
+
+    limit = (VTH_MAX << 6) - 1
+    return check_range(where, "static |v| bound of a readout", min(static_bounds(net)[name]["v_bound"], 1 << 40), 0,
+                       limit, "Lava runs a readout as a LIF at the largest threshold, which v must provably never "
+                       "reach; lower the weights, the bias or the time constant")
 
 
 def _summed_input_violations(where: str, sources: list) -> list:

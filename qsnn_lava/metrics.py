@@ -3,7 +3,10 @@
 Every consumer (``deploy.energy.count_ops``, the pruning summary, the benches) counts with these functions,
 so their numbers cannot drift apart. All counts are on an IR ``Network``; a synapse population p (the main
 synapse of a layer, a pooling layer's fixed depthwise Conv, or a skip) has source spikes s_p[t, j] and a
-synapse matrix M_p [n_out, n_in] (a conv unrolled, ``converters.lava_graph.synapse_matrix``)::
+synapse matrix M_p [n_out, n_in] (a conv unrolled, ``converters.lava_graph.synapse_matrix``); a layer's
+recurrent synapse is one more population, whose source spikes are the layer's own (``Network.populations``):
+each spike of the layer is one event per nonzero recurrent synapse, counted once, whether or not the sample
+has a next step to deliver it to (the synapse processes it either way)::
 
     fanout_p[j]  = #{i : M_p[i, j] is a synapse}    every weight that reaches input j, zeros included
     nnz_p[j]     = #{i : M_p[i, j] != 0}            nonzero weights only
@@ -87,7 +90,7 @@ def synops_per_layer(net: Network, inputs: np.ndarray, record) -> list[float]:
     """
     counts = spikes_per_source(net, inputs, record)
     n = np.asarray(inputs).shape[1]
-    return [sum(synops(counts[src], fanouts(syn)[0]) / n for src, syn in net.sources(i))
+    return [sum(synops(counts[src], fanouts(syn)[0]) / n for src, syn in net.populations(i))
             for i in range(len(net.layers))]
 
 
@@ -112,7 +115,7 @@ def model_size(net: Network) -> dict:
     keys = ("weights", "parameters", "memory_bits", "size_bits")
     layers = []
     for i, layer in enumerate(net.layers):
-        pops = [population_size(syn, layer.weight_bits) for _, syn in net.sources(i)]
+        pops = [population_size(syn, layer.weight_bits) for _, syn in net.populations(i)]
         row = {"name": layer.name, "kind": pops[0]["kind"], "bits": int(layer.weight_bits)}
         row.update({k: sum(p[k] for p in pops) for k in keys})
         layers.append(row)

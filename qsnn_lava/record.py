@@ -1,4 +1,5 @@
-"""What a backend returns: every layer's spikes for a batch of samples (time-major, zero-delay time)."""
+"""What a backend returns: every layer's spikes for a batch of samples (time-major, zero-delay time), and the
+voltage of a non-spiking readout layer (``ir.Readout``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ class Record:
 
     ``backend``: its name ("reference", "lava", "torch"); ``layer_names``: the layers in order; ``spikes``:
     per layer uint8 [T, N, n] (time-major, zero-delay time); ``info``: timings (``"seconds"``) and backend
-    details.
+    details; ``voltages``: {layer name: int32 [T, N, n]} the voltage v (internal units) of each readout layer
+    (``ir.Readout``; its spikes are all 0).
 
     Example:
         >>> import qsnn_lava as ql, numpy as np
@@ -26,6 +28,7 @@ class Record:
     layer_names: list
     spikes: list  # per layer: uint8 [T, N, n]
     info: dict = field(default_factory=dict)  # timings and backend details
+    voltages: dict = field(default_factory=dict)  # readout layer name -> int32 [T, N, n]
 
     @property
     def samples(self) -> int:
@@ -33,8 +36,10 @@ class Record:
         return self.spikes[-1].shape[1]
 
     def predictions(self) -> np.ndarray:
-        """Class = most output spikes; ties go to the lowest index (numpy argmax rule)."""
-        return np.argmax(self.spikes[-1].sum(axis=0, dtype=np.int64), axis=-1)
+        """Class = most output spikes, or for a readout output layer the largest voltage summed over the T steps;
+        ties go to the lowest index (numpy argmax rule)."""
+        out = self.voltages.get(self.layer_names[-1], self.spikes[-1])
+        return np.argmax(out.sum(axis=0, dtype=np.int64), axis=-1)
 
     def accuracy(self, labels: np.ndarray) -> float:
         """Fraction of samples whose prediction equals its label; ``labels`` [>= N] (only the first N are used)."""

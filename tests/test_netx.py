@@ -112,3 +112,43 @@ def test_non_square_conv_round_trips_through_lava_dls_netx(tmp_path):
     back = import_netx(tmp_path / "c.net", net.timesteps)
     assert [(s.synapse.stride, s.synapse.padding) for s in back.layers[:2]] == [((1, 2), (1, 0)), ((2, 1), (0, 1))]
     assert compare(ref, simulate(back, x))["mismatches"] == 0
+
+
+def test_recurrent_dense_round_trips_through_lava_dls_netx(tmp_path):
+    """A recurrent dense layer is netx's dense_rec (lava-dl's RecurrentDense block): exported, it runs in
+    lava-dl's own netx loader exactly like our reference, and imports back to the same IR."""
+    from qsnn_lava.converters.netx import import_netx
+    from qsnn_lava.ir import LIF, Dense, Layer, Network
+
+    rng = np.random.default_rng(5)
+    layers = [Layer("r0", Dense(rng.integers(-60, 61, (8, 10))), LIF(8, vth=20, du=300, dv=200,
+                                                                      bias_mant=rng.integers(-2, 4, 8), bias_exp=6),
+                    recurrent=Dense(rng.integers(-40, 41, (8, 8)), weight_exp=1)),
+              Layer("out", Dense(rng.integers(-50, 70, (5, 8))), LIF(5, vth=30, du=4095, dv=100),
+                    recurrent=Dense(rng.integers(-90, 91, (5, 5))))]
+    net = Network((10,), layers, 5).validate()
+    x = random_spikes(rng, net, 4)
+    ref = simulate(net, x)
+    assert ref.spikes[0][-1].sum() > 0 and ref.spikes[-1].sum() > 0  # last-step spikes: the boundary matters
+    export_netx(net, tmp_path / "r.net")
+    out = run_netx(tmp_path / "r.net", x, net.timesteps, len(net.layers))
+    assert np.array_equal(out, ref.spikes[-1])
+    back = import_netx(tmp_path / "r.net", net.timesteps)
+    assert [layer.recurrent is not None for layer in back.layers] == [True, True]
+    assert all(np.array_equal(simulate(back, x).spikes[i], ref.spikes[i]) for i in range(2))
+
+
+def test_netx_refuses_recurrence_it_cannot_express(tmp_path):
+    from qsnn_lava.ir import LIF, Conv, Dense, Layer, Network
+
+    conv = Conv(np.ones((1, 1, 2, 2), int), in_shape=(1, 3, 3))
+    net = Network((1, 3, 3), [Layer("c", conv, LIF(4, vth=1, du=0, dv=0), recurrent=Dense(np.eye(4, dtype=int)))], 2)
+    with pytest.raises(QsnnError, match="layer 0 \\(c\\): a recurrent synapse on a conv layer"):
+        export_netx(net, tmp_path / "n.net")
+    net = Network((2,), [Layer("d", Dense([[200, 1]]), LIF(1, vth=1, du=0, dv=0), recurrent=Dense([[-3]]))], 2)
+    with pytest.raises(QsnnError, match="layer 0 \\(d\\): netx's dense_rec gives the main and recurrent weights one"):
+        export_netx(net, tmp_path / "n.net")
+    net.layers[0].recurrent = Dense([[3]], weight_exp=-1)
+    with pytest.raises(QsnnError, match="recurrent weight_exp = -1"):
+        export_netx(net, tmp_path / "n.net")
+    assert not (tmp_path / "n.net").exists()

@@ -68,6 +68,10 @@ def same_ir(a: Network, b: Network) -> None:
                 fields = ("in_shape", "stride", "padding", "groups")
                 assert [getattr(sa, f) for f in fields] == [getattr(sb, f) for f in fields]
         assert [k.source for k in la.skips] == [k.source for k in lb.skips]
+        ra, rb = la.recurrent, lb.recurrent
+        assert (ra is None) == (rb is None)
+        if ra is not None:
+            assert np.array_equal(ra.weight, rb.weight) and ra.weight_exp == rb.weight_exp
         na, nb = la.neuron, lb.neuron
         assert type(na) is type(nb)
         assert (na.n, na.vth, na.du, na.dv, na.bias_exp) == (nb.n, nb.vth, nb.du, nb.dv, nb.bias_exp)
@@ -135,6 +139,47 @@ def branch_graph(rng):
     edges = [("input", "conv"), ("conv", "a"), ("a", "fa"), ("fa", "ab"), ("ab", "b"), ("b", "bc"), ("bc", "c"),
              ("fa", "ac"), ("ac", "c"), ("c", "sub"), ("sub", "output")]
     return graph(nodes, edges)
+
+
+def rnn_graph(rng, n_in=12, hidden=10, n_out=5):
+    """NIR's recurrent pattern twice: Input -> Affine -> LIF 'rnn' with an Affine from 'rnn' back to itself
+    (the Braille RNN's form), then Linear -> CubaLIF 'out' with a Linear self-loop."""
+    nodes = {"input": nir.Input(np.array([n_in])), "fc_in": affine(rng, hidden, n_in, 0.7),
+             "rnn": lif(hidden, thr=1.0), "w_rec": affine(rng, hidden, hidden, 0.4),
+             "fc_out": nir.Linear(weight=rng.normal(0, 0.8, (n_out, hidden))), "out": cuba(n_out, thr=0.6),
+             "out_rec": nir.Linear(weight=rng.normal(-0.1, 0.5, (n_out, n_out))),
+             "output": nir.Output(np.array([n_out]))}
+    edges = [("input", "fc_in"), ("fc_in", "rnn"), ("rnn", "w_rec"), ("w_rec", "rnn"), ("rnn", "fc_out"),
+             ("fc_out", "out"), ("out", "out_rec"), ("out_rec", "out"), ("out", "output")]
+    return graph(nodes, edges)
+
+
+def readout_graph(rng, kind: str):
+    """Input -> Affine -> LIF (with a recurrent Affine) -> Affine -> a non-spiking readout (LI, CubaLI or I)
+    -> Output."""
+    n = 4
+    ro = {"LI": nir.LI(tau=full(n, 0.005), r=full(n, 5.0), v_leak=full(n, 0.1)),
+          "CubaLI": nir.CubaLI(tau_syn=full(n, 0.004), tau_mem=full(n, 0.01), r=full(n, 10.0), v_leak=full(n, 0.0),
+                               w_in=full(n, 4.0)),
+          "I": nir.I(r=full(n, 1 / DT))}[kind]
+    nodes = {"input": nir.Input(np.array([10])), "fc": affine(rng, 8, 10, 0.7), "h": lif(8, thr=1.0),
+             "rec": affine(rng, 8, 8, 0.3), "fo": affine(rng, n, 8, 0.6, bias=0.05 if kind == "I" else 0.0),
+             "ro": ro, "output": nir.Output(np.array([n]))}
+    edges = [("input", "fc"), ("fc", "h"), ("h", "rec"), ("rec", "h"), ("h", "fo"), ("fo", "ro"), ("ro", "output")]
+    return graph(nodes, edges)
+
+
+def recurrent_net(rng, timesteps=6):
+    """A recurrent IR: a conv layer, then a dense LIF layer and a current-only (LI -> IF) readout, each feeding
+    itself back (a recurrent synapse on the conv map itself cannot be exported: NIR has no reshape)."""
+    conv = Conv(rng.integers(-6, 7, (2, 1, 3, 3)), (1, 5, 5), padding=1)
+    n = conv.n_out
+    layers = [Layer("c", conv, LIF(n, vth=8, du=4095, dv=1024, bias_mant=rng.integers(-3, 6, n))),
+              Layer("d", Dense(rng.integers(-20, 21, (8, n)), weight_exp=-1), LIF(8, vth=20, du=700, dv=300),
+                    recurrent=Dense(rng.integers(-30, 31, (8, 8)), weight_exp=1)),
+              Layer("o", Dense(rng.integers(-30, 40, (4, 8))), LIF(4, vth=30, du=500, dv=0),
+                    recurrent=Dense(rng.integers(-60, 61, (4, 4))))]
+    return Network((1, 5, 5), layers, timesteps, meta={"kind": "recurrent"}).validate()
 
 
 @pytest.fixture(scope="module")
@@ -385,12 +430,95 @@ def test_round_trip_every_neuron_form(tmp_path):
     round_trip(net, tmp_path, spikes(rng, 6, 8, 10, 0.5))
 
 
+def test_round_trip_recurrent_net(tmp_path):
+    rng = np.random.default_rng(12)
+    net = recurrent_net(rng)
+    g = qnir.export_nir(net)
+    assert ("d", "d:recurrent") in g.edges and ("d:recurrent", "d") in g.edges
+    assert ("o:recurrent", "o:current") in g.edges  # into the LI that is the readout's current
+    x = spikes(rng, 6, 6, net.n_in, 0.4)
+    assert all(int(s[-1].sum()) > 0 for s in ql.simulate(net, x).spikes[1:])  # spikes at the last step too
+    round_trip(net, tmp_path, x)
+
+
+def test_recurrent_graph_imports_with_the_one_step_delay():
+    """The float simulator delays the recurrent path by one step, as the IR does: with exactly representable
+    parameters (an exported recurrent net) float and integer spikes agree, and a hand-built one-neuron loop
+    fires on the steps the one-step delay predicts."""
+    rng = np.random.default_rng(13)
+    net = recurrent_net(rng)
+    x = spikes(rng, 6, 20, net.n_in, 0.4)
+    floats = qnir.simulate_float(qnir.export_nir(net), x, DT)
+    for layer, s in zip(net.layers, ql.simulate(net, x).spikes):
+        assert np.mean(floats[layer.name] == s) >= 0.97
+    # one IF neuron: input 0.6 per step, its own spike feeds back -1.0 one step later
+    g = graph({"input": nir.Input(np.array([1])), "w": nir.Linear(weight=np.array([[0.6]])), "n": if_(1, thr=1.0),
+               "back": nir.Linear(weight=np.array([[-1.0]])), "output": nir.Output(np.array([1]))},
+              [("input", "w"), ("w", "n"), ("n", "back"), ("back", "n"), ("n", "output")])
+    x = np.ones((8, 1, 1), np.uint8)
+    # v: .6, 1.2 -> spike (reset 0), next step 0.6 - 1.0 < 0 ... the delay decides when it fires again
+    out = qnir.simulate_float(g, x, DT)["n"].ravel().tolist()
+    assert out == [0, 1, 0, 0, 0, 1, 0, 0]
+    imported, rep = qnir.import_nir(g, dt=DT, timesteps=8)
+    assert imported.layers[0].recurrent is not None and rep["agreement"]
+    assert ql.simulate(imported, x).spikes[0].ravel().tolist() == out
+
+
+@pytest.mark.parametrize("kind", ["LI", "CubaLI", "I"])
+def test_readout_imports_as_a_voltage_layer(kind):
+    """An LI, CubaLI or I feeding the Output is a readout layer (ir.Readout): the integer voltage times its unit
+    follows NIR's float voltage, and a readout's prediction is the largest summed voltage."""
+    rng = np.random.default_rng(16)
+    net, rep = qnir.import_nir(readout_graph(rng, kind), dt=DT, timesteps=10, labels=np.arange(32) % 4)
+    ro = net.layers[-1]
+    assert ro.neuron.type == "readout" and (ro.neuron.du == 4095) == (kind != "CubaLI")
+    assert (ro.neuron.dv == 0) == (kind == "I")
+    a = rep["agreement"]["layers"]["ro"]
+    assert a["local_voltage_rel_error"] < 0.02 and a["voltage_rel_error"] < 0.2 and a["argmax_agreement"] >= 0.9, a
+    assert "int_accuracy" in rep["agreement"] and "readout" in qnir.format_report(rep)
+
+
+def test_round_trip_readouts(tmp_path):
+    """Export writes a readout as I, LI or CubaLI, and imports it back to the identical IR and voltages."""
+    rng = np.random.default_rng(17)
+    for du, dv, kind in [(4095, 0, "I"), (4095, 700, "LI"), (900, 500, "CubaLI")]:
+        layers = [Layer("h", Dense(rng.integers(-40, 41, (6, 10))), LIF(6, vth=20, du=300, dv=200),
+                        recurrent=Dense(rng.integers(-20, 21, (6, 6)))),
+                  Layer("ro", Dense(rng.integers(-60, 61, (3, 6))),
+                        ql.Readout(3, du=du, dv=dv, bias_mant=rng.integers(-6, 7, 3), bias_exp=6))]
+        net = Network((10,), layers, 6).validate()
+        assert type(qnir.export_nir(net).nodes["ro"]).__name__ == kind
+        x = spikes(rng, 6, 5, 10, 0.4)
+        round_trip(net, tmp_path, x)
+        back, _ = qnir.import_nir(qnir.export_nir(net))
+        assert np.array_equal(ql.simulate(back, x).voltages["ro"], ql.simulate(net, x).voltages["ro"])
+    net.layers[-1].neuron = ql.Readout(3, du=900, dv=0)
+    with pytest.raises(QsnnError, match="layer 1 \\(ro\\): cannot export to NIR: NIR's CubaLI needs a finite"):
+        qnir.export_nir(net)
+
+
+def test_recurrence_between_populations_is_refused_by_name():
+    rng = np.random.default_rng(14)
+    g = graph({"input": nir.Input(np.array([3])), "f1": affine(rng, 3, 3), "a": lif(3), "f2": affine(rng, 3, 3),
+               "b": lif(3), "back": affine(rng, 3, 3), "output": nir.Output(np.array([3]))},
+              [("input", "f1"), ("f1", "a"), ("a", "f2"), ("f2", "b"), ("b", "back"), ("back", "a"), ("b", "output")])
+    with pytest.raises(QsnnError, match="node 'a': recurrence .*from 'b' back into 'a'"):
+        qnir.import_nir(g, dt=DT, timesteps=4)
+
+
 def test_edited_export_is_refused_not_trusted():
     rng = np.random.default_rng(7)
     g = qnir.export_nir(conv_pool_net(rng))
     g.nodes["fc:synapse"].weight = g.nodes["fc:synapse"].weight * 1.5
     with pytest.raises(QsnnError, match=r"node 'fc:synapse': its float weights differ"):
         qnir.import_nir(g)
+
+
+def test_recurrent_conv_map_is_not_exported():
+    conv = Conv(np.ones((1, 1, 2, 2), int), in_shape=(1, 3, 3))
+    net = Network((1, 3, 3), [Layer("c", conv, LIF(4, vth=1, du=0, dv=0), recurrent=Dense(np.eye(4, dtype=int)))], 2)
+    with pytest.raises(QsnnError, match="layer 0 \\(c\\): cannot export to NIR: the IR's recurrent synapse is a Dense"):
+        qnir.export_nir(net)
 
 
 def test_qmem_is_not_exported():
@@ -416,7 +544,8 @@ def refusal_cases():
                 [("input", "f1"), ("input", "f2"), ("f1", "a"), ("f2", "b"), ("a", "output")])
     taus = nir.LIF(tau=np.array([0.01, 0.02, 0.01, 0.01]), r=full(4, 10.0), v_leak=full(4, 0), v_threshold=full(4, 1))
     return {
-        "LI": (tiny(nir.LI(tau=full(4, 0.01), r=full(4, 10.0), v_leak=full(4, 0))), False),
+        "LI": (tiny(nir.LI(tau=full(4, 0.01), r=full(4, 10.0), v_leak=full(4, 0)), [("fc2", affine(rng, 4, 4)),
+                                                                                    ("spk", lif(4))]), False),
         "Delay": (tiny(lif(4), [("d", nir.Delay(delay=full(4, 1.0)))]), False),
         "Threshold": (tiny(nir.Threshold(threshold=full(4, 1.0))), False),
         "recurrence": (rec, False),
@@ -426,6 +555,11 @@ def refusal_cases():
         "v_reset": (tiny(lif(4, v_reset=full(4, 0.2))), True),
         "time constants that differ within a layer": (tiny(taus), True),
         "subtractive reset": (tiny(lif(4, metadata={"reset_mechanism": "subtract"})), True),
+        "bias on a recurrent synapse": (graph({"input": nir.Input(np.array([6])), "fc": affine(rng, 4, 6),
+                                               "nrn": lif(4), "back": affine(rng, 4, 4, bias=0.1),
+                                               "output": nir.Output(np.array([4]))},
+                                              [("input", "fc"), ("fc", "nrn"), ("nrn", "back"), ("back", "nrn"),
+                                               ("nrn", "output")]), True),
         "bias into a synaptic filter": (chain(("input", nir.Input(np.array([6]))), ("fc", affine(rng, 4, 6, bias=0.2)),
                                               ("nrn", cuba(4)), ("output", nir.Output(np.array([4])))), True),
     }
@@ -516,6 +650,37 @@ def test_imported_conv_pool_graph_runs_identically_on_lava():
     rng = np.random.default_rng(1)
     net, _ = qnir.import_nir(conv_graph(rng), dt=DT, timesteps=8)
     reference_equals_lava(net, spikes(rng, 8, 3, net.n_in, 0.4))
+
+
+@pytest.mark.lava
+def test_imported_recurrent_graph_runs_identically_on_lava():
+    rng = np.random.default_rng(2)
+    net, rep = qnir.import_nir(rnn_graph(rng), dt=DT, timesteps=10)
+    assert [layer.recurrent is not None for layer in net.layers] == [True, True]
+    x = spikes(rng, 10, 5, 12, 0.4)
+    assert all(int(s[-1].sum()) > 0 for s in ql.simulate(net, x).spikes)  # the sample boundary is exercised
+    reference_equals_lava(net, x)
+
+
+@pytest.mark.lava
+def test_imported_readouts_run_identically_on_lava():
+    """LI and CubaLI readouts imported from NIR: Lava's voltages equal the reference's, every step."""
+    for seed, kind in enumerate(["LI", "CubaLI"]):
+        rng = np.random.default_rng(40 + seed)
+        net, _ = qnir.import_nir(readout_graph(rng, kind), dt=DT, timesteps=8)
+        x = spikes(rng, 8, 4, 10, 0.4)
+        ref, lava = ql.simulate(net, x), ql.simulate(net, x, backend="lava")
+        assert np.abs(ref.voltages["ro"]).max() > 0 and ref.spikes[0].sum() > 0
+        assert np.array_equal(ref.voltages["ro"], lava.voltages["ro"])
+        assert all(np.array_equal(p, q) for p, q in zip(ref.spikes, lava.spikes))
+
+
+@pytest.mark.lava
+def test_recurrent_round_trip_runs_identically_on_lava():
+    rng = np.random.default_rng(15)
+    net = recurrent_net(rng)
+    back, _ = qnir.import_nir(qnir.export_nir(net))
+    reference_equals_lava(back, spikes(rng, 6, 4, net.n_in, 0.4))
 
 
 @pytest.mark.lava

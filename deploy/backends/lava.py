@@ -313,7 +313,8 @@ def call_worker(op: str, request: dict | None = None, *, net: Network | None = N
 
 def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64,
         on_chunk=None, timeout_s: float | None = None) -> Record:
-    """Run input spikes [T, N, n_in] through ``net`` in one Lava graph; every layer's spikes as a Record.
+    """Run input spikes [T, N, n_in] through ``net`` in one Lava graph; every layer's spikes (and a readout
+    layer's voltage) as a Record.
 
     All samples go through one graph in one run (see converters.lava_graph for the reset/delay scheme),
     in chunks of ``chunk_samples`` so a progress bar can advance. ``on_chunk(steps_done, steps_total)``
@@ -327,8 +328,9 @@ def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples:
     result, arrays = call_worker("run", {"chunk_samples": int(chunk_samples)}, net=net, spikes=spikes,
                                  progress=progress, on_chunk=on_chunk, timeout_s=timeout_s)
     info = dict(result["info"], seconds=time.perf_counter() - t0)
+    volts = {layer.name: arrays[f"voltage_{i}"] for i, layer in enumerate(net.layers) if f"voltage_{i}" in arrays}
     return Record("lava", [layer.name for layer in net.layers],
-                  [arrays[f"spikes_{i}"] for i in range(len(net.layers))], info=info)
+                  [arrays[f"spikes_{i}"] for i in range(len(net.layers))], info=info, voltages=volts)
 
 
 def trace(net: Network, spikes: np.ndarray, layer_index: int):
