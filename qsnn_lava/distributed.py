@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import QsnnError
+from .errors import QsnnError, signals_deferred
 from .record import Record
 
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -244,7 +244,7 @@ def launch(argv: list, nproc: int) -> int:
     waiting, torchrun and every worker it started (torchrun puts each in a session of its own, so they are
     found through /proc) get SIGTERM, then SIGKILL after ``STOP_GRACE_S`` seconds, before the exception
     goes on."""
-    with _signals_deferred():
+    with signals_deferred():
         proc = subprocess.Popen(torchrun_command(argv, nproc), start_new_session=True)
     seen: set = set()
     try:
@@ -260,7 +260,7 @@ def launch(argv: list, nproc: int) -> int:
 def _stop_tree(proc: subprocess.Popen, seen: set) -> None:
     """SIGTERM to ``proc`` and its descendants (those seen before and now), SIGKILL after the grace time to
     what still lives, and wait until none does."""
-    with _signals_deferred():
+    with signals_deferred():
         seen = seen | _descendants(proc.pid)
         for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -305,13 +305,3 @@ def _stat(pid: int):
 def _alive(procs: set) -> bool:
     return any((st := _stat(pid)) is not None and st[1] == start for pid, start in procs)
 
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold SIGINT and SIGTERM back while processes are started or stopped; they arrive afterwards."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)

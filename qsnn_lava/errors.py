@@ -6,6 +6,7 @@ Everything else that goes wrong is a bug and may raise whatever it raises. The C
 from __future__ import annotations
 
 import contextlib
+import signal
 
 
 class QsnnError(Exception):
@@ -45,3 +46,15 @@ def about(path):
         if str(e).startswith(f"'{path}'"):
             raise
         raise QsnnError(f"'{path}': {e}") from None
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM back while child processes are started or stopped, so a Ctrl-C cannot leave one
+    half-started or unreaped; they are delivered when the block ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from qsnn_lava.converters.lava_env import LAVA_SETUP_HINT, lava_importable
-from qsnn_lava.errors import QsnnError
+from qsnn_lava.errors import QsnnError, signals_deferred
 from qsnn_lava.ir import Network
 from qsnn_lava.record import Record
 
@@ -137,16 +137,6 @@ def remove_orphan_shm(before: set[str], exclude_pid: int | None = None) -> list[
     return removed
 
 
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold SIGINT and SIGTERM back while processes are started or cleaned up; they arrive afterwards."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
 
 # -- the worker -----------------------------------------------------------------------------------------
 
@@ -170,7 +160,7 @@ class LavaWorker:
             env = dict(os.environ)
             if len(str(self.workdir)) <= MAX_TMPDIR_CHARS:  # Lava's temporary files go with the request
                 env["TMPDIR"] = str(self.workdir)
-            with open(self.workdir / "worker.log", "wb") as log, _signals_deferred():
+            with open(self.workdir / "worker.log", "wb") as log, signals_deferred():
                 self.shm_before = shm_segments()
                 self.proc = subprocess.Popen([self.python, "-m", WORKER_MODULE, str(self.workdir)],
                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,),
@@ -212,7 +202,7 @@ class LavaWorker:
     def stop(self) -> None:
         """Kill the worker's process group (a no-op for what already ended), reap the worker, wait until
         no process of the group lives, and remove the shared-memory segments the run left behind."""
-        with _signals_deferred():
+        with signals_deferred():
             if self.proc is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
