@@ -235,7 +235,8 @@ def lif_init(shape, like: torch.Tensor) -> LIFState:
     return LIFState(z, z.clone())
 
 
-def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | None = None, dtype=None):
+def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | None = None, dtype=None,
+            inplace: bool = False):
     """Run the LIF over time-major input ``a`` [T, ...] from the zero state; returns spikes [T, ...] in ``a``'s
     dtype (and u, v traces).
 
@@ -246,6 +247,7 @@ def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | N
     does not prove it exact. torch.int64 with wrap, saturation or a stored membrane is the ``lif_step`` loop.
     The fused loop (``_lif_run_fused``) is ``lif_step``'s arithmetic with the wrap and saturation that the
     bound proves idle left out; it adds nothing to ``counts`` (the bound proves there is nothing to count).
+    ``inplace``: ``a`` is the caller's scratch; the fused loop may overwrite it (its storage becomes the spikes).
     """
     if dtype is None and a.is_floating_point():
         return _lif_run_steps(a, p, trace, counts)
@@ -260,7 +262,7 @@ def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | N
     if dtype == torch.int64 and len(proven) == 1:  # wrap, saturation or a stored membrane: lif_step
         s = _lif_run_steps(a.to(torch.int64), p, trace, counts)
         return tuple(x.to(a.dtype) for x in s) if trace else s.to(a.dtype)
-    return _lif_run_fused(a, p, dtype, trace, has_bias=b_max > 0)
+    return _lif_run_fused(a, p, dtype, trace, has_bias=b_max > 0, inplace=inplace)
 
 
 def _lif_run_steps(a: torch.Tensor, p: LIFParams, trace: bool, counts: dict | None):
@@ -276,27 +278,37 @@ def _lif_run_steps(a: torch.Tensor, p: LIFParams, trace: bool, counts: dict | No
     return (spikes, us, vs) if trace else spikes
 
 
-def _decay_(x: torch.Tensor, keep: int) -> None:
-    """``x = rtz(x * keep / 4096)`` in place (``rtz_decay``'s arithmetic). float: the product by the dyadic
-    keep/4096 is exact where |x| * odd(keep) < 2^24 (float32), then trunc; integers: multiply, divide
-    rounding toward zero (|x| * keep < 2^31 for int32)."""
+def _decay_(x: torch.Tensor, keep: int, tmp: torch.Tensor) -> None:
+    """``x = rtz(x * keep / 4096)`` in place (``rtz_decay``'s arithmetic) with the scratch tensor ``tmp``
+    (x's shape). float32 x (int32 tmp): the product by the dyadic keep/4096 is exact where
+    |x| * odd(keep) < 2^24, and the copy to int32 and back truncates toward zero. Integer x (tmp of x's
+    dtype): p = x * keep (|p| < 2^31 for int32), then p / 4096 toward zero as the arithmetic shift of
+    p + (4095 where p < 0). Only multiplies, adds, shifts and copies: torch's trunc and integer division are
+    an order of magnitude slower on CPU (docs/benchmarks.md)."""
     if keep == DECAY_UNITY:
         return
     if keep == 0:
         x.zero_()
     elif x.is_floating_point():
-        x.mul_(keep / DECAY_UNITY).trunc_()
+        x.mul_(keep / DECAY_UNITY)
+        tmp.copy_(x)
+        x.copy_(tmp)
     else:
-        x.mul_(keep).div_(DECAY_UNITY, rounding_mode="trunc")
+        x.mul_(keep)
+        torch.bitwise_right_shift(x, x.element_size() * 8 - 1, out=tmp)  # -1 where p < 0, else 0
+        x.add_(tmp.bitwise_and_(DECAY_UNITY - 1)).bitwise_right_shift_(DECAY_SHIFT)
 
 
-def _lif_run_fused(a: torch.Tensor, p: LIFParams, dtype: torch.dtype, trace: bool, has_bias: bool = True):
+def _lif_run_fused(a: torch.Tensor, p: LIFParams, dtype: torch.dtype, trace: bool, has_bias: bool = True,
+                   inplace: bool = False):
     """``lif_step``'s arithmetic over all steps, in place in ``dtype``, without wrap and saturation (the caller
-    has proven them idle, ``exact_dtype``) and without a stored membrane. Per step: decay u, add a << 6;
-    decay v, add u and the bias; spike where v > vth << 6; zero v there. Five passes over the state, no
-    allocation. ``has_bias`` False: the bias is known to be zero."""
+    has proven them idle, ``exact_dtype``) and without a stored membrane. ``has_bias`` False: the bias is
+    known to be zero. Per step: decay u, add a << 6; decay v, add u and the bias; spike where v > vth << 6,
+    which for integers is ``clamp(v - thr, 0, 1)``; reset v to ``v - v * s``. No comparison, no masked fill,
+    no allocation per step (those are the slow torch ops on CPU). Step t's spikes overwrite step t's input
+    once it is consumed, so the input buffer becomes the output (``a`` itself with ``inplace``)."""
     x = a.to(dtype)
-    x = x.mul(1 << ACT_SHIFT) if x is a else x.mul_(1 << ACT_SHIFT)  # a << 6 for all steps at once, a kept
+    x = x.mul_(1 << ACT_SHIFT) if (inplace or x is not a) else x.mul(1 << ACT_SHIFT)  # a << 6, all steps
     bias = torch.as_tensor(p.bias).to(dtype) if has_bias else None
     keep_u, keep_v = DECAY_UNITY - (p.du + 1), DECAY_UNITY - p.dv
     fold_bias = keep_u == 0 and not trace  # u_t = a_t << 6 exactly: add the bias to it for all steps at once
@@ -305,25 +317,28 @@ def _lif_run_fused(a: torch.Tensor, p: LIFParams, dtype: torch.dtype, trace: boo
     shape = a.shape[1:]
     u = torch.zeros(shape, dtype=dtype)
     v = torch.zeros(shape, dtype=dtype)
-    spikes = torch.empty(a.shape, dtype=torch.bool)
+    tmp = torch.empty(shape, dtype=torch.int32 if dtype.is_floating_point else dtype)
     us, vs = (torch.empty(a.shape, dtype=dtype), torch.empty(a.shape, dtype=dtype)) if trace else (None, None)
     thr = p.vth << VTH_SHIFT
     add_bias = has_bias and not fold_bias
     for t in range(a.shape[0]):
+        s = x[t]
         if keep_u == 0:
-            u = x[t]  # rtz(u * 0) = 0: the current is this step's input alone
+            u = s  # rtz(u * 0) = 0: the current is this step's input alone
         else:
-            _decay_(u, keep_u)
-            u.add_(x[t])
-        _decay_(v, keep_v)
+            _decay_(u, keep_u, tmp)
+            u.add_(s)
+        _decay_(v, keep_v, tmp)
         v.add_(u)
         if add_bias:
             v.add_(bias)
-        torch.gt(v, thr, out=spikes[t])
-        v.masked_fill_(spikes[t], 0)
         if trace:
-            us[t], vs[t] = u, v
-    out = spikes.to(a.dtype)
+            us[t] = u
+        torch.sub(v, thr, out=s).clamp_(0, 1)  # the spikes, v > thr for integers, where the input was
+        v.addcmul_(v, s, value=-1)  # v = 0 where s
+        if trace:
+            vs[t] = v
+    out = x.to(a.dtype)
     return (out, us.to(a.dtype), vs.to(a.dtype)) if trace else out
 
 

@@ -99,7 +99,7 @@ def run_layers(net: Network, s: torch.Tensor, params: list, counts: list | None 
     for i, layer in enumerate(net.layers[:upto]):
         outputs[layer.name] = dyn.lif_run(layer_inputs(net, i, outputs, out_dtype), params[i],
                                           counts=None if counts is None else counts[i],
-                                          dtype="exact" if fast else None)
+                                          dtype="exact" if fast else None, inplace=fast)
     return outputs
 
 
@@ -137,8 +137,9 @@ def simulate(net: Network, spikes: np.ndarray, batch_size: int | None = None, pr
     params = [lif_params(layer.neuron, bounds[layer.name]) for layer in net.layers]
     n_samples = spikes.shape[1]
     outs = [np.zeros((spikes.shape[0], n_samples, layer.neuron.n), np.uint8) for layer in net.layers]
-    size = max(1, int(batch_size or shard_size(net)))
-    workers = max(1, min(int(workers or torch.get_num_threads()), -(-n_samples // size)))
+    workers = max(1, int(workers or torch.get_num_threads()))
+    size = max(1, int(batch_size or min(shard_size(net), -(-n_samples // workers))))  # every worker gets a shard
+    workers = min(workers, -(-n_samples // size))
     starts = range(0, n_samples, size)
 
     def run_shard(lo: int) -> list:
