@@ -105,13 +105,26 @@ def rtz_decay(x: torch.Tensor, decay: int) -> torch.Tensor:
         return xp.zeros_like(x)
     if keep == DECAY_UNITY:  # no decay
         return x
-    if _is_float(x):
-        y = x * (keep / DECAY_UNITY)  # exact: keep/4096 is a dyadic fraction, |x*keep| < 2^36
-        return y + (torch.trunc(y) - y).detach()
+    if _is_float(x):  # exact: keep/4096 is a dyadic fraction, |x*keep| < 2^36 (float32: see exact_dtype)
+        return _RtzDecay.apply(x, keep / DECAY_UNITY)
     prod = x * keep  # int64: |u * keep| < 2^35
     if xp is torch:  # one fused op, twice as fast as the numpy form below, the same values
         return torch.div(prod, DECAY_UNITY, rounding_mode="trunc")
     return np.sign(prod) * (np.abs(prod) >> DECAY_SHIFT)  # as Lava: sign(p) * (|p| >> 12)
+
+
+class _RtzDecay(torch.autograd.Function):
+    """``trunc(x * c)`` forward, ``grad * c`` backward (straight through the rounding): one autograd node for
+    what ``y + (trunc(y) - y).detach()`` spells in four, the same values."""
+
+    @staticmethod
+    def forward(ctx, x, c):
+        ctx.c = c
+        return torch.trunc(x * c)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.c, None
 
 
 def wrap_u(u: torch.Tensor) -> torch.Tensor:
@@ -249,8 +262,8 @@ def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | N
     bound proves idle left out; it adds nothing to ``counts`` (the bound proves there is nothing to count).
     ``inplace``: ``a`` is the caller's scratch; the fused loop may overwrite it (its storage becomes the spikes).
     """
-    if dtype is None and a.is_floating_point():
-        return _lif_run_steps(a, p, trace, counts)
+    if dtype is None and a.is_floating_point():  # training: wrap and saturation only where they can happen
+        return _lif_run_steps(a, _limits_needed(p, a), trace, counts)
     if a.numel() == 0:
         return _lif_run_steps(a.to(torch.int64), p, trace, counts)
     b_max = _bias_max(p)
@@ -265,17 +278,32 @@ def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | N
     return _lif_run_fused(a, p, dtype, trace, has_bias=b_max > 0, inplace=inplace)
 
 
+def _limits_needed(p: LIFParams, a: torch.Tensor) -> LIFParams:
+    """``p`` without the u wrap and v saturation where ``lif_bound`` proves that input ``a`` [T, ...] cannot
+    reach them (the same values and gradients, two autograd nodes fewer per step)."""
+    if not (p.can_wrap or p.can_saturate) or a.numel() == 0:
+        return p
+    u_max, v_max = lif_bound(math.ceil(max_abs(a.detach())), _bias_max(p), p.du, p.dv, a.shape[0])
+    if u_max < V_LIMIT and v_max < V_LIMIT:
+        return p._replace(can_wrap=False, can_saturate=False)
+    return p
+
+
 def _lif_run_steps(a: torch.Tensor, p: LIFParams, trace: bool, counts: dict | None):
-    """``lif_step`` for every step of ``a`` [T, ...] (the training path and the general integer fallback)."""
+    """``lif_step`` for every step of ``a`` [T, ...] (the training path and the general integer fallback).
+    The steps are stacked at the end: writing each into a preallocated [T, ...] tensor would make autograd
+    keep and zero-fill a full-size gradient per step."""
     state = lif_init(a.shape[1:], a)
-    spikes = torch.empty_like(a)
-    us, vs = (torch.empty_like(a), torch.empty_like(a)) if trace else (None, None)
-    for t in range(a.shape[0]):
-        s, state = lif_step(a[t], state, p, counts)
-        spikes[t] = s
+    spikes, us, vs = [], [], []
+    for a_t in a.unbind(0):  # unbind, not a[t]: its backward is one stack, not a zero-filled [T, ...] per step
+        s, state = lif_step(a_t, state, p, counts)
+        spikes.append(s)
         if trace:
-            us[t], vs[t] = state.u, state.v
-    return (spikes, us, vs) if trace else spikes
+            us.append(state.u)
+            vs.append(state.v)
+    if not spikes:
+        return (a.clone(), a.clone(), a.clone()) if trace else a.clone()
+    return (torch.stack(spikes), torch.stack(us), torch.stack(vs)) if trace else torch.stack(spikes)
 
 
 def _decay_(x: torch.Tensor, keep: int, tmp: torch.Tensor) -> None:
@@ -342,12 +370,14 @@ def _lif_run_fused(a: torch.Tensor, p: LIFParams, dtype: torch.dtype, trace: boo
     return (out, us.to(a.dtype), vs.to(a.dtype)) if trace else out
 
 
-def max_abs(a: torch.Tensor) -> int:
-    """max |a| over all elements of ``a`` (0 for an empty tensor), as a Python int."""
+def max_abs(a: torch.Tensor):
+    """max |a| over all elements of ``a`` (0 for an empty tensor), as a Python int (a float for non-integer
+    float values)."""
     if a.numel() == 0:
         return 0
     lo, hi = torch.aminmax(a)
-    return int(max(-lo.item(), hi.item()))
+    m = max(-lo.item(), hi.item())
+    return int(m) if float(m).is_integer() else m
 
 
 def _odd_part(k: int) -> int:
@@ -375,7 +405,8 @@ def lif_bound(a_max: int, b_max: int, du: int, dv: int, steps: int) -> tuple[int
 
 
 def _bias_max(p: LIFParams) -> int:
-    return max_abs(torch.as_tensor(p.bias)) if isinstance(p.bias, torch.Tensor) else abs(int(p.bias))
+    b = max_abs(p.bias.detach()) if isinstance(p.bias, torch.Tensor) else abs(p.bias)
+    return math.ceil(b)
 
 
 def _proven_dtypes(p: LIFParams, a_max: int, steps: int, b_max: int | None = None) -> list:
