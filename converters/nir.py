@@ -54,7 +54,7 @@ import torch
 from qsnn_lava.dynamics import ACT_SHIFT, DECAY_UNITY, UV_MAX, VTH_SHIFT
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.ir import (BIAS_EXP_RANGE, BIAS_MANT_RANGE, DECAY_MAX, INPUT, LIF, MAX_ELEMENTS, MAX_NEURONS,
-                          MAX_TIMESTEPS, VTH_MAX, WEIGHT_EXP_RANGE, Conv, Dense, Layer, Network, Readout, Skip,
+                          MAX_TIMESTEPS, WEIGHT_EXP_RANGE, Conv, Dense, Layer, Network, Readout, Skip,
                           whole_number)
 
 # What the importer refuses, and why (used in the error messages).

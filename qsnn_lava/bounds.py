@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dynamics import UV_MAX, V_LIMIT
+from .dynamics import UV_MAX, V_LIMIT, lif_bound
 from .ir import Network, max_input
 
 
@@ -29,11 +29,9 @@ def static_bounds(net: Network) -> dict:
     for i, layer in enumerate(net.layers):
         n = layer.neuron
         a_max = sum(max_input(syn) for _, syn in net.populations(i))  # skips and recurrence add their worst case
-        r_u, r_v = (4096 - n.du - 1) / 4096, (4096 - n.dv) / 4096
-        u_max = 64 * a_max * sum(r_u ** k for k in range(T))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0
-        v_max = sum(r_v ** k for k in range(T)) * (u_max + b_max)
-        # u wraps at u > 2^23 or u <= -2^23; a margin of 2 covers float rounding of the geometric sums
+        u_max, v_max = lif_bound(int(a_max), b_max, n.du, n.dv, T)  # exact rationals, rounded up
+        # u wraps at u > 2^23 or u <= -2^23; the margin of 2 is conservative
         out[layer.name] = {"u_bound": int(u_max), "v_bound": int(v_max), "u_can_wrap": u_max >= UV_MAX - 2,
                            "v_can_saturate": v_max >= V_LIMIT - 2}
     return out

@@ -34,6 +34,8 @@ triangular surrogate gradient; that is how training sees exactly the arithmetic 
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -104,13 +106,26 @@ def rtz_decay(x: torch.Tensor, decay: int) -> torch.Tensor:
         return xp.zeros_like(x)
     if keep == DECAY_UNITY:  # no decay
         return x
-    if _is_float(x):
-        y = x * (keep / DECAY_UNITY)  # exact: keep/4096 is a dyadic fraction, |x*keep| < 2^36
-        return y + (torch.trunc(y) - y).detach()
+    if _is_float(x):  # exact: keep/4096 is a dyadic fraction, |x*keep| < 2^36 (float32: see exact_dtype)
+        return _RtzDecay.apply(x, keep / DECAY_UNITY)
     prod = x * keep  # int64: |u * keep| < 2^35
     if xp is torch:  # one fused op, twice as fast as the numpy form below, the same values
         return torch.div(prod, DECAY_UNITY, rounding_mode="trunc")
     return np.sign(prod) * (np.abs(prod) >> DECAY_SHIFT)  # as Lava: sign(p) * (|p| >> 12)
+
+
+class _RtzDecay(torch.autograd.Function):
+    """``trunc(x * c)`` forward, ``grad * c`` backward (straight through the rounding): one autograd node for
+    what ``y + (trunc(y) - y).detach()`` spells in four, the same values."""
+
+    @staticmethod
+    def forward(ctx, x, c):
+        ctx.c = c
+        return torch.trunc(x * c)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.c, None
 
 
 def wrap_u(u: torch.Tensor) -> torch.Tensor:
@@ -234,17 +249,191 @@ def lif_init(shape, like: torch.Tensor) -> LIFState:
     return LIFState(z, z.clone())
 
 
-def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | None = None):
-    """Run the LIF over time-major input ``a`` [T, ...]; returns spikes [T, ...] (and u, v traces)."""
+def lif_run(a: torch.Tensor, p: LIFParams, trace: bool = False, counts: dict | None = None, dtype=None,
+            inplace: bool = False):
+    """Run the LIF over time-major input ``a`` [T, ...] from the zero state; returns spikes [T, ...] in ``a``'s
+    dtype (and u, v traces).
+
+    ``dtype`` picks the arithmetic. None: a float ``a`` is the training path (straight-through rounding,
+    surrogate spikes, ``lif_step``); an integer ``a`` is exact, computed in ``exact_dtype``'s narrowest proven
+    type. "exact": the same for an ``a`` of any dtype holding integers (the reference passes float32 sums).
+    A torch dtype (float32, int32, int64) forces the fused exact loop in that type; ValueError where the bound
+    does not prove it exact. torch.int64 with wrap, saturation or a stored membrane is the ``lif_step`` loop.
+    The fused loop (``_lif_run_fused``) is ``lif_step``'s arithmetic with the wrap and saturation that the
+    bound proves idle left out; it adds nothing to ``counts`` (the bound proves there is nothing to count).
+    ``inplace``: ``a`` is the caller's scratch; the fused loop may overwrite it (its storage becomes the spikes).
+    """
+    if dtype is None and a.is_floating_point():  # training: wrap and saturation only where they can happen
+        return _lif_run_steps(a, _limits_needed(p, a), trace, counts)
+    if a.numel() == 0:
+        return _lif_run_steps(a.to(torch.int64), p, trace, counts)
+    b_max = _bias_max(p)
+    proven = _proven_dtypes(p, max_abs(a), a.shape[0], b_max)
+    if dtype is None or dtype == "exact":
+        dtype = proven[0]
+    elif dtype not in proven:
+        raise ValueError(f"the LIF's bound does not prove {dtype} exact for this input (proven: {proven})")
+    if dtype == torch.int64 and len(proven) == 1:  # wrap, saturation or a stored membrane: lif_step
+        s = _lif_run_steps(a.to(torch.int64), p, trace, counts)
+        return tuple(x.to(a.dtype) for x in s) if trace else s.to(a.dtype)
+    return _lif_run_fused(a, p, dtype, trace, has_bias=b_max > 0, inplace=inplace)
+
+
+def _limits_needed(p: LIFParams, a: torch.Tensor) -> LIFParams:
+    """``p`` without the u wrap and v saturation where ``lif_bound`` proves that input ``a`` [T, ...] cannot
+    reach them (the same values and gradients, two autograd nodes fewer per step)."""
+    if not (p.can_wrap or p.can_saturate) or a.numel() == 0:
+        return p
+    u_max, v_max = lif_bound(math.ceil(max_abs(a.detach())), _bias_max(p), p.du, p.dv, a.shape[0])
+    if u_max < V_LIMIT and v_max < V_LIMIT:
+        return p._replace(can_wrap=False, can_saturate=False)
+    return p
+
+
+def _lif_run_steps(a: torch.Tensor, p: LIFParams, trace: bool, counts: dict | None):
+    """``lif_step`` for every step of ``a`` [T, ...] (the training path and the general integer fallback).
+    The steps are stacked at the end: writing each into a preallocated [T, ...] tensor would make autograd
+    keep and zero-fill a full-size gradient per step."""
     state = lif_init(a.shape[1:], a)
-    spikes = torch.empty_like(a)
-    us, vs = (torch.empty_like(a), torch.empty_like(a)) if trace else (None, None)
-    for t in range(a.shape[0]):
-        s, state = lif_step(a[t], state, p, counts)
-        spikes[t] = s
+    spikes, us, vs = [], [], []
+    for a_t in a.unbind(0):  # unbind, not a[t]: its backward is one stack, not a zero-filled [T, ...] per step
+        s, state = lif_step(a_t, state, p, counts)
+        spikes.append(s)
         if trace:
-            us[t], vs[t] = state.u, state.v
-    return (spikes, us, vs) if trace else spikes
+            us.append(state.u)
+            vs.append(state.v)
+    if not spikes:
+        return (a.clone(), a.clone(), a.clone()) if trace else a.clone()
+    return (torch.stack(spikes), torch.stack(us), torch.stack(vs)) if trace else torch.stack(spikes)
+
+
+def _decay_(x: torch.Tensor, keep: int, tmp: torch.Tensor) -> None:
+    """``x = rtz(x * keep / 4096)`` in place (``rtz_decay``'s arithmetic) with the scratch tensor ``tmp``
+    (x's shape). float32 x (int32 tmp): the product by the dyadic keep/4096 is exact where
+    |x| * odd(keep) < 2^24, and the copy to int32 and back truncates toward zero. Integer x (tmp of x's
+    dtype): p = x * keep (|p| < 2^31 for int32), then p / 4096 toward zero as the arithmetic shift of
+    p + (4095 where p < 0). Only multiplies, adds, shifts and copies: torch's trunc and integer division are
+    an order of magnitude slower on CPU (docs/benchmarks.md)."""
+    if keep == DECAY_UNITY:
+        return
+    if keep == 0:
+        x.zero_()
+    elif x.is_floating_point():
+        x.mul_(keep / DECAY_UNITY)
+        tmp.copy_(x)
+        x.copy_(tmp)
+    else:
+        x.mul_(keep)
+        torch.bitwise_right_shift(x, x.element_size() * 8 - 1, out=tmp)  # -1 where p < 0, else 0
+        x.add_(tmp.bitwise_and_(DECAY_UNITY - 1)).bitwise_right_shift_(DECAY_SHIFT)
+
+
+def _lif_run_fused(a: torch.Tensor, p: LIFParams, dtype: torch.dtype, trace: bool, has_bias: bool = True,
+                   inplace: bool = False):
+    """``lif_step``'s arithmetic over all steps, in place in ``dtype``, without wrap and saturation (the caller
+    has proven them idle, ``exact_dtype``) and without a stored membrane. ``has_bias`` False: the bias is
+    known to be zero. Per step: decay u, add a << 6; decay v, add u and the bias; spike where v > vth << 6,
+    which for integers is ``clamp(v - thr, 0, 1)``; reset v to ``v - v * s``. No comparison, no masked fill,
+    no allocation per step (those are the slow torch ops on CPU). Step t's spikes overwrite step t's input
+    once it is consumed, so the input buffer becomes the output (``a`` itself with ``inplace``)."""
+    x = a.to(dtype)
+    x = x.mul_(1 << ACT_SHIFT) if (inplace or x is not a) else x.mul(1 << ACT_SHIFT)  # a << 6, all steps
+    bias = torch.as_tensor(p.bias).to(dtype) if has_bias else None
+    keep_u, keep_v = DECAY_UNITY - (p.du + 1), DECAY_UNITY - p.dv
+    fold_bias = keep_u == 0 and not trace  # u_t = a_t << 6 exactly: add the bias to it for all steps at once
+    if fold_bias and has_bias:
+        x.add_(bias)
+    shape = a.shape[1:]
+    u = torch.zeros(shape, dtype=dtype)
+    v = torch.zeros(shape, dtype=dtype)
+    tmp = torch.empty(shape, dtype=torch.int32 if dtype.is_floating_point else dtype)
+    us, vs = (torch.empty(a.shape, dtype=dtype), torch.empty(a.shape, dtype=dtype)) if trace else (None, None)
+    thr = p.vth << VTH_SHIFT
+    add_bias = has_bias and not fold_bias
+    for t in range(a.shape[0]):
+        s = x[t]
+        if keep_u == 0:
+            u = s  # rtz(u * 0) = 0: the current is this step's input alone
+        else:
+            _decay_(u, keep_u, tmp)
+            u.add_(s)
+        _decay_(v, keep_v, tmp)
+        v.add_(u)
+        if add_bias:
+            v.add_(bias)
+        if trace:
+            us[t] = u
+        torch.sub(v, thr, out=s).clamp_(0, 1)  # the spikes, v > thr for integers, where the input was
+        v.addcmul_(v, s, value=-1)  # v = 0 where s
+        if trace:
+            vs[t] = v
+    out = x.to(a.dtype)
+    return (out, us.to(a.dtype), vs.to(a.dtype)) if trace else out
+
+
+def max_abs(a: torch.Tensor):
+    """max |a| over all elements of ``a`` (0 for an empty tensor), as a Python int (a float for non-integer
+    float values)."""
+    if a.numel() == 0:
+        return 0
+    lo, hi = torch.aminmax(a)
+    m = max(-lo.item(), hi.item())
+    return int(m) if float(m).is_integer() else m
+
+
+def _odd_part(k: int) -> int:
+    while k and k % 2 == 0:
+        k //= 2
+    return k
+
+
+@functools.lru_cache(maxsize=256)
+def lif_bound(a_max: int, b_max: int, du: int, dv: int, steps: int) -> tuple[int, int]:
+    """(u_max, v_max): the largest |u| and |v| a LIF can reach in ``steps`` steps from the zero state when
+    every |a| <= ``a_max`` and |bias| <= ``b_max`` (internal units), from |rtz(x)| <= |x|:
+    |u_t| <= r_u |u_{t-1}| + 64 a_max, |v_t| <= r_v |v_{t-1}| + |u_t| + b_max, so u_max = 64 a_max S_u,
+    v_max = S_v (u_max + b_max) with S = sum_{k<steps} r^k, r_u = (4095 - du) / 4096, r_v = (4096 - dv) / 4096.
+    Resets only lower |v|. Computed in exact rationals and rounded up (``bounds.static_bounds`` uses it)."""
+    from fractions import Fraction
+
+    def geometric(keep: int) -> Fraction:
+        r = Fraction(keep, DECAY_UNITY)
+        return Fraction(steps) if r == 1 else (1 - r ** steps) / (1 - r)
+
+    u_max = (1 << ACT_SHIFT) * a_max * geometric(DECAY_UNITY - du - 1)
+    v_max = geometric(DECAY_UNITY - dv) * (u_max + b_max)
+    return math.ceil(u_max), math.ceil(v_max)
+
+
+def _bias_max(p: LIFParams) -> int:
+    b = max_abs(p.bias.detach()) if isinstance(p.bias, torch.Tensor) else abs(p.bias)
+    return math.ceil(b)
+
+
+def _proven_dtypes(p: LIFParams, a_max: int, steps: int, b_max: int | None = None) -> list:
+    """The dtypes in which the fused loop is exact for input |a| <= ``a_max`` over ``steps`` steps, narrowest
+    first (docs/integer-semantics.md, "Narrow types"):
+      float32: no wrap or saturation can happen, and each decay product is exact: |x| * odd(keep) < 2^24
+               (keep/4096 is dyadic, so x * keep/4096 needs only the odd part's bits), all values < 2^24;
+      int32:   no wrap or saturation, |x| * keep < 2^31 for both decays;
+      int64:   always; alone in the list where a stored membrane, wrap or saturation need the lif_step loop.
+    ``b_max``: the largest |bias| (None: read from ``p``)."""
+    u_max, v_max = lif_bound(a_max, _bias_max(p) if b_max is None else b_max, p.du, p.dv, steps)
+    if p.mem_bits or not (u_max < V_LIMIT and v_max < V_LIMIT):  # a stored membrane, a wrap or a saturation
+        return [torch.int64]
+    keeps = ((u_max, DECAY_UNITY - p.du - 1), (v_max, DECAY_UNITY - p.dv))
+    out = []
+    if all(b * _odd_part(k) < _F32_EXACT for b, k in keeps):
+        out.append(torch.float32)
+    if all(b * k < (1 << 31) for b, k in keeps):
+        out.append(torch.int32)
+    return out + [torch.int64]
+
+
+def exact_dtype(p: LIFParams, a_max: int, steps: int) -> torch.dtype:
+    """The narrowest dtype in which ``lif_run`` computes ``p``'s dynamics exactly for |a| <= ``a_max`` over
+    ``steps`` steps: float32, int32 or int64 (``_proven_dtypes``)."""
+    return _proven_dtypes(p, a_max, steps)[0]
 
 
 def shift_exp(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
@@ -263,11 +452,19 @@ _F64_EXACT = 1 << 53
 _TF32_EXACT = 1 << 11  # TF32 keeps 11 significant bits of each float32 input
 
 
-def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
+def _exact_out(out_dtype: torch.dtype, bound: int) -> torch.dtype:
+    """float32 where asked for and every sum is below 2^24 (exact), else int64."""
+    return torch.float32 if out_dtype == torch.float32 and bound < _F32_EXACT else torch.int64
+
+
+def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0,
+                     out_dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """Synaptic input ``(spikes @ weight.T)`` shifted by ``weight_exp``; spikes [..., n_in], weight [n_out, n_in].
 
     Integer weights are summed with a BLAS matmul, which is exact because every partial sum is bounded
     by ``max_i sum_j |w_ij|``: float32 when that bound is below 2^24, float64 below 2^53, else int64.
+    The result is int64, or float32 holding the same integers when ``out_dtype`` is float32 and the bound is
+    below 2^24 (no conversion pass: the reference's fast path).
     """
     if weight.is_floating_point():
         return shift_exp(spikes.to(weight.dtype) @ weight.t(), weight_exp)
@@ -275,7 +472,8 @@ def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int
     if bound >= _F64_EXACT:  # pragma: no cover - needs absurd weights; stay exact anyway (CPU int64 matmul)
         return shift_exp((spikes.to(torch.int64).cpu() @ weight.t().cpu()).to(spikes.device), weight_exp)
     ftype = exact_float(bound, weight)
-    acc = (spikes.to(ftype) @ weight.t().to(ftype)).to(torch.int64)
+    out = _exact_out(out_dtype, bound) if ftype == torch.float32 else torch.int64
+    acc = (spikes.to(ftype) @ weight.t().to(ftype)).to(out)
     return shift_exp(acc, weight_exp)
 
 
@@ -296,12 +494,13 @@ def exact_float(bound: int, weight: torch.Tensor) -> torch.dtype:
 
 
 def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding=(0, 0), groups: int = 1,
-                    weight_exp: int = 0) -> torch.Tensor:
+                    weight_exp: int = 0, out_dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """Synaptic input of a Conv synapse: ``conv2d(spikes, weight)`` (cross-correlation, zero padding),
     shifted by ``weight_exp``; spikes [..., C, H, W] -> [..., C_out, H_out, W_out].
 
     Exact for integer weights by the same argument as ``dense_accumulate``: every partial sum is bounded
     by the largest per-channel sum of |w|, so float32 convolution is exact below 2^24, float64 below 2^53.
+    ``out_dtype`` as for ``dense_accumulate``.
     """
     import torch.nn.functional as F
 
@@ -314,11 +513,12 @@ def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), p
         if bound >= _F64_EXACT:  # pragma: no cover - absurd weights
             raise ValueError("conv weights too large for an exact float convolution")
         ftype = exact_float(bound, weight)
+        out = _exact_out(out_dtype, bound) if ftype == torch.float32 else torch.int64
         if x.device.type == "cpu":
             acc = F.conv2d(x.to(ftype), weight.to(ftype), stride=tuple(stride), padding=tuple(padding),
-                           groups=groups).to(torch.int64)
+                           groups=groups).to(out)
         else:
-            acc = _conv_as_matmul(x.to(ftype), weight.to(ftype), stride, padding, groups).to(torch.int64)
+            acc = _conv_as_matmul(x.to(ftype), weight.to(ftype), stride, padding, groups).to(out)
     return shift_exp(acc.reshape(*lead, *acc.shape[1:]), weight_exp)
 
 

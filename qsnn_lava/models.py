@@ -1,7 +1,8 @@
 """Quantized spiking networks whose eval forward is the deployed integer network, exactly.
 
-Training mode runs the same integer dynamics (qsnn_lava.dynamics) on float64 tensors with straight-
-through rounding and surrogate spikes; eval mode runs them on int64 tensors. Both call the same
+Training mode runs the same integer dynamics (qsnn_lava.dynamics) on float tensors holding integers
+(float32 where ``QSNN.float32_exact`` proves it exact, else float64) with straight-through rounding and
+surrogate spikes; eval mode runs them on int64 tensors. Both call the same
 functions with the same integer weights, so the accuracy of the eval model *is* the deployed accuracy.
 """
 from __future__ import annotations
@@ -477,6 +478,16 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
     return layers
 
 
+def _input_max(synapse) -> int:
+    """The largest |synaptic input| one step of ``synapse`` can give a neuron from 0/1 spikes: fan-in times
+    the largest mantissa (``QuantSynapse``: round(1 / unit)), k * k for a sum pool, the gain of a skip."""
+    if isinstance(synapse, QuantSynapse):
+        return int(np.prod(synapse.weight.shape[1:])) * round(1.0 / synapse.unit)
+    if isinstance(synapse, SumPool):
+        return synapse.k * synapse.k
+    return abs(int(synapse.gain))  # IdentitySkip
+
+
 class QSNN(nn.Module):
     """Feed-forward QSNN; input spikes [T, N, n_in] -> list of every layer's spikes, flat [T, N, n]."""
 
@@ -485,9 +496,24 @@ class QSNN(nn.Module):
         check_config(cfg)
         cfg = self.config = with_defaults(cfg)
         self.layers = nn.ModuleList(build_layers(cfg))
-        # mlp trains on float64 as before; conv nets on float32, exact for the integers they hold
-        # (|v| < 2^24 and dyadic decays) and twice as fast
-        self.train_dtype = torch.float64 if cfg["arch"] == "mlp" else torch.float32
+        # float32 where the worst case proves it exact (twice as fast as float64), else float64
+        self.train_dtype = torch.float32 if self.float32_exact() else torch.float64
+
+    def float32_exact(self) -> bool:
+        """Whether float32 holds every integer of the training forward exactly, for 0/1 input spikes: for every
+        layer the worst case (each weight at the quantizer's largest mantissa, every input on, the folded
+        bias at its 13-bit, exp-7 limit) is proven by ``dynamics.exact_dtype`` (no 24-bit wrap or saturation,
+        every decay product |x| * odd(keep) < 2^24). ``forward`` trains on float64 for a batch whose input
+        exceeds 1."""
+        T = int(self.config["timesteps"])
+        for layer in self.layers:
+            n = layer.neuron
+            a_max = _input_max(layer.synapse) + sum(_input_max(m) for m in layer.skips)
+            b_max = (4096 << 7) if getattr(layer.synapse, "bn", None) is not None else 0
+            p = dyn.LIFParams(vth=n.vth, du=n.du, dv=n.dv, bias=b_max)
+            if dyn.exact_dtype(p, a_max, T) != torch.float32:
+                return False
+        return True
 
     def set_epoch(self, epoch: int) -> None:
         """Advance per-epoch schedules (the sigmoid quantizer's temperature)."""
@@ -509,7 +535,11 @@ class QSNN(nn.Module):
 
         Training mode computes in ``train_dtype`` (float, with surrogate gradients); eval mode in int64, the
         deployed integer network exactly."""
-        s = x.to(self.train_dtype) if self.training else x.to(torch.int64)
+        if self.training:
+            wide = self.train_dtype == torch.float32 and x.numel() and dyn.max_abs(x) > 1  # not 0/1 spikes
+            s = x.to(torch.float64 if wide else self.train_dtype)
+        else:
+            s = x.to(torch.int64)
         outputs, out = {ir.INPUT: s}, []
         for layer in self.layers:
             s = layer(s, outputs)

@@ -1,6 +1,7 @@
 """Quantization-aware BPTT on the deployed integer dynamics.
 
-The forward pass is the integer network (float64 tensors holding integers, see qsnn_lava.dynamics);
+The forward pass is the integer network (float tensors holding integers, see qsnn_lava.dynamics and
+``QSNN.float32_exact``);
 gradients flow through straight-through rounding and the triangular surrogate spike. The loss is
 cross-entropy on the output layer's spike counts, the same quantity deployed inference classifies by,
 so the model that is evaluated is exactly the model that is deployed.
@@ -89,7 +90,7 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
         from tqdm import tqdm
         bar = tqdm(total=epochs, initial=start, desc="train", unit="epoch")
     t0 = time.perf_counter() - (float(resume["training"]["seconds"]) if resume else 0.0)
-    xt, yt = torch.from_numpy(x_train.astype(np.float64)), torch.from_numpy(y_train)
+    xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)  # 0/1: exact
     for epoch in range(start, epochs):
         model.set_epoch(epoch + epoch_offset)
         model.train()

@@ -120,6 +120,27 @@ def test_processes_stopped_after_interrupt_timeout_and_error():
     assert orphaned_shm(shm() - before_shm) == set()
 
 
+def test_sample_shards_on_two_workers_equal_one_graph_and_clean_up():
+    """workers = 2: two Lava workers on contiguous sample shards at once give the spikes of one graph; a
+    Ctrl-C from one shard's chunk stops both, and nothing is left running or in shared memory."""
+    rng = np.random.default_rng(11)
+    net = random_network(rng, sizes=(12, 9, 5), timesteps=3)
+    x = random_spikes(rng, net, 7)
+    before_kids, before_shm = descendants(os.getpid()), shm()
+    one, two = run_lava(net, x), run_lava(net, x, workers=2)
+    assert two.info["workers"] == 2 and len(two.info["shards"]) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(one.spikes, two.spikes))
+    assert compare(simulate(net, x), two)["mismatches"] == 0
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_lava(net, x, workers=2, chunk_samples=1, on_chunk=interrupt)
+    assert set(descendants(os.getpid())) - set(before_kids) == set()
+    assert orphaned_shm(shm() - before_shm) == set()
+
+
 def test_worker_reports_versions_and_keeps_lava_noise_out_of_the_protocol():
     from qsnn_lava.deployment.backends.lava import probe
 

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -176,11 +177,14 @@ class LavaWorker:
             return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         return self.proc.poll() is not None
 
-    def follow(self, on_progress, deadline: float | None, on_timeout) -> None:
+    def follow(self, on_progress, deadline: float | None, on_timeout, cancel: threading.Event | None = None) -> None:
         """Pass each ``progress DONE TOTAL`` line to ``on_progress`` until the worker exits; call
-        ``on_timeout()`` (which raises) once ``time.monotonic()`` passes ``deadline``."""
+        ``on_timeout()`` (which raises) once ``time.monotonic()`` passes ``deadline``; raise QsnnError when
+        ``cancel`` is set (another shard of the same run failed or was interrupted)."""
         buf, reading = b"", True
         while True:
+            if cancel is not None and cancel.is_set():
+                raise QsnnError("Lava run cancelled: another shard of it stopped")
             exited = self.exited()
             if reading:
                 ready, _, _ = select.select([self.read_fd], [], [], 0 if exited else 0.1)
@@ -245,13 +249,14 @@ class LavaWorker:
 
 def call_worker(op: str, request: dict | None = None, *, net: Network | None = None, spikes=None,
                 files: dict | None = None, progress: bool = False, on_chunk=None,
-                timeout_s: float | None = None) -> tuple[dict, dict]:
+                timeout_s: float | None = None, cancel: threading.Event | None = None) -> tuple[dict, dict]:
     """Serve one request (``op`` and its fields) in a fresh Lava worker: (result.json, arrays by name).
 
     ``net`` travels as ``net.h5`` (``Network.save``, which validates), ``spikes`` as ``input.npy``, and
     ``files`` ({name in the request folder: source path}) as copies. ``progress`` shows a bar over Lava
     steps; ``on_chunk(steps_done, steps_total)`` is called after each chunk the worker reports.
-    ``timeout_s`` bounds the whole call's wall time (worker start included). Whatever the way out, the
+    ``timeout_s`` bounds the whole call's wall time (worker start included); setting ``cancel`` (a
+    threading.Event) from another thread stops the call with a QsnnError. Whatever the way out, the
     worker's process group is killed (after success only stragglers are left to kill), the shared memory
     left behind and the temporary folder are removed.
     """
@@ -289,7 +294,7 @@ def call_worker(op: str, request: dict | None = None, *, net: Network | None = N
             shutil.copyfile(source, workdir / name)
         try:
             worker.start(req)
-            worker.follow(on_progress, None if timeout_s is None else start + timeout_s, on_timeout)
+            worker.follow(on_progress, None if timeout_s is None else start + timeout_s, on_timeout, cancel)
         finally:
             worker.stop()
         return worker.result()
@@ -302,25 +307,99 @@ def call_worker(op: str, request: dict | None = None, *, net: Network | None = N
 # -- the backend ----------------------------------------------------------------------------------------
 
 def run(net: Network, spikes: np.ndarray, progress: bool = False, chunk_samples: int = 64,
-        on_chunk=None, timeout_s: float | None = None) -> Record:
-    """Run input spikes [T, N, n_in] through ``net`` in one Lava graph; every layer's spikes (and a readout
-    layer's voltage) as a Record.
+        on_chunk=None, timeout_s: float | None = None, workers: int = 1) -> Record:
+    """Run input spikes [T, N, n_in] through ``net`` in Lava; every layer's spikes (and a readout layer's
+    voltage) as a Record.
 
-    All samples go through one graph in one run (see converters.lava_graph for the reset/delay scheme),
-    in chunks of ``chunk_samples`` so a progress bar can advance. ``on_chunk(steps_done, steps_total)``
-    is called after each chunk (a hook for progress and tests). ``timeout_s`` bounds the wall time; on
-    expiry the Lava processes are killed and a QsnnError says how far the run got.
+    All samples of a shard go through one graph in one run (see converters.lava_graph for the reset/delay
+    scheme), in chunks of ``chunk_samples`` so a progress bar can advance. ``workers`` > 1 splits the samples
+    into that many contiguous shards, each run by a Lava worker of its own at the same time (independent
+    graphs: the same spikes as one run, since every sample starts from the zero state). ``on_chunk(steps_done,
+    steps_total)`` is called after each chunk, summed over the shards (a hook for progress and tests).
+    ``timeout_s`` bounds the wall time; on expiry, or when one shard fails, the Lava processes of every shard
+    are killed and a QsnnError says how far the run got.
     """
     from qsnn_lava.deployment.lava_worker import check_spikes
 
     spikes = check_spikes(net, spikes)
     t0 = time.perf_counter()
-    result, arrays = call_worker("run", {"chunk_samples": int(chunk_samples)}, net=net, spikes=spikes,
-                                 progress=progress, on_chunk=on_chunk, timeout_s=timeout_s)
-    info = dict(result["info"], seconds=time.perf_counter() - t0)
-    volts = {layer.name: arrays[f"voltage_{i}"] for i, layer in enumerate(net.layers) if f"voltage_{i}" in arrays}
-    return Record("lava", [layer.name for layer in net.layers],
-                  [arrays[f"spikes_{i}"] for i in range(len(net.layers))], info=info, voltages=volts)
+    n = spikes.shape[1]
+    workers = max(1, min(int(workers), n))
+    if workers == 1:
+        results = [call_worker("run", {"chunk_samples": int(chunk_samples)}, net=net, spikes=spikes,
+                               progress=progress, on_chunk=on_chunk, timeout_s=timeout_s)]
+    else:
+        results = _run_shards(net, spikes, workers, progress, int(chunk_samples), on_chunk, timeout_s)
+
+    def joined(key):
+        return np.concatenate([a[key] for _, a in results], axis=1)
+
+    arrays = [joined(f"spikes_{i}") for i in range(len(net.layers))]
+    volts = {layer.name: joined(f"voltage_{i}") for i, layer in enumerate(net.layers)
+             if f"voltage_{i}" in results[0][1]}
+    infos = [r["info"] for r, _ in results]
+    info = dict(infos[0]) if workers == 1 else {
+        **{k: max(i[k] for i in infos) for k in infos[0] if k.endswith("_s")},  # the shards overlap in time
+        "steps": sum(i["steps"] for i in infos), "workers": workers, "shards": infos}
+    info["seconds"] = time.perf_counter() - t0
+    return Record("lava", [layer.name for layer in net.layers], arrays, info=info, voltages=volts)
+
+
+def _run_shards(net: Network, spikes: np.ndarray, workers: int, progress: bool, chunk_samples: int, on_chunk,
+                timeout_s: float | None) -> list:
+    """``call_worker("run")`` for ``workers`` contiguous sample shards at once, one thread each; the results
+    in shard order. The first failure (or Ctrl-C here) cancels the other shards, whose workers are killed."""
+    edges = np.linspace(0, spikes.shape[1], workers + 1).astype(int)
+    cancel, lock = threading.Event(), threading.Lock()
+    done, total = [0] * workers, [0] * workers
+    results, errors = [None] * workers, [None] * workers
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=0, desc="lava", unit="step", leave=False)
+
+    def chunk(k, steps_done, steps_total):
+        with lock:
+            done[k], total[k] = steps_done, steps_total
+            if bar is not None:
+                bar.total = sum(total)
+                bar.update(sum(done) - bar.n)
+            if on_chunk:
+                on_chunk(sum(done), sum(total))
+
+    def shard(k):
+        try:
+            results[k] = call_worker("run", {"chunk_samples": chunk_samples}, net=net,
+                                     spikes=np.ascontiguousarray(spikes[:, edges[k]:edges[k + 1]]),
+                                     on_chunk=lambda d, t: chunk(k, d, t), timeout_s=timeout_s, cancel=cancel)
+        except BaseException as e:  # noqa: B036 - handed to the caller's thread below
+            errors[k] = e
+            cancel.set()
+
+    threads = [threading.Thread(target=shard, args=(k,), daemon=True) for k in range(workers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.1)
+    except BaseException:
+        cancel.set()  # Ctrl-C (or anything) here: every shard kills its Lava processes before we go on
+        for t in threads:
+            t.join()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    first = next((e for e in errors if e is not None and not _is_cancel(e)), None) or next(
+        (e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    return results
+
+
+def _is_cancel(error: BaseException) -> bool:
+    return isinstance(error, QsnnError) and str(error).startswith("Lava run cancelled")
 
 
 def trace(net: Network, spikes: np.ndarray, layer_index: int):
