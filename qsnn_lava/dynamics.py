@@ -344,11 +344,13 @@ def _lif_run_fused(a: torch.Tensor, p: LIFParams, dtype: torch.dtype, trace: boo
     if fold_bias and has_bias:
         x.add_(bias)
     shape = a.shape[1:]
-    u = torch.zeros(shape, dtype=dtype)
-    v = torch.zeros(shape, dtype=dtype)
-    tmp = torch.empty(shape, dtype=torch.int32 if dtype.is_floating_point else dtype)
-    us, vs = (torch.empty(a.shape, dtype=dtype), torch.empty(a.shape, dtype=dtype)) if trace else (None, None)
-    thr = p.vth << VTH_SHIFT
+    u = torch.zeros(shape, dtype=dtype, device=a.device)
+    v = torch.zeros_like(u)
+    tmp = torch.empty(shape, dtype=torch.int32 if dtype.is_floating_point else dtype, device=a.device)
+    us, vs = (torch.empty_like(x), torch.empty_like(x)) if trace else (None, None)
+    # v never exceeds V_LIMIT here, so a larger threshold (a readout's NO_FIRE_VTH) is the same as V_LIMIT, which
+    # every dtype of this loop holds (vth << 6 itself would not fit int32)
+    thr = min(p.vth << VTH_SHIFT, V_LIMIT)
     add_bias = has_bias and not fold_bias
     for t in range(a.shape[0]):
         s = x[t]
