@@ -24,8 +24,9 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
 
 
-def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
-    """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record."""
+def evaluate(model, spikes: np.ndarray, batch_size: int = 256) -> Record:
+    """Eval-mode (integer) forward of the torch model (a QSNN, or an ``irmodel.IRModel``); every layer's spikes
+    as a Record."""
     model.eval()
     t0 = time.perf_counter()
     chunks = []
@@ -35,6 +36,27 @@ def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
             chunks.append([s.numpy().astype(np.uint8) for s in layer_out])
     outs = [np.concatenate(per_layer, axis=1) for per_layer in zip(*chunks)]
     return Record("torch", [layer.name for layer in model.layers], outs, info={"seconds": time.perf_counter() - t0})
+
+
+def run_epoch(model, opt, xt: torch.Tensor, yt: torch.Tensor, batch_size: int, gen: torch.Generator):
+    """One epoch of BPTT on the deployed dynamics: ``model`` (train mode) on the spikes ``xt`` [T, N, n_in]
+    (float) in batches shuffled by ``gen``, cross-entropy of the output layer's spike counts against ``yt``,
+    one ``opt`` step per batch. Returns (mean loss, training accuracy). Used by ``train`` and by
+    ``irmodel.finetune``."""
+    model.train()
+    perm = torch.randperm(len(yt), generator=gen)
+    total, correct, loss_sum = 0, 0, 0.0
+    for lo in range(0, len(perm), batch_size):
+        idx = perm[lo:lo + batch_size]
+        counts = model(xt[:, idx])[-1].sum(0)
+        loss = F.cross_entropy(counts, yt[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(idx)
+        correct += int((counts.argmax(-1) == yt[idx]).sum())
+        total += len(idx)
+    return loss_sum / total, correct / total
 
 
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
@@ -72,27 +94,14 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
     xt, yt = torch.from_numpy(x_train.astype(np.float64)), torch.from_numpy(y_train)
     for epoch in range(start, epochs):
         model.set_epoch(epoch + epoch_offset)
-        model.train()
-        perm = torch.randperm(len(yt), generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
-        for lo in range(0, len(perm), batch_size):
-            idx = perm[lo:lo + batch_size]
-            counts = model(xt[:, idx])[-1].sum(0)
-            loss = F.cross_entropy(counts, yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((counts.argmax(-1) == yt[idx]).sum())
-            total += len(idx)
+        loss, train_acc = run_epoch(model, opt, xt, yt, batch_size, gen)
         sched.step()
         test_acc = evaluate(model, x_test).accuracy(y_test)
-        for k, v in (("epoch", epoch + 1), ("loss", loss_sum / total), ("train_acc", correct / total),
-                     ("test_acc", test_acc)):
+        for k, v in (("epoch", epoch + 1), ("loss", loss), ("train_acc", train_acc), ("test_acc", test_acc)):
             history[k].append(v)
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / total:.3f}", test=f"{test_acc:.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}", test=f"{test_acc:.3f}")
         if on_epoch:
             on_epoch(model, {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                              "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
