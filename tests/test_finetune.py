@@ -162,3 +162,12 @@ def test_a_finetuned_network_runs_identically_on_lava(rng):
     ref, lava = ql.simulate(tuned, x), ql.simulate(tuned, x, backend="lava")
     assert mismatches(ref.spikes, lava.spikes) == 0 and sum(int(s.sum()) for s in ref.spikes) > 0
     assert mismatches(evaluate(model, x).spikes, ref.spikes) == 0
+
+
+def test_irmodel_examples_run():
+    import doctest
+
+    import qsnn_lava.irmodel as M
+
+    result = doctest.testmod(M, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
