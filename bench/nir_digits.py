@@ -1,6 +1,6 @@
 """A float snnTorch SNN on digits -> NIR -> Loihi integers -> fine-tuned: accuracy at every step.
 
-Usage: python bench/nir_digits.py [--epochs 30] [--hidden 128] [--weight-bits 8 4] [--finetune-epochs 5]
+Usage: python bench/nir_digits.py [--epochs 15] [--hidden 128] [--weight-bits 8 4] [--finetune-epochs 5]
                                   [--lava-samples 60] [--out bench/results]
 
 1. snnTorch 1.0 trains a 64-H-10 network of Leaky neurons (beta 0.9 and 0.8, threshold 1, reset to zero, the
@@ -84,11 +84,11 @@ def lava_check(net, x: np.ndarray) -> int:
 def main():
     """Parse the command line, run the bench (module docstring), print and save its results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=30, help="snnTorch training epochs")
+    ap.add_argument("--epochs", type=int, default=15, help="snnTorch training epochs")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--weight-bits", type=int, nargs="+", default=[8, 4])
     ap.add_argument("--finetune-epochs", type=int, default=5)
-    ap.add_argument("--finetune-lr", type=float, default=1e-3)
+    ap.add_argument("--finetune-lr", type=float, default=0.05, help="weight mantissas per step")
     ap.add_argument("--lava-samples", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results")

@@ -737,7 +737,7 @@ def export_nir(net, path=None, dt: float = 1e-3, inputs=()):
 
 # ---------------------------------------------------------------- finetune
 def finetune(target, *, dataset: str | None = None, data_dir=None, denoise: bool = False, epochs: int = 5,
-             lr: float = 1e-3, batch_size: int = 64, seed: int = 0, train_samples: int | None = None,
+             lr: float | None = None, batch_size: int = 64, seed: int = 0, train_samples: int | None = None,
              samples: int | None = None, biases: bool = True, out=None, progress: bool = False):
     """Recover accuracy lost in conversion (``import_nir``, pruning, ...) by quantization-aware training in
     the exact integer dynamics the network deploys with, so that trained = deployed again.
@@ -747,7 +747,8 @@ def finetune(target, *, dataset: str | None = None, data_dir=None, denoise: bool
     An IR trains through ``qsnn_lava.irmodel.IRModel``: latent weights start at the integer mantissas and
     are rounded straight-through inside each synapse's legal range; weight_exp, vth, du, dv stay fixed;
     biases are learned within their 13-bit mantissa unless ``biases=False`` (docs/nir.md, "Fine-tuning").
-    Adam from ``lr`` (cosine over ``epochs``), ``batch_size`` samples per step, on ``train_samples`` seeded
+    Adam from ``lr`` (cosine over ``epochs``; an IR: weight mantissas per step, default 0.05; a checkpoint:
+    as ``train``'s, default 1e-3), ``batch_size`` samples per step, on ``train_samples`` seeded
     training samples of ``dataset`` (default: the target's, else digits; None: all); accuracy on the
     first ``samples`` test samples (None: all). With ``out`` the result is written there (never onto the
     input). The result's ``.meta["finetune"]`` records the settings, the accuracy before and after (after:
@@ -772,6 +773,7 @@ def finetune(target, *, dataset: str | None = None, data_dir=None, denoise: bool
         check_output(out, inputs=[target] if isinstance(target, (str, Path)) else [])
     obj = target if isinstance(target, Network) or _is_model(target) else load(target)
     is_model = _is_model(obj)
+    lr = lr if lr is not None else (1e-3 if is_model else 0.05)
     meta0 = dict(getattr(obj, "meta", {}) or {})
     dataset = dataset or meta0.get("dataset") or "digits"
     T = int(obj.config["timesteps"]) if is_model else obj.timesteps

@@ -500,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     fn.add_argument("--data-dir", help="folder of the dataset's files")
     fn.add_argument("--denoise", action="store_true", help="event data: drop unsupported events")
     fn.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs")
-    fn.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule); a fraction of "
-                                                         "each synapse's weight range per step")
+    fn.add_argument("--lr", type=float, default=None,
+                    help="Adam learning rate (cosine schedule); an IR: weight mantissas per step (default 0.05); a "
+                         "checkpoint: as train's (default 1e-3)")
     fn.add_argument("--batch-size", type=int, default=64, help="training batch size")
     fn.add_argument("--seed", type=int, default=0, help="random seed")
     fn.add_argument("--train-samples", type=int, default=None, help="train on this many training samples "

@@ -4,7 +4,7 @@
 latent float weights initialised at the IR's integer mantissas, and for every layer a latent bias
 initialised at its ``bias_mant``. Its forward pass is the deployed network:
 
-    mantissa = step * clamp(ste_round(latent * scale / step), lo / step, hi / step)
+    mantissa = step * clamp(ste_round(latent / step), lo / step, hi / step)
     bias     = clamp(ste_round(latent_bias * bias_scale), -4096, 4095) << bias_exp      (13-bit mantissa)
 
 then the reference simulator's arithmetic (``qsnn_lava.dynamics``: ``dense_accumulate``/``conv_accumulate``
@@ -17,11 +17,11 @@ What is learned and what is fixed:
   * weights: learned. ``[lo, hi]`` is ``ir.weight_limits`` of the layer's initial weights, so a synapse
     keeps its sign structure (all >= 0, all <= 0, or mixed) and stays within Loihi 2's 8-bit registers
     (a mixed conv at most [-128, 127]); a mixed dense matrix of even values in [-256, 254] stays even
-    (``step`` 2). ``scale`` is the synapse's largest |mantissa| (hi when all are 0), so a latent weight lives
-    in [-1, 1] as in ``train`` and Adam's learning rate is a fraction of the weight range per step.
+    (``step`` 2). Latent weights are in mantissa units, so Adam's learning rate is (about) the number of
+    mantissa steps a weight moves per optimiser step, whatever the bit width: what undoing a rounding needs.
   * biases: learned by default, within the 13-bit mantissa at the layer's fixed ``bias_exp``; ``bias_scale``
-    is the threshold in bias mantissas (``(vth << 6) >> bias_exp``, at least 1), so a latent bias of 1 is
-    one threshold per step. ``biases=False`` keeps them fixed.
+    is one main-synapse weight mantissa in bias mantissas (``2^(6 + weight_exp - bias_exp)``, at least 1), so
+    the learning rate means the same for biases as for weights. ``biases=False`` keeps them fixed.
   * ``weight_exp``, ``vth``, ``du``, ``dv``, ``bias_exp``, a qmem neuron's ``mem_bits``/``mem_shift``, shapes,
     strides, paddings, groups and skips: fixed (the register layout the IR chose is kept).
 
@@ -62,13 +62,11 @@ class SynapseParams(nn.Module):
         super().__init__()
         self.syn = syn  # the IR synapse: fixed fields, and the template of to_ir()
         self.lo, self.hi, self.step = _synapse_range(syn)
-        top = int(np.abs(syn.weight).max()) if syn.weight.size else 0
-        self.scale = float(top or max(abs(self.lo), abs(self.hi)))
-        self.latent = nn.Parameter(torch.from_numpy(syn.weight.astype(np.float64)) / self.scale)
+        self.latent = nn.Parameter(torch.from_numpy(syn.weight.astype(np.float64)))
 
     def mantissa(self) -> torch.Tensor:
         """Mantissas (float64 holding integers, straight-through gradient inside the legal range)."""
-        m = ste_round(self.latent * (self.scale / self.step))
+        m = ste_round(self.latent / self.step)
         return m.clamp(self.lo // self.step, self.hi // self.step) * self.step
 
     def integer_weight(self) -> torch.Tensor:
@@ -101,7 +99,7 @@ class LayerParams(nn.Module):
         self.layer = layer
         self.synapses = nn.ModuleList([SynapseParams(layer.synapse)] + [SynapseParams(k.synapse) for k in layer.skips])
         n = layer.neuron
-        self.bias_scale = float(max(1, (n.vth << dyn.VTH_SHIFT) >> n.bias_exp))
+        self.bias_scale = max(1.0, 2.0 ** (dyn.ACT_SHIFT + layer.synapse.weight_exp - n.bias_exp))
         b = torch.from_numpy(n.bias_mant.astype(np.float64)) / self.bias_scale
         self.bias_latent = nn.Parameter(b, requires_grad=biases)
 
@@ -193,7 +191,7 @@ class IRModel(nn.Module):
 
 
 def finetune(net: Network, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
-             epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0, biases: bool = True,
+             epochs: int, lr: float = 0.05, batch_size: int = 64, seed: int = 0, biases: bool = True,
              progress: bool = False) -> tuple[Network, dict]:
     """Quantization-aware fine-tuning of IR ``net`` on spikes ``x_train`` [T, N, n_in] with labels ``y_train``:
     Adam (cosine schedule over ``epochs``) on cross-entropy of the output layer's spike counts, as ``train``.

@@ -65,12 +65,12 @@ def test_learned_integers_stay_legal_and_the_fixed_fields_stay_fixed(rng):
     model = IRModel(net)
     with torch.no_grad():  # what a wild optimiser step could do
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 5)
+            p.add_(torch.randn_like(p) * 300)
     tuned = model.to_ir()  # validates
     for a, b in zip(net.layers, tuned.layers):
         lo, hi = weight_limits(a.synapse.weight)
-        if a.synapse.type == "conv":
-            lo, hi = max(lo, -128), min(hi, 127)
+        if a.synapse.type == "conv" and lo < 0 < hi:  # Lava's Conv: no even 9-bit values
+            lo, hi = -128, 127
         assert lo <= b.synapse.weight.min() and b.synapse.weight.max() <= hi, a.name
         assert not np.array_equal(a.synapse.weight, b.synapse.weight)
         for key in ("vth", "du", "dv", "bias_exp", "n"):
@@ -103,7 +103,7 @@ def coarse():
 
 def test_finetune_recovers_accuracy_and_trained_equals_deployed(coarse, tmp_path):
     out = tmp_path / "tuned.ir.h5"
-    tuned = ql.finetune(coarse, epochs=2, lr=1e-2, train_samples=600, samples=200, out=out)
+    tuned = ql.finetune(coarse, epochs=2, lr=0.3, train_samples=600, samples=200, out=out)
     ft = tuned.meta["finetune"]
     assert ft["accuracy_after"] > ft["accuracy_before"] + 0.05, ft
     x, y = ql.encode(ql.load_dataset("digits", timesteps=6).test, 6, 200)
@@ -156,7 +156,7 @@ def test_a_finetuned_network_runs_identically_on_lava(rng):
     model = IRModel(net)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+            p.add_(torch.randn_like(p) * 3)
     tuned = model.to_ir()
     x = random_spikes(rng, tuned, 6)
     ref, lava = ql.simulate(tuned, x), ql.simulate(tuned, x, backend="lava")
