@@ -55,9 +55,9 @@ def snntorch_mlp(sizes=(12, 10, 4)):
 
 
 def test_snntorch_leaky_mlp_imports_and_matches_snntorch_itself():
+    model = snntorch_mlp()
     from snntorch.export_nir import export_to_nir
 
-    model = snntorch_mlp()
     graph = export_to_nir(model, torch.zeros(12))
     assert sorted(type(n).__name__ for n in graph.nodes.values()) == ["Affine", "Affine", "Input", "LIF", "LIF",
                                                                       "Output"]
@@ -159,9 +159,9 @@ def spikingjelly_nets():
 
 
 def test_spikingjelly_mlp_and_conv_import():
+    mlp, conv = spikingjelly_nets()
     from spikingjelly.activation_based.nir_exchange import export_to_nir
 
-    mlp, conv = spikingjelly_nets()
     net, _ = imported(export_to_nir(mlp, torch.zeros(1, 12), dt=1e-4), 1e-4, spikes(5, 40, 12))
     assert [(layer.neuron.du, layer.neuron.dv) for layer in net.layers] == [(4095, 2048), (4095, 0)]  # LIF, IF
     net, _ = imported(export_to_nir(conv, torch.zeros(1, 2, 8, 8), dt=1e-4), 1e-4, spikes(6, 16, 128))
@@ -171,6 +171,8 @@ def test_spikingjelly_mlp_and_conv_import():
 # ------------------------------------------------------------------------------------------ Lava
 @pytest.mark.lava
 def test_framework_networks_run_identically_on_lava():
+    for name in ("snntorch", "norse", "spikingjelly"):
+        pytest.importorskip(name)
     from snntorch.export_nir import export_to_nir as snntorch_export
     from spikingjelly.activation_based.nir_exchange import export_to_nir as sj_export
 
