@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 __all__ = [
     # files
     "load", "save",
-    # the journey: train -> convert -> simulate / verify -> deploy -> energy, and pruning
-    "train", "convert", "simulate", "verify", "deploy", "energy", "prune", "demo",
+    # the journey: train -> convert -> simulate / verify -> deploy -> energy, pruning and fine-tuning
+    "train", "convert", "simulate", "verify", "deploy", "energy", "prune", "finetune", "demo",
     "design_rules", "export_netx", "import_netx", "export_nir", "import_nir",
     # data
     "load_dataset", "encode", "read_spikes",

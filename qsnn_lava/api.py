@@ -760,6 +760,105 @@ def export_nir(net, path=None, dt: float = 1e-3, inputs=()):
     return None
 
 
+# ---------------------------------------------------------------- finetune
+def finetune(target, *, dataset: str | None = None, data_dir=None, denoise: bool = False, epochs: int = 5,
+             lr: float | None = None, batch_size: int = 64, seed: int = 0, train_samples: int | None = None,
+             samples: int | None = None, biases: bool = True, out=None, progress: bool = False):
+    """Recover accuracy lost in conversion (``import_nir``, pruning, ...) by quantization-aware training in
+    the exact integer dynamics the network deploys with, so that trained = deployed again.
+
+    ``target``: an IR (file, bundle or Network, e.g. from ``import_nir``) -> a fine-tuned ``Network``; a
+    checkpoint or model -> a fine-tuned model (``training.train`` from its weights, its own quantizer).
+    An IR trains through ``qsnn_lava.irmodel.IRModel``: latent weights start at the integer mantissas and
+    are rounded straight-through inside each synapse's legal range; weight_exp, vth, du, dv stay fixed;
+    biases are learned within their 13-bit mantissa unless ``biases=False`` (docs/nir.md, "Fine-tuning").
+    Adam from ``lr`` (cosine over ``epochs``; an IR: weight mantissas per step, default 0.05; a checkpoint:
+    as ``train``'s, default 1e-3), ``batch_size`` samples per step, on ``train_samples`` seeded
+    training samples of ``dataset`` (default: the target's, else digits; None: all); accuracy on the
+    first ``samples`` test samples (None: all). With ``out`` the result is written there (never onto the
+    input). The result's ``.meta["finetune"]`` records the settings, the accuracy before and after (after:
+    the deployed network's) and the test accuracy per epoch.
+
+    Example:
+        >>> import qsnn_lava as ql
+        >>> net = ql.convert(ql.train(epochs=1, hidden=[16], timesteps=4))
+        >>> tuned = ql.finetune(net, epochs=1, train_samples=200, samples=50)
+        >>> tuned.meta["finetune"]["epochs"], tuned.layers[0].neuron.vth == net.layers[0].neuron.vth
+        (1, True)
+    """
+    from .data import Dataset
+    from .io import check_output
+    from .pruning import subset
+
+    epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
+    lr = _positive_float(lr, "lr")
+    train_samples = _positive_int(train_samples, "train_samples", allow_none=True)
+    samples = _positive_int(samples, "samples", allow_none=True)
+    if out is not None:
+        check_output(out, inputs=[target] if isinstance(target, (str, Path)) else [])
+    obj = target if isinstance(target, Network) or _is_model(target) else load(target)
+    is_model = _is_model(obj)
+    lr = lr if lr is not None else (1e-3 if is_model else 0.05)
+    meta0 = dict(getattr(obj, "meta", {}) or {})
+    dataset = dataset or meta0.get("dataset") or "digits"
+    T = int(obj.config["timesteps"]) if is_model else obj.timesteps
+    n_in = int(obj.config["sizes"][0]) if is_model else obj.n_in
+    n_out = int(obj.config["sizes"][-1]) if is_model else obj.layers[-1].neuron.n
+    data = load_dataset(dataset, data_dir, T, denoise, progress)
+    if data.n_in != n_in or data.n_classes != n_out:
+        raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs and {data.n_classes} classes; the network takes "
+                        f"{n_in} and has {n_out} outputs")
+    if train_samples is not None and train_samples < len(data.train.y):
+        idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data.train.y))[:train_samples])
+        data = Dataset(data.name, subset(data.train, idx), data.test, data.n_in, data.n_classes, data.shape)
+    x_test, y_test = encode(data.test, T, samples)
+    settings = {"dataset": dataset, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+                "train_samples": train_samples, "test_samples": int(x_test.shape[1])}
+    if not is_model:
+        settings["biases"] = bool(biases)  # a checkpoint's biases follow its own model (BatchNorm folding)
+    if is_model:
+        result = _finetune_model(obj, data, x_test, y_test, settings, progress)
+    else:
+        result = _finetune_ir(obj, data, x_test, y_test, settings, progress)
+    if out is not None:
+        save(result, out, inputs=[target] if isinstance(target, (str, Path)) else [])
+    return result
+
+
+def _finetune_ir(net: Network, data, x_test, y_test, settings: dict, progress: bool) -> Network:
+    from .irmodel import finetune as _finetune
+    from .reference import simulate as reference
+
+    x_train, y_train = encode(data.train, net.timesteps)
+    tuned, hist = _finetune(net, x_train, y_train, x_test, y_test, epochs=settings["epochs"], lr=settings["lr"],
+                            batch_size=settings["batch_size"], seed=settings["seed"], biases=settings["biases"],
+                            progress=progress)
+    deployed = reference(tuned, x_test).accuracy(y_test)  # the written integers, on the golden model
+    tuned.meta = {**{k: v for k, v in net.meta.items() if k != "finetune"},
+                  "finetune": {**settings, "accuracy_before": hist["test_acc_before"], "accuracy_after": deployed,
+                               "test_accuracy_per_epoch": hist["test_acc"], "loss_per_epoch": hist["loss"],
+                               "seconds": round(hist["seconds"], 3)}}
+    return tuned
+
+
+def _finetune_model(model, data, x_test, y_test, settings: dict, progress: bool):
+    from .pruning import finetune as _finetune
+    from .training import evaluate
+
+    meta0 = dict(getattr(model, "meta", {}) or {})
+    before = evaluate(model, x_test).accuracy(y_test)
+    tuned, hist = _finetune(model, data, settings["epochs"], settings["lr"], settings["batch_size"],
+                            settings["seed"], None, int(meta0.get("epochs", 0) or 0), progress=progress)
+    after = evaluate(tuned, x_test).accuracy(y_test)
+    tuned.history = hist
+    tuned.meta = {**{k: v for k, v in meta0.items() if k != "finetune"}, "dataset": settings["dataset"],
+                  "test_accuracy": after,
+                  "finetune": {**settings, "accuracy_before": before, "accuracy_after": after,
+                               "test_accuracy_per_epoch": hist["test_acc"], "loss_per_epoch": hist["loss"],
+                               "seconds": round(hist["seconds"], 3)}}
+    return tuned
+
+
 # ---------------------------------------------------------------- energy
 @dataclass
 class EnergyReport:

@@ -275,6 +275,36 @@ def cmd_export_nir(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    """``qsnn-lava finetune IR_OR_CKPT -o OUT``: quantization-aware fine-tuning in the deployed integer dynamics;
+    an IR in writes an IR, a checkpoint in writes a checkpoint. Prints the accuracy before and after."""
+    import json
+
+    from .io import atomic_files, check_output
+
+    api = _api()
+    check_output(args.out, inputs=[args.target])
+    if args.json:
+        check_output(args.json, inputs=[args.target, args.out])
+    result = api.finetune(args.target, dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise,
+                          epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                          train_samples=args.train_samples, samples=args.samples, biases=args.biases,
+                          progress=not args.quiet)
+    ft = result.meta["finetune"]
+    with atomic_files([args.out] + ([args.json] if args.json else [])) as tmps:  # both or neither
+        api.save(result, tmps[0])
+        if args.json:
+            tmps[1].write_text(json.dumps(ft, indent=2, sort_keys=True) + "\n")
+    what = "IR" if isinstance(result, api.Network) else "checkpoint"
+    print(f"fine-tuned {args.target} for {ft['epochs']} epochs in {ft['seconds']:.1f} s on {ft['dataset']} -> "
+          f"{args.out} ({what})")
+    print(f"test accuracy on {ft['test_samples']} samples: {100 * ft['accuracy_before']:.2f} % before, "
+          f"{100 * ft['accuracy_after']:.2f} % after (the deployed integer network)")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_energy(args) -> int:
     """``qsnn-lava energy``: operation counts from simulating ``args.target`` and the estimated energy per
     inference under each cost table; writes energy.json and energy.png to ``args.out`` when given. Returns
@@ -504,6 +534,29 @@ def build_parser() -> argparse.ArgumentParser:
     xn.add_argument("target", metavar="IR_OR_CKPT", help="an IR file or a checkpoint")
     xn.add_argument("-o", "--output", required=True, help="the NIR file to write (.nir)")
     xn.add_argument("--dt", type=float, default=1e-3, help="seconds per time step written into the graph")
+
+    fn = _command(sub, "finetune", "recover accuracy lost in conversion: quantization-aware training in the "
+                                   "deployed integer dynamics (IR in -> IR out, checkpoint in -> checkpoint out)",
+                  cmd_finetune)
+    fn.add_argument("target", metavar="IR_OR_CKPT", help="an IR file (e.g. from import-nir), a bundle or a checkpoint")
+    fn.add_argument("-o", "--out", required=True, help="the fine-tuned IR (.h5) or checkpoint (.pt); never the input")
+    fn.add_argument("--dataset", default=None, choices=DATASETS, help="training and test data (default: the "
+                                                                      "target's, else digits)")
+    fn.add_argument("--data-dir", help="folder of the dataset's files")
+    fn.add_argument("--denoise", action="store_true", help="event data: drop unsupported events")
+    fn.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs")
+    fn.add_argument("--lr", type=float, default=None,
+                    help="Adam learning rate (cosine schedule); an IR: weight mantissas per step (default 0.05); a "
+                         "checkpoint: as train's (default 1e-3)")
+    fn.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    fn.add_argument("--seed", type=int, default=0, help="random seed")
+    fn.add_argument("--train-samples", type=int, default=None, help="train on this many training samples "
+                                                                    "(default all)")
+    fn.add_argument("--samples", type=int, default=None, help="test samples for accuracy (default all)")
+    fn.add_argument("--biases", action=argparse.BooleanOptionalAction, default=True,
+                    help="IR: learn the biases within their 13-bit mantissas (--no-biases keeps them)")
+    fn.add_argument("--json", help="also write the settings and accuracies per epoch here")
+    _quiet(fn)
 
     e = _command(sub, "energy", "operation counts from simulation and energy per inference by cost table",
                  cmd_energy)

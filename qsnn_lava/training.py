@@ -26,9 +26,10 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
 
 
-def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256, dist: Context | None = None,
+def evaluate(model, spikes: np.ndarray, batch_size: int = 256, dist: Context | None = None,
              device=None) -> Record:
-    """Eval-mode (integer) forward of the torch model; every layer's spikes as a Record.
+    """Eval-mode (integer) forward of the torch model (a QSNN, or an ``irmodel.IRModel``); every layer's spikes
+    as a Record.
 
     Runs on ``device`` (default: where the model is; the model is moved there and back). With ``dist``
     (several processes) each process runs its contiguous share of the samples and every layer's spikes are
@@ -49,6 +50,37 @@ def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256, dist: Conte
     if dist:
         outs = dist.gather(outs)
     return Record("torch", [layer.name for layer in model.layers], outs, info={"seconds": time.perf_counter() - t0})
+
+
+def run_epoch(model, opt, xt: torch.Tensor, yt: torch.Tensor, batch_size: int, gen: torch.Generator,
+              dist: Context | None = None, device=None, forward=None):
+    """One epoch of BPTT on the deployed dynamics: ``model`` (train mode) on the spikes ``xt`` [T, N, n_in]
+    (float) in batches shuffled by ``gen``, cross-entropy of the output layer's spike counts against ``yt``,
+    one ``opt`` step per batch. Returns (mean loss, training accuracy). Used by ``train`` and by
+    ``irmodel.finetune``.
+
+    With ``dist`` (several processes) every process draws the same permutation and runs its contiguous share
+    of each global batch, its loss weighted so that the averaged gradient is the global batch's; ``forward``
+    is the module to call (the DDP wrapper of ``model``; default ``model``); batches move to ``device``."""
+    model.train()
+    forward = model if forward is None else forward
+    perm = torch.randperm(len(yt), generator=gen)
+    total, correct, loss_sum = 0, 0, 0.0
+    for lo in range(0, len(perm), batch_size):
+        idx = perm[lo:lo + batch_size]
+        mine = idx[dist.shard(len(idx))] if dist else idx  # this process's share of the global batch
+        x, y = xt[:, mine].to(device), yt[mine].to(device)
+        counts = forward(x)[-1].sum(0)
+        loss = F.cross_entropy(counts, y) if len(mine) else counts.sum() * 0.0
+        opt.zero_grad()
+        (loss * dist.weight(len(mine), len(idx)) if dist else loss).backward()
+        opt.step()
+        loss_sum += loss.item() * len(mine)
+        correct += int((counts.argmax(-1) == y).sum())
+        total += len(mine)
+    if dist:
+        loss_sum, correct, total = dist.sum_numbers(loss_sum, correct, total)
+    return loss_sum / total, correct / total
 
 
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
@@ -93,31 +125,14 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
     xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)  # 0/1: exact
     for epoch in range(start, epochs):
         model.set_epoch(epoch + epoch_offset)
-        model.train()
-        perm = torch.randperm(len(yt), generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
-        for lo in range(0, len(perm), batch_size):
-            idx = perm[lo:lo + batch_size]
-            mine = idx[dist.shard(len(idx))] if dist else idx  # this process's share of the global batch
-            x, y = xt[:, mine].to(device), yt[mine].to(device)
-            counts = net(x)[-1].sum(0)
-            loss = F.cross_entropy(counts, y) if len(mine) else counts.sum() * 0.0
-            opt.zero_grad()
-            (loss * dist.weight(len(mine), len(idx)) if dist else loss).backward()
-            opt.step()
-            loss_sum += loss.item() * len(mine)
-            correct += int((counts.argmax(-1) == y).sum())
-            total += len(mine)
+        loss, train_acc = run_epoch(model, opt, xt, yt, batch_size, gen, dist=dist, device=device, forward=net)
         sched.step()
-        if dist:
-            loss_sum, correct, total = dist.sum_numbers(loss_sum, correct, total)
         test_acc = evaluate(model, x_test, dist=dist).accuracy(y_test)
-        for k, v in (("epoch", epoch + 1), ("loss", loss_sum / total), ("train_acc", correct / total),
-                     ("test_acc", test_acc)):
+        for k, v in (("epoch", epoch + 1), ("loss", loss), ("train_acc", train_acc), ("test_acc", test_acc)):
             history[k].append(v)
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / total:.3f}", test=f"{test_acc:.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}", test=f"{test_acc:.3f}")
         if on_epoch:
             on_epoch(model, {"epoch": epoch + 1, "optimizer": to_cpu(opt.state_dict()), "scheduler": sched.state_dict(),
                              "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
