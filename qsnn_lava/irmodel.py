@@ -130,8 +130,9 @@ class LayerParams(nn.Module):
 
 def _check_feedforward(net: Network) -> None:
     for i, layer in enumerate(net.layers):
-        if getattr(layer, "recurrent", None) is not None:
-            raise QsnnError(f"layer {i} ({layer.name}) has recurrent synapses, which finetune does not train yet; "
+        if layer.recurrent is not None or layer.neuron.type == "readout":
+            what = "recurrent synapses" if layer.recurrent is not None else "a non-spiking readout (its voltage)"
+            raise QsnnError(f"layer {i} ({layer.name}) has {what}, which finetune does not train yet; "
                             "fine-tune the network in the framework it came from and import it again")
 
 

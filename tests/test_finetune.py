@@ -13,7 +13,7 @@ import qsnn_lava as ql
 from clicheck import one_error_line
 from netgen import random_network, random_spikes
 from qsnn_lava.errors import QsnnError
-from qsnn_lava.ir import INPUT, LIF, Conv, Dense, Layer, Network, QMem, Skip, sum_pool, weight_limits
+from qsnn_lava.ir import LIF, Conv, Dense, Layer, Network, QMem, Skip, sum_pool, weight_limits
 from qsnn_lava.irmodel import IRModel
 from qsnn_lava.reference import simulate
 from qsnn_lava.training import evaluate
@@ -88,6 +88,16 @@ def test_a_layer_with_recurrent_synapses_is_refused_by_name(rng):
     net = random_network(rng)
     net.layers[1].recurrent = Dense(np.eye(6, dtype=int))
     with pytest.raises(QsnnError, match=r"layer 1 \(l1\) has recurrent synapses"):
+        IRModel(net)
+
+
+def test_a_readout_layer_is_refused_by_name(rng):
+    from qsnn_lava.ir import Readout
+
+    net = random_network(rng)
+    last = net.layers[-1]
+    last.neuron = Readout(last.neuron.n, du=last.neuron.du, dv=last.neuron.dv)
+    with pytest.raises(QsnnError, match=rf"layer {len(net.layers) - 1} \({last.name}\) has a non-spiking readout"):
         IRModel(net)
 
 
