@@ -1,7 +1,8 @@
 """Where a network can leave Loihi's 24-bit state: a static bound from the weights, and runtime counts.
 
 Static bound per layer, over one sample window of T steps, from |rtz(x)| <= |x|:
-    A     = max over neurons of max(sum of positive, -sum of negative) weights, after weight_exp
+    A     = max over neurons of max(sum of positive, -sum of negative) weights, times the source's largest
+            value (1 for spikes, 2^b - 1 for b-bit direct input), after weight_exp
             (summed over a layer's synapse populations when it has skips)
     |u_t| <= r_u |u_{t-1}| + 64 A           r_u = (4096 - du - 1) / 4096
     |v_t| <= r_v |v_{t-1}| + |u_t| + |b|    r_v = (4096 - dv) / 4096
@@ -27,7 +28,8 @@ def static_bounds(net: Network) -> dict:
     T = net.timesteps
     for i, layer in enumerate(net.layers):
         n = layer.neuron
-        a_max = sum(max_input(syn) for _, syn in net.sources(i))  # skips add their worst case to the main one
+        # skips add their worst case to the main one; the network input sends values up to net.input_max
+        a_max = sum(max_input(syn, net.source_max(src)) for src, syn in net.sources(i))
         r_u, r_v = (4096 - n.du - 1) / 4096, (4096 - n.dv) / 4096
         u_max = 64 * a_max * sum(r_u ** k for k in range(T))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0

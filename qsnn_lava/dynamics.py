@@ -141,11 +141,15 @@ class _SpikeFn(torch.autograd.Function):
         return grad * (1.0 - x.abs() / w).clamp(min=0.0) / w, None
 
 
-def fire(v: torch.Tensor, vth: int) -> torch.Tensor:
-    """Spikes (0/1 in v's dtype) where ``v > vth << 6``; surrogate of width ``vth << 6`` when training."""
-    thr = vth << VTH_SHIFT
+def fire(v: torch.Tensor, vth) -> torch.Tensor:
+    """Spikes (0/1 in v's dtype) where ``v > vth << 6``; surrogate of width ``vth << 6`` when training.
+
+    ``vth`` is an int, or (training a learned threshold) a float tensor holding an integer, which then
+    receives the surrogate gradient through ``v - (vth << 6)``."""
     if _is_float(v):
-        return _SpikeFn.apply(v - thr, float(max(thr, 1 << VTH_SHIFT)))
+        thr = vth * (1 << VTH_SHIFT)  # exact: an integer times 64
+        return _SpikeFn.apply(v - thr, max(float(thr.detach()) if isinstance(thr, torch.Tensor) else float(thr), float(1 << VTH_SHIFT)))
+    thr = vth << VTH_SHIFT
     s = v > thr
     return s.to(v.dtype) if isinstance(s, torch.Tensor) else s.astype(v.dtype)
 
@@ -256,36 +260,51 @@ def shift_exp(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
     return acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
 
 
-# Partial sums of integer weights times 0/1 spikes are exact in float32 below 2^24, float64 below 2^53.
+# Partial sums of integer weights times integer inputs are exact in float32 below 2^24, float64 below 2^53.
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 
 
-def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
+def input_max(spikes: torch.Tensor) -> int:
+    """The largest |value| of an integer input tensor: 1 for 0/1 spikes, up to 2^b - 1 for b-bit graded input
+    (direct input), 0 when empty. It scales the accumulate bound below."""
+    return int(spikes.abs().max()) if spikes.numel() else 0
+
+
+def _exact_float(bound: int):
+    """The float type whose sums are exact for partial sums bounded by ``bound``: float32 below 2^24, float64
+    below 2^53, None beyond (then int64)."""
+    return torch.float32 if bound < _F32_EXACT else torch.float64 if bound < _F64_EXACT else None
+
+
+def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0,
+                     max_in: int | None = None) -> torch.Tensor:
     """Synaptic input ``(spikes @ weight.T)`` shifted by ``weight_exp``; spikes [..., n_in], weight [n_out, n_in].
 
-    Integer weights are summed with a BLAS matmul, which is exact because every partial sum is bounded
-    by ``max_i sum_j |w_ij|``: float32 when that bound is below 2^24, float64 below 2^53, else int64.
+    ``spikes`` are 0/1 spikes or graded integer payloads (direct input). Integer weights are summed with a
+    BLAS matmul, which is exact because every partial sum is bounded by ``max_i sum_j |w_ij| * max_in``
+    (``max_in``: the largest |input|, measured by ``input_max`` when None): float32 when that bound is below
+    2^24, float64 below 2^53, else int64.
     """
     if weight.is_floating_point():
         return shift_exp(spikes.to(weight.dtype) @ weight.t(), weight_exp)
-    bound = int(weight.abs().sum(dim=1).max()) if weight.numel() else 0
-    if bound < _F32_EXACT:
-        acc = (spikes.to(torch.float32) @ weight.t().to(torch.float32)).to(torch.int64)
-    elif bound < _F64_EXACT:
-        acc = (spikes.to(torch.float64) @ weight.t().to(torch.float64)).to(torch.int64)
+    row = int(weight.abs().sum(dim=1).max()) if weight.numel() else 0
+    ftype = _exact_float(row * (input_max(spikes) if max_in is None else int(max_in)))
+    if ftype is not None:
+        acc = (spikes.to(ftype) @ weight.t().to(ftype)).to(torch.int64)
     else:  # pragma: no cover - needs absurd weights; stay exact anyway
         acc = spikes.to(torch.int64) @ weight.t()
     return shift_exp(acc, weight_exp)
 
 
 def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding=(0, 0), groups: int = 1,
-                    weight_exp: int = 0) -> torch.Tensor:
+                    weight_exp: int = 0, max_in: int | None = None) -> torch.Tensor:
     """Synaptic input of a Conv synapse: ``conv2d(spikes, weight)`` (cross-correlation, zero padding),
     shifted by ``weight_exp``; spikes [..., C, H, W] -> [..., C_out, H_out, W_out].
 
     Exact for integer weights by the same argument as ``dense_accumulate``: every partial sum is bounded
-    by the largest per-channel sum of |w|, so float32 convolution is exact below 2^24, float64 below 2^53.
+    by the largest per-channel sum of |w| times ``max_in`` (the largest |input|, measured when None), so
+    float32 convolution is exact below 2^24, float64 below 2^53.
     """
     import torch.nn.functional as F
 
@@ -294,10 +313,10 @@ def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), p
     if weight.is_floating_point():
         acc = F.conv2d(x.to(weight.dtype), weight, stride=tuple(stride), padding=tuple(padding), groups=groups)
     else:
-        bound = int(weight.abs().flatten(1).sum(1).max()) if weight.numel() else 0
-        ftype = torch.float32 if bound < _F32_EXACT else torch.float64
-        if bound >= _F64_EXACT:  # pragma: no cover - absurd weights
-            raise ValueError("conv weights too large for an exact float convolution")
+        row = int(weight.abs().flatten(1).sum(1).max()) if weight.numel() else 0
+        ftype = _exact_float(row * (input_max(x) if max_in is None else int(max_in)))
+        if ftype is None:  # pragma: no cover - absurd weights
+            raise ValueError("conv weights times inputs too large for an exact float convolution")
         acc = F.conv2d(x.to(ftype), weight.to(ftype), stride=tuple(stride), padding=tuple(padding),
                        groups=groups).to(torch.int64)
     return shift_exp(acc.reshape(*lead, *acc.shape[1:]), weight_exp)

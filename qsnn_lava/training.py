@@ -7,13 +7,15 @@ so the model that is evaluated is exactly the model that is deployed.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset, encoded
+from .data import Dataset, encode_intensities, encoded
+from .errors import QsnnError
 from .models import QSNN, build_model
 from .record import Record
 
@@ -37,22 +39,111 @@ def evaluate(model: QSNN, spikes: np.ndarray, batch_size: int = 256) -> Record:
     return Record("torch", [layer.name for layer in model.layers], outs, info={"seconds": time.perf_counter() - t0})
 
 
+RECIPE_DEFAULTS = {
+    "weight_decay": 0.0,  # AdamW's decoupled decay on the weight tensors (not BatchNorm, thresholds or beta)
+    "warmup_epochs": 0.0,  # > 0: linear warm-up over this many epochs, then cosine to 0, stepped per batch
+    "label_smoothing": 0.0,  # cross-entropy label smoothing
+    "crop_pad": 0,  # image data: random crop of the image padded by this many zero pixels on each side
+    "flip": False,  # image data: random horizontal flip (half of the samples)
+}
+
+
+def check_recipe(recipe: dict | None) -> dict:
+    """``RECIPE_DEFAULTS`` updated by ``recipe``; QsnnError naming an unknown key or a value out of range."""
+    out = dict(RECIPE_DEFAULTS)
+    for key, value in (recipe or {}).items():
+        if key not in RECIPE_DEFAULTS:
+            raise QsnnError(f"unknown training option '{key}' (known: {', '.join(RECIPE_DEFAULTS)})")
+        if value is not None:
+            out[key] = value
+    for key, hi in (("weight_decay", 1.0), ("warmup_epochs", 1e6), ("label_smoothing", 0.999)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= float(v) <= hi:
+            raise QsnnError(f"{key} = {v!r} must be a number in [0, {hi:g}]")
+        out[key] = float(v)
+    if isinstance(out["crop_pad"], bool) or not isinstance(out["crop_pad"], (int, np.integer)) \
+            or not 0 <= out["crop_pad"] <= 8:
+        raise QsnnError(f"crop_pad = {out['crop_pad']!r} must be a whole number of pixels in [0, 8]")
+    if not isinstance(out["flip"], (bool, np.bool_)):
+        raise QsnnError(f"flip = {out['flip']!r} must be true or false")
+    out["crop_pad"], out["flip"] = int(out["crop_pad"]), bool(out["flip"])
+    return out
+
+
+def augment(x: np.ndarray, shape: tuple, crop_pad: int, flip: bool, gen: torch.Generator) -> np.ndarray:
+    """Intensities ``x`` [B, n] of images ``shape`` (C, H, W): each sample flipped left-right with probability
+    1/2 (``flip``) and cropped back to H x W at a random offset from the image zero-padded by ``crop_pad``
+    pixels on every side. Random numbers come from ``gen`` (reproducible, resumable)."""
+    b = len(x)
+    img = x.reshape(b, *shape)
+    if flip:
+        mask = torch.rand(b, generator=gen).numpy() < 0.5
+        img = np.where(mask[:, None, None, None], img[..., ::-1], img)
+    if crop_pad:
+        p, (_, h, w) = crop_pad, shape
+        padded = np.pad(img, ((0, 0), (0, 0), (p, p), (p, p)))
+        dy, dx = torch.randint(0, 2 * p + 1, (2, b), generator=gen).numpy()
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # [B, C, 2p+1, 2p+1, H, W]
+        img = windows[np.arange(b), :, dy, dx]
+    return np.ascontiguousarray(img).reshape(b, -1)
+
+
+def _optimizer(model: QSNN, lr: float, weight_decay: float):
+    """Adam (no decay: the original recipe), or AdamW decaying only the weight tensors (2-D and more)."""
+    if not weight_decay:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=lr)
+
+
+def _schedule(opt, epochs: int, steps_per_epoch: int, warmup_epochs: float):
+    """Cosine over the epochs, stepped per epoch (no warm-up: the original recipe), or linear warm-up over
+    ``warmup_epochs`` then cosine to 0, stepped per batch. Returns (scheduler, stepped per batch)."""
+    if not warmup_epochs:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)), False
+    total, warm = max(1, epochs * steps_per_epoch), max(1, round(warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
+
+
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
           progress: bool = True, log=print, resume: dict | None = None, on_epoch=None,
-          init_state: dict | None = None, epoch_offset: int = 0) -> tuple[QSNN, dict]:
+          init_state: dict | None = None, epoch_offset: int = 0, recipe: dict | None = None) -> tuple[QSNN, dict]:
     """Train ``epochs`` epochs in total. ``resume`` (a checkpoint dict with the ``"training"`` entry that
     ``on_epoch`` receives: epoch, optimizer, scheduler, generator, torch_rng, history, seconds) continues an interrupted run where it stopped, with the same optimizer, schedule,
     shuffling and history, so the result equals an uninterrupted run. ``on_epoch(model, state)`` is
     called after every epoch (the CLI saves a resumable checkpoint there). ``init_state`` starts from
     these weights instead of a random init (fine-tuning, e.g. a pruned network); ``epoch_offset`` is added to
-    the epoch given to per-epoch schedules (the sigmoid quantizer's temperature continues, not restarts)."""
+    the epoch given to per-epoch schedules (the sigmoid quantizer's temperature continues, not restarts).
+    ``recipe``: the training options of ``RECIPE_DEFAULTS`` (weight decay, warm-up + cosine, label smoothing,
+    random crop and flip; docs/training.md); the defaults are the original recipe.
+
+    The input is encoded per batch from the intensities (after augmentation) with the network's input code:
+    the rate code's 0/1 spikes, or the direct code's ``input_bits``-bit values (``data.encode_intensities``)."""
+    rc = check_recipe(recipe)
     set_seed(seed)
     model = build_model(cfg, resume["state_dict"] if resume else init_state)
-    T = int(cfg["timesteps"])
-    x_train, y_train = encoded(data.train, T)
-    x_test, y_test = encoded(data.test, T)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    T, bits = int(cfg["timesteps"]), model.input_bits
+    images = data.train.levels is not None
+    if (rc["crop_pad"] or rc["flip"]) and not (images and len(data.shape) == 3):
+        raise QsnnError(f"crop_pad and flip augment images; dataset '{data.name}' has no image intensities")
+    x_test, y_test = encoded(data.test, T, input_bits=bits)
+    if images:
+        x_train, y_train = data.train.x, data.train.y
+    else:
+        x_train, y_train = encoded(data.train, T, input_bits=bits)
+    yt = torch.from_numpy(np.asarray(y_train))
+    n_train = len(yt)
+    steps_per_epoch = -(-n_train // batch_size)
+    opt = _optimizer(model, lr, rc["weight_decay"])
+    sched, per_batch = _schedule(opt, epochs, steps_per_epoch, rc["warmup_epochs"])
     gen = torch.Generator().manual_seed(seed)
     history = {"epoch": [], "loss": [], "train_acc": [], "test_acc": []}
     start = 0
@@ -69,23 +160,34 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
         from tqdm import tqdm
         bar = tqdm(total=epochs, initial=start, desc="train", unit="epoch")
     t0 = time.perf_counter() - (float(resume["training"]["seconds"]) if resume else 0.0)
-    xt, yt = torch.from_numpy(x_train.astype(np.float64)), torch.from_numpy(y_train)
+
+    def batch_input(idx: torch.Tensor) -> torch.Tensor:
+        if not images:
+            return torch.from_numpy(x_train[:, idx.numpy()].astype(np.float64))
+        xb = x_train[idx.numpy()]
+        if rc["crop_pad"] or rc["flip"]:
+            xb = augment(xb, tuple(data.shape), rc["crop_pad"], rc["flip"], gen)
+        return torch.from_numpy(encode_intensities(xb, data.train.levels, T, bits).astype(np.float64))
+
     for epoch in range(start, epochs):
         model.set_epoch(epoch + epoch_offset)
         model.train()
-        perm = torch.randperm(len(yt), generator=gen)
+        perm = torch.randperm(n_train, generator=gen)
         total, correct, loss_sum = 0, 0, 0.0
         for lo in range(0, len(perm), batch_size):
             idx = perm[lo:lo + batch_size]
-            counts = model(xt[:, idx])[-1].sum(0)
-            loss = F.cross_entropy(counts, yt[idx])
+            counts = model(batch_input(idx))[-1].sum(0)
+            loss = F.cross_entropy(counts, yt[idx], label_smoothing=rc["label_smoothing"])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if per_batch:
+                sched.step()
             loss_sum += loss.item() * len(idx)
             correct += int((counts.argmax(-1) == yt[idx]).sum())
             total += len(idx)
-        sched.step()
+        if not per_batch:
+            sched.step()
         test_acc = evaluate(model, x_test).accuracy(y_test)
         for k, v in (("epoch", epoch + 1), ("loss", loss_sum / total), ("train_acc", correct / total),
                      ("test_acc", test_acc)):
