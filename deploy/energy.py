@@ -17,6 +17,9 @@ layer's own spikes::
     nnz_p[j]          = #{i : M_p[i, j] != 0}               (effective: nonzero weights only)
     synops_effective  = sum_p sum_t sum_j s_p[t, j] * nnz_p[j]     (one accumulate per nonzero synapse of a spike)
     synops_dense      = sum_p sum_t sum_j s_p[t, j] * fanout_p[j]  (all fan-out, zero weights included)
+    synops_graded     = the part of synops_effective whose source is direct (graded) input (``net.input_bits``
+                        > 1): s_p[t, j] = [x[t, j] != 0], and each event multiplies its b-bit payload by the
+                        weight (a multiply-accumulate, MAC), where a binary spike only adds the weight (AC)
     synapses          = sum_p sum_j fanout_p[j]   (dense: n_in * n; conv: pairs inside the padded map)
     dense_ops         = synapses * T              (NeuroBench "Dense": no activation or weight sparsity)
     neuron_updates    = n * T
@@ -43,13 +46,15 @@ its kind (``qsnn_lava.metrics.synapse_kind``)::
 
 "Active" counts synaptic EVENTS (a spike through a nonzero weight), so inputs that cancel to a = 0 still
 make the neuron active; a neuron driven only by its bias is active only when it spikes. Biases and
-thresholds are not counted in the memory footprint. The network input is already binary spikes, so every
-layer, the first included, does accumulates (ACs), not MACs; the cost of encoding pixels to spikes is
-not counted. The ANN twin's biases (folded BatchNorm) and activation functions are not counted.
+thresholds are not counted in the memory footprint. With the rate code the network input is already binary
+spikes, so every layer, the first included, does accumulates (ACs), not MACs; the cost of encoding pixels to
+spikes is not counted. With direct input the first layer's events are graded (``synops_graded``), each a
+MAC, charged at the table's ``graded_synop_pJ``. The ANN twin's biases (folded BatchNorm) and activation functions are not counted.
 
 Energy (``energy``), per layer, for an "snn" table::
 
-    E = synops_effective * synop_pJ + neuron_updates_active * neuron_update_active_pJ
+    E = (synops_effective - synops_graded) * synop_pJ + synops_graded * graded_synop_pJ
+        + neuron_updates_active * neuron_update_active_pJ
         + neuron_updates_idle * neuron_update_idle_pJ + spikes * spike_pJ
 
 and for an "ann" table ``E = ann_macs * mac_pJ + ann_adds * add_pJ`` (``add_pJ`` defaults to ``mac_pJ``
@@ -87,7 +92,9 @@ REQUIRED = {
     "snn": ("synop_pJ", "neuron_update_active_pJ", "neuron_update_idle_pJ", "spike_pJ"),
     "ann": ("mac_pJ",),
 }
-OPTIONAL = {"ann": ("add_pJ",)}  # ann: pooling comparisons / adds and residual additions (default: mac_pJ)
+# ann: pooling comparisons / adds and residual additions (default: mac_pJ); snn: a graded (direct-input) synaptic
+# event, a multiply-accumulate (default: synop_pJ, for tables that publish no figure for it)
+OPTIONAL = {"ann": ("add_pJ",), "snn": ("graded_synop_pJ",)}
 
 LOIHI1 = {
     "name": "loihi1",
@@ -100,7 +107,8 @@ LOIHI1 = {
     "neuron_update_idle_pJ": 52.0,  # 'inactive' neuron update
     "spike_pJ": 1.7,  # spike within a tile; tile hops (3.0 E-W / 4.0 N-S pJ) not counted
     "notes": "No per-op energy of Loihi 2 is published; these Loihi 1 figures are applied to this network. "
-             "Static power (about 104 mW per chip) and inter-tile hops are not included.",
+             "Static power (about 104 mW per chip) and inter-tile hops are not included. Loihi 1 has no graded "
+             "spikes: a direct-input event is charged as one synop (no published figure for it).",
 }
 
 CMOS45_SNN = {
@@ -109,6 +117,7 @@ CMOS45_SNN = {
     "label": "estimate, 45 nm CMOS arithmetic only",
     "source": "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm, 0.9 V",
     "synop_pJ": 0.1,  # 32-bit int add: nearest published width to the 24-bit membrane accumulator
+    "graded_synop_pJ": 3.2,  # a graded input event: 32-bit int mult (3.1 pJ) + add (0.1 pJ)
     # One LIF update = 2 multiplies (u and v decay) + 4 adds (u + a, v + u, + bias, threshold compare),
     # at the nearest published width (32 bit: mult 3.1 pJ, add 0.1 pJ): 2 * 3.1 + 4 * 0.1 = 6.6 pJ.
     # The datapath evaluates the same arithmetic whether or not input arrived, so idle = active.
@@ -151,6 +160,7 @@ CMOS45_SNN_FP32 = {
     "label": "estimate, 45 nm CMOS arithmetic only, float32 SNN",
     "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: fp32 add 0.9 pJ, fp32 mult 3.7 pJ",
     "synop_pJ": 0.9,  # a spike adds its fp32 weight to the fp32 current: one fp32 add
+    "graded_synop_pJ": 4.6,  # a graded input event: fp32 mult (3.7 pJ) + add (0.9 pJ)
     # The same LIF update in fp32: 2 multiplies (u and v decay) + 4 adds: 2 * 3.7 + 4 * 0.9 = 11.0 pJ.
     "neuron_update_active_pJ": 11.0,
     "neuron_update_idle_pJ": 11.0,
@@ -208,9 +218,10 @@ def load_cost_table(path) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 _POP_SUMMED = ("n_in", "weights", "nonzero_weights", "synapses", "nonzero_synapses", "input_spikes",
-               "synops_effective", "synops_dense", "dense_ops", "ann_macs", "ann_adds", "ann_params",
+               "synops_effective", "synops_graded", "synops_dense", "dense_ops", "ann_macs", "ann_adds", "ann_params",
                "memory_weight_bits")
 _SUMMED = ("weights", "nonzero_weights", "synapses", "nonzero_synapses", "input_spikes", "synops_effective",
+           "synops_graded",
            "synops_dense", "dense_ops", "neuron_updates", "neuron_updates_active", "neuron_updates_idle",
            "spikes", "ann_macs", "ann_adds", "ann_params", "memory_weight_bits", "memory_state_bits")
 
@@ -279,12 +290,14 @@ def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 256
             c = per_source[src]
             macs, adds = _ann_ops(syn, kind)
             nonzero = np.asarray(syn.weight) != 0
+            graded = src == INPUT and net.input_bits > 1  # direct input: every event is a MAC
             pops.append({
                 "source": src, "kind": kind, "n_in": int(syn.n_in),
                 "weights": size["weights"], "nonzero_weights": int(nonzero.sum()),
                 "synapses": int(fan.sum()), "nonzero_synapses": int(nnz.sum()),
                 "input_spikes": int(c.sum()) / N,
                 "synops_effective": synops(c, nnz) / N,
+                "synops_graded": synops(c, nnz) / N if graded else 0.0,
                 "synops_dense": synops(c, fan) / N,
                 "dense_ops": int(fan.sum()) * T,
                 "ann_macs": int(macs), "ann_adds": int(adds), "ann_params": size["parameters"],
@@ -350,14 +363,16 @@ def neurobench_metrics(counts: dict) -> dict:
 
     footprint: bytes of weights (at their trained bit width) plus neuron state (u, v: 24 bits each);
     activation_sparsity: zero fraction of all spiking layers' outputs; synaptic_operations: Effective_MACs
-    (0: every layer's input is binary spikes), Effective_ACs (= synops_effective) and Dense
+    (= synops_graded: the direct input's graded events; 0 with binary input), Effective_ACs (the other
+    synops_effective) and Dense
     (synapses * T per layer: every activation and every synapse, as NeuroBench defines it).
     """
     t = counts["total"]
     return {
         "footprint": t["memory_bytes"],
         "activation_sparsity": t["activation_sparsity"],
-        "synaptic_operations": {"Effective_MACs": 0.0, "Effective_ACs": t["synops_effective"],
+        "synaptic_operations": {"Effective_MACs": t["synops_graded"],
+                                "Effective_ACs": t["synops_effective"] - t["synops_graded"],
                                 "Dense": float(t["dense_ops"])},
     }
 
@@ -370,7 +385,9 @@ def _layer_parts(layer: dict, table: dict) -> dict:
     if table["kind"] == "ann":
         return {"mac": layer["ann_macs"] * table["mac_pJ"],
                 "add": layer["ann_adds"] * table.get("add_pJ", table["mac_pJ"])}
-    return {"synop": layer["synops_effective"] * table["synop_pJ"],
+    graded = layer.get("synops_graded", 0.0)
+    return {"synop": (layer["synops_effective"] - graded) * table["synop_pJ"],
+            "graded_synop": graded * table.get("graded_synop_pJ", table["synop_pJ"]),
             "neuron_update_active": layer["neuron_updates_active"] * table["neuron_update_active_pJ"],
             "neuron_update_idle": layer["neuron_updates_idle"] * table["neuron_update_idle_pJ"],
             "spike": layer["spikes"] * table["spike_pJ"]}

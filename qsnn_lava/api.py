@@ -192,9 +192,10 @@ def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denois
     return _load(name, data_dir, _positive_int(timesteps, "timesteps"), denoise, progress)
 
 
-def encode(split, timesteps: int, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode(split, timesteps: int, samples: int | None = None, input_bits: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The first ``samples`` of a split as (spikes [T, N, n_in] uint8, labels [N]): a deterministic rate
-    code of the intensities (event data are binned already).
+    code of the intensities (event data are binned already), or with ``input_bits`` 2..8 the direct code
+    (each intensity quantised to that many bits, the same value at every step; ``Network.input_bits``).
 
     Example:
         >>> import qsnn_lava as ql
@@ -204,14 +205,15 @@ def encode(split, timesteps: int, samples: int | None = None) -> tuple[np.ndarra
     """
     from .data import encoded
 
-    return encoded(split, _positive_int(timesteps, "timesteps"), _positive_int(samples, "samples", True))
+    return encoded(split, _positive_int(timesteps, "timesteps"), _positive_int(samples, "samples", True),
+                   input_bits=int(input_bits))
 
 
 def _test_inputs(net: Network, dataset: str, data_dir, denoise: bool, samples, progress: bool = False):
     data = load_dataset(dataset, data_dir, net.timesteps, denoise, progress)
     if data.n_in != net.n_in:
         raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
-    return encode(data.test, net.timesteps, samples)
+    return encode(data.test, net.timesteps, samples, net.input_bits)
 
 
 def read_spikes(path, net: Network) -> np.ndarray:
@@ -238,7 +240,7 @@ def read_spikes(path, net: Network) -> np.ndarray:
     if not isinstance(x, np.ndarray) or x.size > MAX_INPUT_EVENTS:
         raise QsnnError(f"'{path}' declares {getattr(x, 'size', '?')} values; input spikes hold at most "
                         f"{MAX_INPUT_EVENTS} (split the samples over several runs)")
-    x = check_spike_array(np.array(x), f"'{path}'")
+    x = check_spike_array(np.array(x), f"'{path}'", net.input_bits)
     shape = tuple(net.input_shape)
     if len(shape) > 1 and x.shape[-len(shape):] == shape:  # [T, C, H, W] or [N, T, C, H, W]: flatten
         x = x.reshape(*x.shape[:-len(shape)], net.n_in)
@@ -256,14 +258,16 @@ def read_spikes(path, net: Network) -> np.ndarray:
 # ---------------------------------------------------------------- train, convert
 def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None, denoise: bool = False,
           epochs: int = 30, lr: float = 1e-2, batch_size: int = 64, seed: int = 0, out=None, resume=None,
-          progress: bool = False, **options):
+          progress: bool = False, recipe: dict | None = None, **options):
     """Train a QSNN with quantization-aware BPTT on the exact integer dynamics it deploys with.
 
     ``config`` is a full model config (``qsnn_lava.models.make_config``), or give its keys as ``options``:
     arch ("mlp" | "vgg" | "resnet"), hidden (mlp widths), channels, bn, quant ("uniform" | "rescaw" |
     "sigmoid" | "ternary"), bits, first_bits, last_bits, theta (threshold in weight units), timesteps,
-    neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min. ``lr`` is Adam's learning rate (cosine
-    schedule over ``epochs``). With ``out`` a resumable checkpoint is written after every epoch and at the
+    neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min, input ("rate" | "direct"), input_bits (direct:
+    2..8), learn_threshold. ``lr`` is Adam's learning rate (cosine schedule over ``epochs``). ``recipe``:
+    training options (``training.RECIPE_DEFAULTS``: weight_decay, warmup_epochs, label_smoothing, crop_pad,
+    flip; docs/training.md). With ``out`` a resumable checkpoint is written after every epoch and at the
     end; ``resume`` (a checkpoint path) continues an interrupted run exactly.
 
     Returns the model in eval mode with ``.history`` (epoch, loss, train_acc, test_acc, seconds) and
@@ -294,6 +298,7 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
         cfg, meta = ckpt["config"], ckpt["meta"]
         dataset, seed = meta.get("dataset", dataset), meta.get("seed", seed)
         lr, batch_size = meta.get("lr", lr), meta.get("batch_size", batch_size)
+        recipe = meta.get("recipe", recipe)
         data = load_dataset(dataset, data_dir, int(cfg["timesteps"]), denoise, progress)
     else:
         timesteps = _positive_int(options.pop("timesteps", None) or (config or {}).get("timesteps", 8), "timesteps")
@@ -306,7 +311,10 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
             sizes = [data.n_in, *hidden, data.n_classes] if arch == "mlp" else [data.n_in, data.n_classes]
             cfg = make_config(sizes=sizes, input_shape=data.shape if arch != "mlp" else None,
                               timesteps=timesteps, **options)
-    meta = {"dataset": dataset, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
+    from .training import check_recipe
+
+    recipe = check_recipe(recipe)
+    meta = {"dataset": dataset, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size, "recipe": recipe}
     last = {"state": ckpt.get("training") if ckpt else None}
 
     def checkpoint_epoch(model, state):  # an interrupted run resumes from the last finished epoch
@@ -315,7 +323,7 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
             save_checkpoint(out, cfg, model.state_dict(), meta, training=state)
 
     model, hist = _train(cfg, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress,
-                         resume=ckpt, on_epoch=checkpoint_epoch)
+                         resume=ckpt, on_epoch=checkpoint_epoch, recipe=recipe)
     model.history = hist
     model.meta = {**meta, "test_accuracy": hist["test_acc"][-1], "train_seconds": hist["seconds"],
                   "utilisation": model.utilisation()}
@@ -378,7 +386,7 @@ def simulate(net, spikes=None, *, backend: str = "reference", dataset: str | Non
 def _check_spikes(spikes, net: Network) -> np.ndarray:
     from .data import check_spike_array
 
-    x = check_spike_array(np.asarray(spikes), "input spikes")
+    x = check_spike_array(np.asarray(spikes), "input spikes", net.input_bits)
     if x.ndim != 3 or x.shape[0] != net.timesteps or x.shape[2] != net.n_in or x.shape[1] < 1:
         raise QsnnError(f"input spikes have shape {x.shape}; this network takes [T={net.timesteps}, N, {net.n_in}]")
     return np.ascontiguousarray(x)

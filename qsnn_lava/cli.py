@@ -63,10 +63,12 @@ def cmd_train(args) -> int:
     """``qsnn-lava train``: train on ``args.dataset``, save the checkpoint ``args.out``, print the test accuracy
     and each layer's bit-width utilisation; returns exit code 0."""
     options = {k: getattr(args, k) for k in ("arch", "hidden", "channels", "bn", "quant", "bits", "first_bits",
-                                             "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min")}
+                                             "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min",
+                                             "input", "input_bits", "learn_threshold")}
+    recipe = {k: getattr(args, k) for k in ("weight_decay", "warmup_epochs", "label_smoothing", "crop_pad", "flip")}
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, seed=args.seed, out=args.out, resume=args.resume,
-                         progress=not args.quiet, **options)
+                         progress=not args.quiet, recipe=recipe, **options)
     hist = model.history
     print(f"trained {args.epochs} epochs in {hist['seconds']:.1f} s: test accuracy "
           f"{100 * hist['test_acc'][-1]:.2f} % (integer eval model) -> {args.out}")
@@ -390,6 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64, help="training batch size")
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--resume", help="continue the interrupted run saved in this checkpoint (--out may be it)")
+    t.add_argument("--input", default=None, choices=["rate", "direct"],
+                   help="network input: rate-coded 0/1 spikes (default) or direct graded intensities every step")
+    t.add_argument("--input-bits", type=int, default=None, help="direct input: bits per intensity (2..8; default 8)")
+    t.add_argument("--learn-threshold", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn a per-layer threshold, deployed as an integer vth (lif, mfp)")
+    t.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay on the weights (default 0)")
+    t.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up epochs, then cosine per batch (default 0: cosine per epoch)")
+    t.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (default 0)")
+    t.add_argument("--crop-pad", type=int, default=None, help="images: random crop after zero padding by this many "
+                   "pixels (default 0)")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="images: random horizontal flips")
     _quiet(t)
 
     c = _command(sub, "convert", "checkpoint -> IR (versioned HDF5)", cmd_convert)

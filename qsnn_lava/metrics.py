@@ -8,6 +8,7 @@ synapse matrix M_p [n_out, n_in] (a conv unrolled, ``converters.lava_graph.synap
     fanout_p[j]  = #{i : M_p[i, j] is a synapse}    every weight that reaches input j, zeros included
     nnz_p[j]     = #{i : M_p[i, j] != 0}            nonzero weights only
     SynOps_p     = sum_t sum_j s_p[t, j] * nnz_p[j] one accumulate per (input spike, nonzero synapse) event
+                   (direct input: s_p[t, j] = [x[t, j] != 0], one event per nonzero graded spike)
 
 Model size (QP-SNN Eq. 16, M = sum_q P_q * B_q) per population, with B the layer's ``weight_bits``::
 
@@ -68,11 +69,12 @@ def synops(spikes_per_input: np.ndarray, fan: np.ndarray) -> int:
 
 
 def spikes_per_source(net: Network, inputs: np.ndarray, record) -> dict:
-    """{source name: int64 [n]}: spikes of each neuron summed over the T steps and N samples.
+    """{source name: int64 [n]}: spikes (events) of each neuron summed over the T steps and N samples.
 
     ``inputs``: input spikes [T, N, n_in] (the source ``ir.INPUT``); ``record``: a ``Record`` of ``net`` on them
-    (per layer [T, N, n], zero-delay time)."""
-    out = {INPUT: np.asarray(inputs).sum(axis=(0, 1), dtype=np.int64)}
+    (per layer [T, N, n], zero-delay time). An input event is a nonzero input: a spike, or for direct input a
+    graded spike with a nonzero payload (its value multiplies the weight; see ``deploy.energy``)."""
+    out = {INPUT: (np.asarray(inputs) != 0).sum(axis=(0, 1), dtype=np.int64)}
     for layer, s in zip(net.layers, record.spikes):
         out[layer.name] = np.asarray(s).sum(axis=(0, 1), dtype=np.int64)
     return out
