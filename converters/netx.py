@@ -14,6 +14,7 @@ depthwise conv with weights 1 (netx has no pool layer of its own). netx builds a
 weight exponent itself from the integer weights (``optimize_weight_bits``, exact).
 
 What cannot be written, and why (each refused with the layer named):
+  * direct (graded) input (``Network.input_bits`` > 1): a netx file records no input message bits;
   * a negative ``weight_exp``: the floor of the shifted SUM cannot be folded into integer weights;
   * a bias that is not a multiple of 64 internal units (netx fixes ``bias_exp = 6``), or whose
     mantissa does not fit 13 bits.
@@ -34,6 +35,10 @@ NETX_BIAS_EXP = 6
 
 def netx_layers(net: Network) -> list[dict]:
     """Per layer the netx fields, or QsnnError naming the layer that netx cannot express."""
+    if net.input_bits > 1:
+        raise QsnnError(f"input: {net.input_bits}-bit direct (graded) input cannot be written to a netx file (it "
+                        "records no input message bits; lava-dl's Network takes input_message_bits as an argument "
+                        "and its Dense reads binary spikes unless told); run this network from the qsnn-lava IR")
     out = []
     for i, layer in enumerate(net.layers):
         where = f"layer {i} ({layer.name})"

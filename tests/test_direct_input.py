@@ -177,3 +177,12 @@ def test_graded_events_are_macs(digits):
     assert nb["Effective_MACs"] == first["synops_graded"]
     e = energy(counts, TABLES["cmos45_snn"])["total"]["parts_pJ"]
     assert e["graded_synop"] == pytest.approx(first["synops_graded"] * 3.2)
+
+
+def test_netx_refuses_graded_input_by_name(tmp_path):
+    from qsnn_lava.converters.netx import export_netx
+
+    net = Network((3,), [Layer("out", Dense([[1, 2, -1]]), LIF(1, vth=5, du=4095, dv=0))], 2, input_bits=4)
+    with pytest.raises(QsnnError, match="input: 4-bit direct"):
+        export_netx(net, tmp_path / "m.net")
+    assert not (tmp_path / "m.net").exists()
