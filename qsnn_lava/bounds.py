@@ -19,6 +19,17 @@ from .dynamics import UV_MAX, V_LIMIT
 from .ir import Network, max_input
 
 
+def window_bounds(a_max: float, b_max: float, du: int, dv: int, timesteps: int) -> tuple[float, float, bool, bool]:
+    """(u_max, v_max, u_can_wrap, v_can_saturate) over one window of ``timesteps`` steps for a population whose
+    synaptic input never exceeds ``a_max`` in magnitude and whose bias (internal units) never exceeds ``b_max``
+    (module docstring). The flags are False only where the bound proves the wrap or saturation impossible."""
+    r_u, r_v = (4096 - du - 1) / 4096, (4096 - dv) / 4096
+    u_max = 64 * a_max * sum(r_u ** k for k in range(timesteps))
+    v_max = sum(r_v ** k for k in range(timesteps)) * (u_max + b_max)
+    # u wraps at u > 2^23 or u <= -2^23; a margin of 2 covers float rounding of the geometric sums
+    return u_max, v_max, u_max >= UV_MAX - 2, v_max >= V_LIMIT - 2
+
+
 def static_bounds(net: Network) -> dict:
     """The static bound of every layer of ``net`` over one window of T steps (module docstring).
 
@@ -30,13 +41,9 @@ def static_bounds(net: Network) -> dict:
         n = layer.neuron
         # skips add their worst case to the main one; the network input sends values up to net.input_max
         a_max = sum(max_input(syn, net.source_max(src)) for src, syn in net.sources(i))
-        r_u, r_v = (4096 - n.du - 1) / 4096, (4096 - n.dv) / 4096
-        u_max = 64 * a_max * sum(r_u ** k for k in range(T))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0
-        v_max = sum(r_v ** k for k in range(T)) * (u_max + b_max)
-        # u wraps at u > 2^23 or u <= -2^23; a margin of 2 covers float rounding of the geometric sums
-        out[layer.name] = {"u_bound": int(u_max), "v_bound": int(v_max), "u_can_wrap": u_max >= UV_MAX - 2,
-                           "v_can_saturate": v_max >= V_LIMIT - 2}
+        u_max, v_max, wrap, sat = window_bounds(a_max, b_max, n.du, n.dv, T)
+        out[layer.name] = {"u_bound": int(u_max), "v_bound": int(v_max), "u_can_wrap": wrap, "v_can_saturate": sat}
     return out
 
 

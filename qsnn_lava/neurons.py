@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from . import dynamics as dyn
+from .bounds import window_bounds
 from .ir import VTH_MAX
 from .quantizers import ste_round
 
@@ -43,15 +44,24 @@ class LIF(nn.Module):
             return self.vth0
         return int(min(max(round(self.vth0 * float(self.vth_scale.detach())), 1), VTH_MAX))
 
-    def params(self, bias=None) -> dyn.LIFParams:
+    def params(self, bias=None, a: torch.Tensor | None = None) -> dyn.LIFParams:
         """The ``dynamics.LIFParams`` of this population; ``bias`` in internal units (``bias_mant << bias_exp``,
-        broadcastable to one step's [N, ...]; None means 0)."""
-        return dyn.LIFParams(vth=self.threshold(), du=self.du, dv=self.dv, bias=0 if bias is None else bias)
+        broadcastable to one step's [N, ...]; None means 0). With the window's synaptic input ``a`` [T, ...] the
+        u wrap and v saturation are switched off where ``bounds.window_bounds`` proves them impossible for this
+        input (exact: the skipped operations would change nothing; it only saves time)."""
+        p = dyn.LIFParams(vth=self.threshold(), du=self.du, dv=self.dv, bias=0 if bias is None else bias)
+        if a is None or not a.numel():
+            return p
+        a_max = float(a.detach().abs().max())
+        b_max = float(bias.detach().abs().max()) if isinstance(bias, torch.Tensor) and bias.numel() else \
+            abs(float(bias or 0))
+        _, _, wrap, sat = window_bounds(a_max, b_max, self.du, self.dv, a.shape[0])
+        return p._replace(can_wrap=wrap, can_saturate=sat)
 
     def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
         """a: synaptic input [T, N, ...] (int64 exact, or float for training), ``bias`` broadcastable to
         one step's [N, ...] in internal units (bias_mant << bias_exp) -> spikes [T, N, ...]."""
-        return dyn.lif_run(a, self.params(bias))
+        return dyn.lif_run(a, self.params(bias, a))
 
 
 class QMem(LIF):
@@ -65,9 +75,9 @@ class QMem(LIF):
         self.mem_bits = int(mem_bits)
         self.mem_shift = dyn.qmem_shift(self.vth, self.mem_bits)
 
-    def params(self, bias=None) -> dyn.LIFParams:
+    def params(self, bias=None, a: torch.Tensor | None = None) -> dyn.LIFParams:
         """The LIF's ``dynamics.LIFParams`` with ``mem_bits`` and ``mem_shift`` set (the stored membrane)."""
-        return super().params(bias)._replace(mem_bits=self.mem_bits, mem_shift=self.mem_shift)
+        return super().params(bias, a)._replace(mem_bits=self.mem_bits, mem_shift=self.mem_shift)
 
     def extra_repr(self) -> str:
         """The module's fields for its repr: n, vth, du, dv, mem_bits."""
