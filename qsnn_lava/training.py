@@ -115,7 +115,8 @@ def _schedule(opt, epochs: int, steps_per_epoch: int, warmup_epochs: float):
 
 def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
           progress: bool = True, log=print, resume: dict | None = None, on_epoch=None,
-          init_state: dict | None = None, epoch_offset: int = 0, recipe: dict | None = None) -> tuple[QSNN, dict]:
+          init_state: dict | None = None, epoch_offset: int = 0, recipe: dict | None = None,
+          eval_samples: int | None = None) -> tuple[QSNN, dict]:
     """Train ``epochs`` epochs in total. ``resume`` (a checkpoint dict with the ``"training"`` entry that
     ``on_epoch`` receives: epoch, optimizer, scheduler, generator, torch_rng, history, seconds) continues an interrupted run where it stopped, with the same optimizer, schedule,
     shuffling and history, so the result equals an uninterrupted run. ``on_epoch(model, state)`` is
@@ -123,7 +124,8 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
     these weights instead of a random init (fine-tuning, e.g. a pruned network); ``epoch_offset`` is added to
     the epoch given to per-epoch schedules (the sigmoid quantizer's temperature continues, not restarts).
     ``recipe``: the training options of ``RECIPE_DEFAULTS`` (weight decay, warm-up + cosine, label smoothing,
-    random crop and flip; docs/training.md); the defaults are the original recipe.
+    random crop and flip; docs/training.md); the defaults are the original recipe. ``eval_samples``: the
+    per-epoch test accuracy uses the first n test samples (None: all).
 
     The input is encoded per batch from the intensities (after augmentation) with the network's input code:
     the rate code's 0/1 spikes, or the direct code's ``input_bits``-bit values (``data.encode_intensities``)."""
@@ -134,7 +136,7 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
     images = data.train.levels is not None
     if (rc["crop_pad"] or rc["flip"]) and not (images and len(data.shape) == 3):
         raise QsnnError(f"crop_pad and flip augment images; dataset '{data.name}' has no image intensities")
-    x_test, y_test = encoded(data.test, T, input_bits=bits)
+    x_test, y_test = encoded(data.test, T, eval_samples, input_bits=bits)
     if images:
         x_train, y_train = data.train.x, data.train.y
     else:
