@@ -65,7 +65,8 @@ def cmd_train(args) -> int:
     options = {k: getattr(args, k) for k in ("arch", "hidden", "channels", "bn", "quant", "bits", "first_bits",
                                              "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min",
                                              "input", "input_bits", "learn_threshold")}
-    recipe = {k: getattr(args, k) for k in ("weight_decay", "warmup_epochs", "label_smoothing", "crop_pad", "flip")}
+    recipe = {k: getattr(args, k) for k in ("weight_decay", "warmup_epochs", "label_smoothing", "crop_pad", "flip",
+                                            "synops_budget", "synops_weight")}
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, seed=args.seed, out=args.out, resume=args.resume,
                          progress=not args.quiet, recipe=recipe, **options)
@@ -405,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "pixels (default 0)")
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="images: random horizontal flips")
+    t.add_argument("--synops-budget", type=float, default=None, help="activity regulariser: SynOps per inference "
+                   "allowed, counted on the training forward as the deployed network counts them (docs/energy.md)")
+    t.add_argument("--synops-weight", type=float, default=None, help="the regulariser's weight (default 1 with a "
+                   "budget; alone: the penalty per million SynOps)")
     _quiet(t)
 
     c = _command(sub, "convert", "checkpoint -> IR (versioned HDF5)", cmd_convert)

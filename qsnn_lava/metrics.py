@@ -59,12 +59,19 @@ def fanouts(syn) -> tuple[np.ndarray, np.ndarray]:
     return fanout(syn, mask), fanout(syn, np.ones_like(mask))
 
 
-def synops(spikes_per_input: np.ndarray, fan: np.ndarray) -> int:
+def synops(spikes_per_input, fan: np.ndarray):
     """Synaptic events of one population: sum_j spikes_per_input[j] * fan[j].
 
     ``spikes_per_input``: int [n_in], spikes of each input j (summed over whatever steps and samples the caller
     wants counted); ``fan``: int [n_in], ``fanouts(syn)[0]`` for SynOps (nonzero synapses) or ``[1]`` for the
-    dense count. Returns an exact integer count (events, not per inference)."""
+    dense count. Returns an exact integer count (events, not per inference). A torch tensor of spike counts
+    (a training forward's, with surrogate gradients) gives a float64 tensor with its gradient: the same sum,
+    exact while the count stays below 2^53."""
+    if not isinstance(spikes_per_input, np.ndarray) and hasattr(spikes_per_input, "grad_fn"):
+        import torch
+
+        counts = spikes_per_input.to(torch.float64)
+        return counts @ torch.from_numpy(np.asarray(fan, np.int64)).to(torch.float64)
     return int(np.asarray(spikes_per_input, np.int64) @ np.asarray(fan, np.int64))
 
 
@@ -91,6 +98,31 @@ def synops_per_layer(net: Network, inputs: np.ndarray, record) -> list[float]:
     n = np.asarray(inputs).shape[1]
     return [sum(synops(counts[src], fanouts(syn)[0]) / n for src, syn in net.sources(i))
             for i in range(len(net.layers))]
+
+
+def forward_synops(model, inputs, outputs) -> list:
+    """SynOps of each layer in ONE forward of a torch ``models.QSNN``, summed over T and the batch: the rule of
+    ``synops_per_layer`` applied to the forward's own spikes, for the activity regulariser (``training``).
+
+    ``inputs``: the forward's input [T, B, n_in] (an input event is a nonzero value, as ``spikes_per_source``);
+    ``outputs``: the forward's list of layer spikes [T, B, n] (training mode: float with surrogate gradients).
+    Each population's nnz comes from ``fanouts`` of its IR synapse (``to_ir()``: the integer weights the model
+    deploys), so in eval mode the counts equal ``synops_per_layer`` on the reference's Record of the same inputs
+    times B, exactly. Returns one float64 tensor per layer; its gradient reaches the spikes (d/ds_j = nnz_j;
+    the zero pattern of the weights is a constant). In training mode the count is exact for straight-through
+    quantizers without BatchNorm; BatchNorm (batch statistics) and the sigmoid quantizers' soft staircase make
+    the training forward's weights differ from the deployed ones, and the count follows the training spikes.
+    """
+    import torch
+
+    spikes = {INPUT: (inputs != 0).sum((0, 1)).to(torch.float64)}
+    spikes.update({layer.name: out.sum((0, 1)) for layer, out in zip(model.layers, outputs)})
+    per_layer = []
+    for i, layer in enumerate(model.layers):
+        main = INPUT if i == 0 else model.layers[i - 1].name
+        pops = [(main, layer.synapse), *zip(layer.skip_sources, layer.skips)]
+        per_layer.append(sum(synops(spikes[src].to(torch.float64), fanouts(m.to_ir())[0]) for src, m in pops))
+    return per_layer
 
 
 # ---------------------------------------------------------------- model size

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .data import Dataset, encode_intensities, encoded
 from .errors import QsnnError
+from .metrics import forward_synops
 from .models import QSNN, build_model
 from .record import Record
 
@@ -45,6 +46,8 @@ RECIPE_DEFAULTS = {
     "label_smoothing": 0.0,  # cross-entropy label smoothing
     "crop_pad": 0,  # image data: random crop of the image padded by this many zero pixels on each side
     "flip": False,  # image data: random horizontal flip (half of the samples)
+    "synops_budget": 0.0,  # activity regulariser (synops_penalty): SynOps per inference allowed (0: no budget)
+    "synops_weight": 0.0,  # its weight (1 when only a budget is given); without a budget: per million SynOps
 }
 
 
@@ -56,7 +59,8 @@ def check_recipe(recipe: dict | None) -> dict:
             raise QsnnError(f"unknown training option '{key}' (known: {', '.join(RECIPE_DEFAULTS)})")
         if value is not None:
             out[key] = value
-    for key, hi in (("weight_decay", 1.0), ("warmup_epochs", 1e6), ("label_smoothing", 0.999)):
+    for key, hi in (("weight_decay", 1.0), ("warmup_epochs", 1e6), ("label_smoothing", 0.999),
+                    ("synops_budget", 1e15), ("synops_weight", 1e6)):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= float(v) <= hi:
             raise QsnnError(f"{key} = {v!r} must be a number in [0, {hi:g}]")
@@ -67,7 +71,20 @@ def check_recipe(recipe: dict | None) -> dict:
     if not isinstance(out["flip"], (bool, np.bool_)):
         raise QsnnError(f"flip = {out['flip']!r} must be true or false")
     out["crop_pad"], out["flip"] = int(out["crop_pad"]), bool(out["flip"])
+    if out["synops_budget"] and not out["synops_weight"]:
+        out["synops_weight"] = 1.0
     return out
+
+
+def synops_penalty(model: QSNN, x: torch.Tensor, outputs: list, budget: float, weight: float):
+    """The activity regulariser (docs/energy.md): (loss term, SynOps per inference of this batch).
+
+    The SynOps are ``metrics.forward_synops`` of this very forward (its spikes times the deployed weights'
+    nonzero fan-out, the rule every count in the package uses), summed over layers, per inference. With a
+    ``budget``: ``weight * max(0, S / budget - 1)``; without: ``weight * S / 1e6``."""
+    s = sum(forward_synops(model, x, outputs)) / x.shape[1]
+    term = weight * (torch.relu(s / budget - 1.0) if budget else s / 1e6)
+    return term, float(s.detach())
 
 
 def augment(x: np.ndarray, shape: tuple, crop_pad: int, flip: bool, gen: torch.Generator) -> np.ndarray:
@@ -175,11 +192,17 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
         model.set_epoch(epoch + epoch_offset)
         model.train()
         perm = torch.randperm(n_train, generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
+        total, correct, loss_sum, synops_sum = 0, 0, 0.0, 0.0
         for lo in range(0, len(perm), batch_size):
             idx = perm[lo:lo + batch_size]
-            counts = model(batch_input(idx))[-1].sum(0)
+            xb = batch_input(idx)
+            outs = model(xb)
+            counts = outs[-1].sum(0)
             loss = F.cross_entropy(counts, yt[idx], label_smoothing=rc["label_smoothing"])
+            if rc["synops_weight"]:
+                term, s = synops_penalty(model, xb, outs, rc["synops_budget"], rc["synops_weight"])
+                loss = loss + term
+                synops_sum += s * len(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -194,6 +217,8 @@ def train(cfg: dict, data: Dataset, epochs: int, batch_size: int = 64, lr: float
         for k, v in (("epoch", epoch + 1), ("loss", loss_sum / total), ("train_acc", correct / total),
                      ("test_acc", test_acc)):
             history[k].append(v)
+        if rc["synops_weight"]:  # the regulariser's SynOps per inference, mean over the epoch's batches
+            history.setdefault("synops", []).append(synops_sum / total)
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", test=f"{test_acc:.3f}")
