@@ -21,7 +21,7 @@ from .errors import QsnnError, about
 from .ir import Network
 from .record import Record
 
-DEFAULT_TABLES = ("loihi1", "cmos45_snn", "ann_fp32", "ann_int8")
+DEFAULT_TABLES = ("loihi1", "cmos45_snn", "ann_fp32", "ann_int8", "cmos45_snn_mem", "ann_int8_mem")
 MAX_INPUT_EVENTS = 1 << 31  # values in one input spike file (2 GiB as uint8)
 
 
@@ -761,10 +761,13 @@ class EnergyReport:
     results: list
     neurobench: dict
     lava_counts_equal: bool | None = None
+    accuracy: float | None = None  # the QSNN's on the counted samples (reference), when their labels are known
+    verdicts: list = field(default_factory=list)  # one line per ANN table (deployment.energy.verdicts)
 
     def to_dict(self) -> dict:
         """The CLI's energy.json."""
-        out = {"counts": self.counts, "neurobench": self.neurobench, "energy": self.results}
+        out = {"counts": self.counts, "neurobench": self.neurobench, "energy": self.results,
+               "accuracy": self.accuracy, "verdicts": self.verdicts}
         if self.lava_counts_equal is not None:
             out["lava_counts_equal"] = self.lava_counts_equal
         return out
@@ -793,10 +796,12 @@ class EnergyReport:
 
 def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False, samples: int | None = None,
            spikes=None, tables=DEFAULT_TABLES, cost_tables=(), check_lava: bool = False,
-           progress: bool = False) -> EnergyReport:
+           progress: bool = False, ann_accuracy=None, accuracy: float | None = None) -> EnergyReport:
     """Count operations on the reference simulator (exact: the deployed integers) and price them per
     inference with labelled cost tables (built-in names, or JSON files in ``cost_tables``).
-    ``check_lava`` counts on Lava too and sets ``lava_counts_equal``.
+    ``check_lava`` counts on Lava too and sets ``lava_counts_equal``. The QSNN's ``accuracy`` (a fraction) is
+    measured on the dataset's samples (or given, with your own ``spikes``); with ``ann_accuracy`` (the ANN
+    twin's: a fraction, or {table name: fraction}) the report adds one verdict line per ANN table.
 
     Example:
         >>> import qsnn_lava as ql
@@ -815,15 +820,35 @@ def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False
     priced = [TABLES[t] for t in names] + [load_cost_table(p) for p in cost_tables]
     if not priced:
         raise QsnnError("no cost table given; name at least one")
+    from .deployment.energy import verdicts
+
+    for name, v in (ann_accuracy.items() if isinstance(ann_accuracy, dict) else [("ann_accuracy", ann_accuracy)]):
+        if v is not None:
+            _fraction(v, f"ann_accuracy of {name}" if name != "ann_accuracy" else name)
+    if accuracy is not None:
+        _fraction(accuracy, "accuracy")
     net_, _ = _network(net)
+    labels = None
     if spikes is None:
-        spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
+        spikes, labels = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
     spikes = _check_spikes(spikes, net_)
-    counts = count_ops(net_, spikes, get_backend("reference")(net_, spikes, progress=progress))
+    record = get_backend("reference")(net_, spikes, progress=progress)
+    counts = count_ops(net_, spikes, record)
+    if accuracy is None and labels is not None:
+        accuracy = record.accuracy(labels)
     same = None
     if check_lava:
         same = count_ops(net_, spikes, get_backend("lava")(net_, spikes, progress=progress)) == counts
-    return EnergyReport(counts, [price(counts, t) for t in priced], neurobench_metrics(counts), same)
+    results = [price(counts, t) for t in priced]
+    return EnergyReport(counts, results, neurobench_metrics(counts), same, accuracy,
+                        verdicts(results, accuracy, ann_accuracy))
+
+
+def _fraction(value, name: str) -> float:
+    """``value`` if it is a number in [0, 1], else QsnnError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
+        raise QsnnError(f"{name} = {value!r} must be a fraction in [0, 1] (0.923 for 92.3 %)")
+    return float(value)
 
 
 # ---------------------------------------------------------------- prune

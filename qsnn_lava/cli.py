@@ -254,17 +254,35 @@ def cmd_energy(args) -> int:
         check_output(args.out, inputs=[args.target, *args.cost_table], kind="dir", names=["energy.json", "energy.png"])
     rep = _api().energy(args.target, dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise,
                         samples=args.samples, tables=args.tables, cost_tables=args.cost_table,
-                        check_lava=args.check_lava, progress=not args.quiet)
+                        check_lava=args.check_lava, progress=not args.quiet,
+                        ann_accuracy=_ann_accuracy(args.ann_accuracy))
     if rep.lava_counts_equal is not None:
         print(f"operation counts from Lava {'equal' if rep.lava_counts_equal else 'DIFFER from'} the reference's")
         if not rep.lava_counts_equal:
             return EXIT_MISMATCH
     print(f"energy per inference, {rep.counts['samples']} {args.dataset} samples (estimates from operation counts):")
     print(rep.table())
+    for line in rep.verdicts:
+        print(line + " (estimates)")
     if args.out:
         files = rep.save(args.out)
         print(f"wrote {files[0]}, {files[1]}")
     return 0
+
+
+def _ann_accuracy(values: list):
+    """``--ann-accuracy`` values (percent: "92.3" for every ANN table, or "ann_int8=92.3") -> a fraction, a
+    {table: fraction} dict, or None; QsnnError naming a value that is not a percentage."""
+    if not values:
+        return None
+    out = {}
+    for v in values:
+        name, _, pct = v.rpartition("=")
+        try:
+            out[name or None] = float(pct) / 100
+        except ValueError:
+            raise QsnnError(f"--ann-accuracy '{v}' is not a percentage; give e.g. 92.3 or ann_int8=92.3") from None
+    return out[None] if list(out) == [None] else {k: v for k, v in out.items() if k is not None}
 
 
 def cmd_demo(args) -> int:
@@ -484,11 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
                  cmd_energy)
     e.add_argument("target", metavar="IR_OR_CKPT", help="an IR file or a checkpoint")
     _data_options(e)
-    e.add_argument("--tables", default="loihi1,cmos45_snn,ann_fp32,ann_int8",
+    e.add_argument("--tables", default="loihi1,cmos45_snn,ann_fp32,ann_int8,cmos45_snn_mem,ann_int8_mem",
                    help="built-in cost tables, comma-separated (docs/energy.md lists them)")
     e.add_argument("--cost-table", action="append", default=[], help="your own cost table (JSON), repeatable")
     e.add_argument("--check-lava", action="store_true", help="also count on Lava and require equal counts")
     e.add_argument("--out", help="folder for energy.json and energy.png")
+    e.add_argument("--ann-accuracy", action="append", default=[], metavar="[TABLE=]PCT",
+                   help="the ANN twin's accuracy in percent (for one ANN table: ann_int8_mem=92.3), repeatable; "
+                        "adds a verdict line per ANN table")
     _quiet(e)
 
     pr = _command(sub, "prune", "structured pruning (QP-SNN SVS, SCA or random): score, shrink, fine-tune",
