@@ -347,15 +347,18 @@ def test_bench_energy_script(tmp_path):
     out = run.stdout
     assert "not found" in out and "headline" in out
     rep = json.loads((tmp_path / "energy.json").read_text())
-    keys = [r["key"] for r in rep["targets"]]
-    assert keys == ["float_snn", "qsnn", "ann_fp32", "ann_int8", "qsnn_loihi1"]
+    keys = [(r["model"], r["key"]) for r in rep["targets"]]
+    assert keys == [("arith", k) for k in ("float_snn", "qsnn", "ann_fp32", "ann_int8", "qsnn_loihi1")] + \
+        [("mem", k) for k in ("float_snn", "qsnn", "ann_fp32", "ann_int8")]  # before and after the review
     for r in rep["targets"]:
         assert sum(r["layers"].values()) * 1e-6 == pytest.approx(r["uJ"])
-    by = {r["key"]: r for r in rep["targets"]}
+    by = {(r["model"], r["key"]): r for r in rep["targets"]}
     t = rep["qsnn"]["counts"]["total"]
-    assert by["ann_fp32"]["uJ"] == pytest.approx((t["ann_macs"] * 4.6 + t["ann_adds"] * 0.9) * 1e-6)
+    assert by["arith", "ann_fp32"]["uJ"] == pytest.approx((t["ann_macs"] * 4.6 + t["ann_adds"] * 0.9) * 1e-6)
     assert t["ann_adds"] > 0  # the residual additions
-    assert rep["ratios"]["ann_fp32_over_qsnn"] == pytest.approx(by["ann_fp32"]["uJ"] / by["qsnn"]["uJ"])
+    assert rep["ratios"]["arith"]["ann_fp32_over_qsnn"] == pytest.approx(
+        by["arith", "ann_fp32"]["uJ"] / by["arith", "qsnn"]["uJ"])
+    assert by["mem", "ann_int8"]["table"] == "ann_int8_mem" and by["mem", "qsnn"]["table"] == "cmos45_snn_mem"
     assert "| float SNN (fp32) |" in (tmp_path / "energy.md").read_text()
     assert (tmp_path / "energy.png").read_bytes()[:4] == b"\x89PNG"
 
