@@ -32,6 +32,8 @@ layer's own spikes::
     memory_weight_bits = weights * weight_bits    (``metrics.model_size``'s memory_bits: QP-SNN Eq. 16,
                         M = sum P_q * B_q, over every stored weight; zeros are stored too)
     memory_state_bits  = n * (24 + 24)  (u and v are 24-bit registers on Loihi; per sample, batch 1)
+    spike_map_bits     = T * (n + sum_p n_in_p * bits_p)  (bits_p: input_bits for the network input, else 1)
+    ann_activations    = n + sum_p n_in_p                  (the ANN twin's activations written / inputs read)
 
 The ANN twin (the same network as a conventional ANN, ONCE per inference, not x T), per population by
 its kind (``qsnn_lava.metrics.synapse_kind``)::
@@ -64,8 +66,11 @@ routing between tiles and I/O are not included in any table.
 Caveats worth repeating next to every number:
   * No per-operation energy of Loihi 2 has been published. ``loihi1`` is Loihi 1 (Davies et al., IEEE
     Micro 2018, Table 2), a pre-silicon SDF/SPICE estimate at 0.75 V, applied to this network.
-  * The 45 nm figures (Horowitz, ISSCC 2014) are per arithmetic operation only; memory accesses (10 pJ
-    per 64-bit access of an 8 KB cache, 5 pJ per 32-bit SRAM access) would dominate a real design.
+  * The arithmetic-only 45 nm tables (Horowitz, ISSCC 2014) leave out memory accesses (10 pJ per 64-bit
+    access of an 8 KB cache), which dominate a real design; the reviewed ``*_mem`` tables add them with one
+    rule for the SNN and the ANN (``traffic_bits``: a weight read per synop or MAC, the SNN's u and v read
+    and written per neuron update, activation maps) and charge arithmetic at the operand widths
+    (``int_add_pJ``, ``int_mult_pJ``: interpolated between Horowitz's 8- and 32-bit entries).
   * Published SNN energy models disagree by orders of magnitude; Yan et al. (arXiv 2409.08290) find an
     SNN at T = 5 must stay below about 5.7 % spike rate to beat an equivalent quantized ANN.
 """
