@@ -267,7 +267,7 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
     neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min, input ("rate" | "direct"), input_bits (direct:
     2..8), learn_threshold. ``lr`` is Adam's learning rate (cosine schedule over ``epochs``). ``recipe``:
     training options (``training.RECIPE_DEFAULTS``: weight_decay, warmup_epochs, label_smoothing, crop_pad,
-    flip; docs/training.md). With ``out`` a resumable checkpoint is written after every epoch and at the
+    flip; docs/training.md; synops_budget, synops_weight: the activity regulariser, docs/energy.md). With ``out`` a resumable checkpoint is written after every epoch and at the
     end; ``resume`` (a checkpoint path) continues an interrupted run exactly.
 
     Returns the model in eval mode with ``.history`` (epoch, loss, train_acc, test_acc, seconds) and
