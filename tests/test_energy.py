@@ -416,3 +416,27 @@ def test_api_and_cli_verdicts(hand):
     assert _ann_accuracy(["ann_int8=90", "ann_fp32=91"]) == {"ann_int8": 0.9, "ann_fp32": 0.91}
     with pytest.raises(QsnnError, match="not a percentage"):
         _ann_accuracy(["ninety"])
+
+
+def test_bench_energy_frontier_script(tmp_path):
+    """bench/energy_frontier.py end to end on digits at the smallest scale (T = 1, one epoch, no Lava): a
+    budget variant pulls in its base, every QSNN point deploys with 0 torch-vs-reference mismatches, the
+    ANN points are priced on the base's ANN-twin counts, and md, json and png are written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "energy_frontier.py"
+    run = subprocess.run([sys.executable, str(script), "--dataset", "digits", "--variants", "T1-budget",
+                          "--epochs", "1", "--ann-epochs", "1", "--lava-samples", "0", "--test-samples", "60",
+                          "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rep = json.loads((tmp_path / "energy_frontier.json").read_text())
+    names = [p["name"] for p in rep["points"]]
+    assert names == ["T1", "T1-budget", "float ANN", "int8 ANN"]
+    by = {p["name"]: p for p in rep["points"]}
+    assert by["T1-budget"]["synops_budget"] == pytest.approx(0.6 * by["T1"]["synops"])
+    assert all(by[n]["torch_vs_reference_mismatches"] == 0 and by[n]["test_samples"] == 60 for n in ("T1", "T1-budget"))
+    assert by["int8 ANN"]["uJ"] < by["float ANN"]["uJ"] and rep["pareto"] and "met" in rep["acceptance"]
+    assert "Pareto front" in (tmp_path / "energy_frontier.md").read_text()
+    assert (tmp_path / "energy_frontier.png").read_bytes()[:4] == b"\x89PNG"
