@@ -45,7 +45,7 @@ def measure(path, data, samples: int, quiet: bool) -> dict:
     ``samples`` test inputs of ``data``, with its accuracy on them; ``quiet``: no progress bar."""
     model, ckpt = load_model(path)
     net = model_to_ir(model)
-    x, y = encoded(data.test, net.timesteps, min(samples, len(data.test.y)))
+    x, y = encoded(data.test, net.timesteps, min(samples, len(data.test.y)), input_bits=net.input_bits)
     t0 = time.perf_counter()
     rec = simulate(net, x, progress=not quiet)
     counts = count_ops(net, x, rec)
@@ -117,7 +117,8 @@ def layer_table(m: dict, rows: list) -> list:
     mine = [r for r in rows if r["network"] == ("pruned" if "pruned" in m.get("role", "") else "qsnn")
             and r["key"] != "qsnn_loihi1"]
     head = ("| layer | kind | neurons | input rate | firing rate | SynOps (effective) | SynOps (dense) | ANN MACs "
-            "| ANN adds | " + " | ".join(f"{r['label']} (nJ)" for r in mine) + " |")
+            "| ANN adds | " + " | ".join(f"{r['label']}{' +mem' if r['model'] == 'mem' else ''} (nJ)" for r in mine)
+            + " |")
     lines = [head, "|" + "---|" * (9 + len(mine))]
     for layer in m["counts"]["layers"]:
         cells = [layer["name"], layer["kind"], str(layer["n"]), f"{layer['input_rate']:.4f}",
