@@ -429,6 +429,7 @@ def test_bench_energy_frontier_script(tmp_path):
     script = Path(__file__).resolve().parents[1] / "bench" / "energy_frontier.py"
     run = subprocess.run([sys.executable, str(script), "--dataset", "digits", "--variants", "T1-budget",
                           "--epochs", "1", "--ann-epochs", "1", "--lava-samples", "0", "--test-samples", "60",
+                          "--train-samples", "500",
                           "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     rep = json.loads((tmp_path / "energy_frontier.json").read_text())
