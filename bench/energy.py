@@ -2,8 +2,9 @@
 
 Every number is an ESTIMATE: operation counts from the bit-exact reference simulation of the deployed
 network (deploy.energy.count_ops, exact for conv, pooling and skip synapses) times per-operation energies of
-45 nm CMOS arithmetic (Horowitz, ISSCC 2014). Memory accesses, static power and routing are in none of
-them. Rows (docs/energy.md):
+45 nm CMOS (Horowitz, ISSCC 2014), under two cost models (docs/energy.md): arithmetic only (the rows below,
+as before the issue #18 review), and the reviewed tables (*_mem: arithmetic at the operand widths + SRAM
+traffic for both the SNN and the ANN). Static power and routing are in none of them. Rows:
   * float SNN: the same network and the SAME spike counts, with fp32 weights and state: every synop an fp32
     add (0.9 pJ), every neuron update fp32 arithmetic (2 mult + 4 add = 11.0 pJ); table cmos45_snn_fp32;
   * QSNN (the checkpoint's bits, 4 by default): integer synops at the 32-bit add (0.1 pJ, the nearest width
@@ -31,8 +32,11 @@ from qsnn_lava.io import save_figure
 from qsnn_lava.reference import simulate
 
 CAVEAT = ("Estimates: operation counts from the bit-exact simulation x per-operation energies of 45 nm CMOS "
-          "arithmetic (Horowitz, ISSCC 2014). Memory accesses (5 pJ per 32-bit SRAM access, which would dominate), "
-          "static power, spike routing and I/O are not included. The Loihi 1 row is a pre-silicon Loihi 1 cost "
+          "(Horowitz, ISSCC 2014). Two cost models: arithmetic only (before the issue #18 review), and the reviewed "
+          "one: arithmetic at the operand widths (interpolated from Horowitz's 8- and 32-bit entries) plus SRAM "
+          "traffic at the 8 KB cache's 10 pJ per 64 bits, counted by one rule for the SNN and the ANN (a weight "
+          "read per synop or MAC, SNN u/v read and written per neuron update, activation maps). Static power, "
+          "spike routing and I/O are not included. The Loihi 1 row is a pre-silicon Loihi 1 cost "
           "table applied to this network, not a Loihi 2 number.")
 
 
@@ -41,7 +45,7 @@ def measure(path, data, samples: int, quiet: bool) -> dict:
     ``samples`` test inputs of ``data``, with its accuracy on them; ``quiet``: no progress bar."""
     model, ckpt = load_model(path)
     net = model_to_ir(model)
-    x, y = encoded(data.test, net.timesteps, min(samples, len(data.test.y)))
+    x, y = encoded(data.test, net.timesteps, min(samples, len(data.test.y)), input_bits=net.input_bits)
     t0 = time.perf_counter()
     rec = simulate(net, x, progress=not quiet)
     counts = count_ops(net, x, rec)
@@ -51,23 +55,33 @@ def measure(path, data, samples: int, quiet: bool) -> dict:
             "timesteps": net.timesteps, "seconds": time.perf_counter() - t0}
 
 
-def targets(q: dict, pruned: dict | None) -> list:
-    """The rows: (key, label, measured network, cost table, weight memory in bytes)."""
-    b = q["bits"]
-    rows = [("float_snn", "float SNN (fp32)", q, "cmos45_snn_fp32", memory_bytes(q["counts"], 32, 64)),
-            ("qsnn", f"{b}-bit QSNN", q, "cmos45_snn", memory_bytes(q["counts"]))]
+# the cost model: "arith" = the arithmetic-only tables (before the issue #18 review), "mem" = the reviewed
+# tables (operand-width arithmetic + SRAM traffic for both the SNN and the ANN; docs/energy.md)
+MODELS = {"arith": {"float_snn": "cmos45_snn_fp32", "qsnn": "cmos45_snn", "ann_fp32": "ann_fp32", "ann_int8": "ann_int8"},
+          "mem": {"float_snn": "cmos45_snn_fp32_mem", "qsnn": "cmos45_snn_mem", "ann_fp32": "ann_fp32_mem",
+                  "ann_int8": "ann_int8_mem"}}
+
+
+def targets(q: dict, pruned: dict | None, model: str = "arith") -> list:
+    """The rows of cost model ``model`` ("arith" or "mem", ``MODELS``): (key, label, measured network, cost
+    table, weight memory in bytes); the Loihi 1 row only with "arith"."""
+    b, t = q["bits"], MODELS[model]
+    rows = [("float_snn", "float SNN (fp32)", q, t["float_snn"], memory_bytes(q["counts"], 32, 64)),
+            ("qsnn", f"{b}-bit QSNN", q, t["qsnn"], memory_bytes(q["counts"]))]
     if pruned is not None:
-        rows.append(("qsnn_pruned", f"{pruned['bits']}-bit pruned QSNN", pruned, "cmos45_snn",
+        rows.append(("qsnn_pruned", f"{pruned['bits']}-bit pruned QSNN", pruned, t["qsnn"],
                      memory_bytes(pruned["counts"])))
-    rows += [("ann_fp32", "ANN fp32", q, "ann_fp32", memory_bytes(q["counts"], 32, ann=True)),
-             ("ann_int8", "ANN int8", q, "ann_int8", memory_bytes(q["counts"], 8, ann=True)),
-             ("qsnn_loihi1", f"{b}-bit QSNN, Loihi 1 table", q, "loihi1", memory_bytes(q["counts"]))]
+    rows += [("ann_fp32", "ANN fp32", q, t["ann_fp32"], memory_bytes(q["counts"], 32, ann=True)),
+             ("ann_int8", "ANN int8", q, t["ann_int8"], memory_bytes(q["counts"], 8, ann=True))]
+    if model == "arith":
+        rows.append(("qsnn_loihi1", f"{b}-bit QSNN, Loihi 1 table", q, "loihi1", memory_bytes(q["counts"])))
     out = []
     for key, label, m, table, mem in rows:
         e = energy(m["counts"], TABLES[table])
         t = m["counts"]["total"]
         ops = t["synops_effective"] if TABLES[table]["kind"] == "snn" else t["ann_macs"] + t["ann_adds"]
-        out.append({"key": key, "label": label, "network": "pruned" if m is pruned else "qsnn", "table": table,
+        out.append({"key": key, "model": model, "label": label, "network": "pruned" if m is pruned else "qsnn",
+                    "table": table,
                     "table_label": e["label"], "source": e["source"], "uJ": e["total"]["uJ"],
                     "parts_pJ": e["total"]["parts_pJ"], "ops": ops, "memory_bytes": mem,
                     "accuracy": m["accuracy"] if TABLES[table]["kind"] == "snn" else None,
@@ -100,9 +114,11 @@ def _pct(v):
 
 def layer_table(m: dict, rows: list) -> list:
     """Markdown lines: one row per layer of measurement ``m``, energies in nJ of the rows measured on it."""
-    mine = [r for r in rows if r["network"] == ("pruned" if "pruned" in m.get("role", "") else "qsnn")]
+    mine = [r for r in rows if r["network"] == ("pruned" if "pruned" in m.get("role", "") else "qsnn")
+            and r["key"] != "qsnn_loihi1"]
     head = ("| layer | kind | neurons | input rate | firing rate | SynOps (effective) | SynOps (dense) | ANN MACs "
-            "| ANN adds | " + " | ".join(f"{r['label']} (nJ)" for r in mine) + " |")
+            "| ANN adds | " + " | ".join(f"{r['label']}{' +mem' if r['model'] == 'mem' else ''} (nJ)" for r in mine)
+            + " |")
     lines = [head, "|" + "---|" * (9 + len(mine))]
     for layer in m["counts"]["layers"]:
         cells = [layer["name"], layer["kind"], str(layer["n"]), f"{layer['input_rate']:.4f}",
@@ -124,19 +140,24 @@ def markdown(args, q: dict, pruned: dict | None, rows: list, rat: dict, missing:
     may be None), the ratios ``rat`` and the note ``missing`` (why a pruned network is absent, or "")."""
     n = q["counts"]["samples"]
     md = [f"# Energy per inference: {q['arch']} QSNN on {args.dataset} ({n} test samples, T = {q['timesteps']})",
-          "", CAVEAT, "",
-          "| target | network | cost table | energy / inference (uJ) | ratio to QSNN | ops / inference "
-          "| weight + state memory (KB) | accuracy |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    ref = next(r["uJ"] for r in rows if r["key"] == "qsnn")
-    for r in rows:
-        kind = "SynOps" if TABLES[r["table"]]["kind"] == "snn" else "MACs + adds"
-        md.append(f"| {r['label']} | {r['network']} | {r['table']} | {r['uJ']:.4g} | {r['uJ'] / ref:.3g} "
-                  f"| {r['ops']:.4g} {kind} | {r['memory_bytes'] / 1024:.4g} | "
-                  f"{_pct(r['accuracy'])} |")
+          "", CAVEAT, ""]
+    titles = {"arith": "Before the review: arithmetic only (memory access excluded)",
+              "mem": "After the review: arithmetic at operand width + SRAM traffic, both SNN and ANN"}
+    for model in MODELS:
+        mine = [r for r in rows if r["model"] == model]
+        md += [f"## {titles[model]}", "",
+               "| target | network | cost table | energy / inference (uJ) | ratio to QSNN | ops / inference "
+               "| weight + state memory (KB) | accuracy |", "|---|---|---|---:|---:|---:|---:|---:|"]
+        ref = next(r["uJ"] for r in mine if r["key"] == "qsnn")
+        for r in mine:
+            kind = "SynOps" if TABLES[r["table"]]["kind"] == "snn" else "MACs + adds"
+            md.append(f"| {r['label']} | {r['network']} | {r['table']} | {r['uJ']:.4g} | {r['uJ'] / ref:.3g} "
+                      f"| {r['ops']:.4g} {kind} | {r['memory_bytes'] / 1024:.4g} | "
+                      f"{_pct(r['accuracy'])} |")
+        md += ["", "Headline ratios (energy): " + ", ".join(f"{k} = {v:.3g}" for k, v in rat[model].items()), ""]
     if missing:
-        md += ["", missing]
-    md += ["", "Headline ratios (energy): " + ", ".join(f"{k} = {v:.3g}" for k, v in rat.items()), "",
-           f"## Per layer: {q['bits']}-bit QSNN ({q['path']}); the float SNN and ANN rows use its counts", ""]
+        md += [missing, ""]
+    md += [f"## Per layer: {q['bits']}-bit QSNN ({q['path']}); the float SNN and ANN rows use its counts", ""]
     md += layer_table(q, rows)
     if pruned is not None:
         md += ["", f"## Per layer: pruned QSNN ({pruned['path']}, widths {pruned['widths']})", ""]
@@ -160,13 +181,16 @@ def chart(rows: list, q: dict, path) -> None:
     colors = {"float_snn": "tab:red", "qsnn": "tab:orange", "qsnn_pruned": "tab:olive", "ann_fp32": "tab:blue",
               "ann_int8": "tab:cyan", "qsnn_loihi1": "tab:gray"}
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1, 1.6]})
-    bars = a.bar([r["label"] for r in rows], [r["uJ"] for r in rows], color=[colors[r["key"]] for r in rows])
+    names = [r["label"] + (" (+mem)" if r["model"] == "mem" else "") for r in rows]
+    bars = a.bar(names, [r["uJ"] for r in rows], color=[colors[r["key"]] for r in rows])
+    for bar, r in zip(bars, rows):
+        bar.set_alpha(1.0 if r["model"] == "mem" else 0.45)
     a.set_yscale("log")
     for bar, r in zip(bars, rows):
         a.annotate(f"{r['uJ']:.3g}", (bar.get_x() + bar.get_width() / 2, r["uJ"]), ha="center", va="bottom",
                    fontsize=8)
     a.set_ylabel("uJ per inference (estimate)")
-    a.set_title("Total (45 nm arithmetic; gray: Loihi 1 table)", fontsize=9)
+    a.set_title("Total: pale = arithmetic only, solid = + SRAM traffic (gray: Loihi 1 table)", fontsize=9)
     a.tick_params(axis="x", labelsize=7, rotation=30)
     names = [layer["name"] for layer in q["counts"]["layers"]]
     shown = [r for r in rows if r["key"] != "qsnn_loihi1"]
@@ -174,13 +198,14 @@ def chart(rows: list, q: dict, path) -> None:
     xs = np.arange(len(names))
     for k, r in enumerate(shown):
         vals = [r["layers"].get(nm, np.nan) / 1e3 for nm in names]
-        b.bar(xs + (k - (len(shown) - 1) / 2) * width, vals, width, label=r["label"], color=colors[r["key"]])
+        b.bar(xs + (k - (len(shown) - 1) / 2) * width, vals, width, label=r["label"], color=colors[r["key"]],
+              alpha=1.0 if r["model"] == "mem" else 0.45)
     b.set_xticks(xs, names, fontsize=8)
     b.set_yscale("log")
     b.set_ylabel("nJ per inference (estimate)")
     b.set_title("Per layer", fontsize=9)
     b.legend(fontsize=7)
-    fig.suptitle("Estimated energy per inference: op counts x 45 nm CMOS cost tables (memory access excluded)",
+    fig.suptitle("Estimated energy per inference: op counts x 45 nm CMOS cost tables (Horowitz ISSCC 2014)",
                  fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
@@ -216,8 +241,8 @@ def main(argv=None):
         missing = (f"Pruned checkpoint '{args.pruned}' not found (bench/pruning.py writes it): "
                    "the pruned QSNN row is skipped.")
         print(missing)
-    rows = targets(q, pruned)
-    rat = ratios(rows)
+    rows = targets(q, pruned, "arith") + targets(q, pruned, "mem")
+    rat = {model: ratios([r for r in rows if r["model"] == model]) for model in MODELS}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(args, q, pruned, rows, rat, missing)
@@ -230,12 +255,14 @@ def main(argv=None):
     chart(rows, q, out / f"{args.stem}.png")
     print(md)
     t = q["counts"]["total"]
-    print(f"headline ({q['counts']['samples']} samples, mean firing rate {100 * t['firing_rate']:.2f} %, "
-          f"input rate {100 * t['input_rate']:.2f} %; estimates, arithmetic only): the {q['bits']}-bit QSNN uses "
-          f"{_than(rat['ann_fp32_over_qsnn'], 'the fp32 ANN')}, {_than(rat['ann_int8_over_qsnn'], 'the int8 ANN')}, "
-          f"{_than(rat['float_snn_over_qsnn'], 'the float SNN')}"
-          + (f"; the pruned QSNN uses {_than(rat['qsnn_over_pruned'], 'the unpruned QSNN')}"
-             if pruned is not None else ""))
+    for model, what in (("arith", "arithmetic only (before the review)"), ("mem", "with memory traffic (reviewed)")):
+        r = rat[model]
+        print(f"headline ({q['counts']['samples']} samples, mean firing rate {100 * t['firing_rate']:.2f} %, "
+              f"input rate {100 * t['input_rate']:.2f} %; estimates, {what}): the {q['bits']}-bit QSNN uses "
+              f"{_than(r['ann_fp32_over_qsnn'], 'the fp32 ANN')}, {_than(r['ann_int8_over_qsnn'], 'the int8 ANN')}, "
+              f"{_than(r['float_snn_over_qsnn'], 'the float SNN')}"
+              + (f"; the pruned QSNN uses {_than(r['qsnn_over_pruned'], 'the unpruned QSNN')}"
+                 if pruned is not None else ""))
     print(f"wrote {out / (args.stem + '.md')}, {out / (args.stem + '.json')}, {out / (args.stem + '.png')}")
 
 

@@ -1,17 +1,23 @@
-"""The conv QSNN on Fashion-MNIST: float ANN line, trained and deployed accuracy, T, model size, time.
+"""The conv QSNN on Fashion-MNIST: float ANN and float SNN lines, trained and deployed accuracy, T, size, time.
 
-Trains the named conv architecture (default: the VGG-style QSNN, channels 16 32, 4-bit uniform weights,
-BatchNorm folded, T = 4, Adam lr 1e-3, 8 epochs) on all 60,000 training images, then
+Trains the named conv architecture (default: the VGG-style QSNN, 4-bit uniform weights, BatchNorm folded,
+T = 4, direct 8-bit input, learned thresholds and the recipe of docs/training.md) on all 60,000 training
+images, then
   * trained accuracy: the torch model's integer eval forward on all 10,000 test images,
   * deployed accuracy: the reference simulator on all 10,000 (spike-compared with torch), and real
     Lava (fixed_pt) on the first --lava-samples, spike-compared with the reference,
   * the float ANN of the same shape (ReLU, float32 weights, BatchNorm, max pooling, analog input),
-  * model size per QP-SNN Eq. 16 (sum of parameters x bits) against the same network at 32 bits.
+  * the float SNN of the same shape (float32 weights and membranes, BatchNorm, the same LIF (hard reset,
+    decay 1/2, threshold 1), max pooling of spikes, the analog input at every step, spike-count readout),
+  * model size per QP-SNN Eq. 16 (sum of parameters x bits) against the same network at 32 bits,
+  * training wall time and CPU time (the machine may be shared: the load average is recorded too).
 Needs `apt-get install dataset-fashion-mnist`. Writes bench/results/fashion_mnist.{json,md} and the
 checkpoint bench/results/fashion_conv.pt (reused by bench/pruning.py and bench/energy.py).
-Usage: python bench/fashion_mnist.py [--arch vgg|resnet] [--timesteps 4] [--epochs 8]
+Usage: python bench/fashion_mnist.py [--arch vgg|resnet] [--timesteps 4] [--epochs 8] [--input rate]
 """
 import argparse
+import os
+import time
 from pathlib import Path
 
 import common  # the sibling bench/common.py
@@ -70,37 +76,96 @@ def float_ann(model) -> nn.Module:
     return Twin()
 
 
+class _Spike(torch.autograd.Function):
+    """Heaviside of x > 0 forward, triangular surrogate of width 1 backward (the float SNN's spike)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (1.0 - x.abs()).clamp(min=0.0)
+
+
+class FloatSNN(nn.Module):
+    """The float SNN of the QSNN's shape: the float ANN's conv + BN, max pool and linear modules, each conv and
+    linear output fed to a float LIF (v = v / 2 + a, spike where v > 1, hard reset) for T steps, the analog
+    input at every step; the logits are the output spike counts, as the QSNN classifies."""
+
+    def __init__(self, model, timesteps: int):
+        super().__init__()
+        self.twin, self.T = float_ann(model), int(timesteps)
+
+    def forward(self, x):
+        t, b = self.T, x.shape[0]
+        s = x.reshape(1, b, *self.twin.shape).expand(t, -1, -1, -1, -1).reshape(t * b, *self.twin.shape)
+        for m in self.twin.mods:
+            a = m(s)
+            if isinstance(m, nn.MaxPool2d):  # the max of spikes is the spiking pool's output
+                s = a
+                continue
+            a = a.reshape(t, b, *a.shape[1:])
+            v, out = torch.zeros_like(a[0]), []
+            for step in range(t):
+                v = 0.5 * v + a[step]
+                spk = _Spike.apply(v - 1.0)
+                v = v * (1.0 - spk)
+                out.append(spk)
+            s = torch.stack(out).reshape(t * b, *a.shape[2:])
+        return s.reshape(t, b, -1).sum(0)
+
+
 def main():
     """Parse the command line, run the bench (module docstring) and write its results under ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="vgg", choices=["vgg", "resnet"])
     ap.add_argument("--channels", type=int, nargs=2, default=[16, 32])
+    ap.add_argument("--input", default="direct", choices=["rate", "direct"])
+    ap.add_argument("--input-bits", type=int, default=8)
+    ap.add_argument("--learn-threshold", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--warmup-epochs", type=float, default=0.3)
+    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--crop-pad", type=int, default=2)
+    ap.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--eval-samples", type=int, default=2000, help="test images for the per-epoch accuracy")
+    ap.add_argument("--snn-epochs", type=int, default=2, help="epochs of the float SNN twin")
     ap.add_argument("--timesteps", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--ann-epochs", type=int, default=3)
-    ap.add_argument("--lava-samples", type=int, default=200)
+    ap.add_argument("--lava-samples", type=int, default=500)
     ap.add_argument("--checkpoint", help="evaluate this checkpoint instead of training")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     data = load_dataset("fashion-mnist")
+    recipe = {k: getattr(args, k) for k in ("warmup_epochs", "weight_decay", "label_smoothing", "crop_pad", "flip")}
+    load_before = os.getloadavg()
     if args.checkpoint:
         model, ckpt = load_model(args.checkpoint)
-        train_s = ckpt["meta"].get("train_seconds")
-        cfg = model.config
+        train_s, cpu_s = ckpt["meta"].get("train_seconds"), ckpt["meta"].get("train_cpu_seconds")
+        cfg, recipe, per_epoch = model.config, ckpt["meta"].get("recipe"), ckpt["meta"].get("per_epoch")
     else:
         cfg = make_config(arch=args.arch, sizes=[data.n_in, data.n_classes], input_shape=data.shape,
-                          channels=args.channels, bits=args.bits, timesteps=args.timesteps)
-        model, hist = train(cfg, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-        train_s = hist["seconds"]
-        print("test accuracy per epoch:", [round(a, 4) for a in hist["test_acc"]])
+                          channels=args.channels, bits=args.bits, timesteps=args.timesteps, input=args.input,
+                          input_bits=args.input_bits, learn_threshold=args.learn_threshold)
+        cpu0 = time.process_time()
+        model, hist = train(cfg, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, recipe=recipe,
+                            eval_samples=args.eval_samples)
+        train_s, cpu_s, per_epoch = hist["seconds"], time.process_time() - cpu0, hist["test_acc"]
+        print(f"test accuracy per epoch (first {args.eval_samples} test images):", [round(a, 4) for a in per_epoch])
         save_checkpoint(f"{args.out}/fashion_conv.pt", cfg, model.state_dict(),
                         {"dataset": "fashion-mnist", "epochs": args.epochs, "train_seconds": train_s,
-                         "test_accuracy": hist["test_acc"][-1]})
+                         "train_cpu_seconds": cpu_s, "test_accuracy": hist["test_acc"][-1], "recipe": recipe,
+                         "lr": args.lr, "batch_size": args.batch_size, "per_epoch": per_epoch})
+    load_after = os.getloadavg()
     net = model_to_ir(model)
-    x, y = encoded(data.test, net.timesteps)
+    x, y = encoded(data.test, net.timesteps, input_bits=net.input_bits)
     torch_rec = evaluate(model, x)
     ref = simulate(net, x, progress=True)
     n = args.lava_samples
@@ -108,13 +173,21 @@ def main():
     lava_cmp = compare(ref, lava)  # over the first n samples, the ones Lava ran
     ann = float_ann(model)
     ann_acc, ann_s = common.train_ann(ann, data, args.ann_epochs)
+    snn_acc, snn_s = common.train_ann(FloatSNN(model, net.timesteps), data, args.snn_epochs)
     result = {
         "network": f"{cfg['arch']} {cfg['channels']}, {cfg['bits']}-bit {cfg['quant']}, BN folded, LIF, "
-                   f"T = {cfg['timesteps']}",
+                   f"T = {cfg['timesteps']}, input {cfg['input']}"
+                   + (f" ({cfg['input_bits']}-bit)" if cfg["input"] == "direct" else "")
+                   + (", learned thresholds" if cfg["learn_threshold"] else ""),
+        "recipe": recipe, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
         "layers": [layer.name for layer in net.layers],
-        "timesteps": net.timesteps,
-        "train_seconds": train_s,
+        "vth": {layer.name: layer.neuron.vth for layer in net.layers},
+        "timesteps": net.timesteps, "input_bits": net.input_bits,
+        "test_accuracy_per_epoch": per_epoch,
+        "train_seconds": train_s, "train_cpu_seconds": cpu_s,
+        "load_average_before_after_training": [round(load_before[0], 2), round(load_after[0], 2)],
         "float_ann_accuracy": ann_acc, "float_ann_epochs": args.ann_epochs, "float_ann_train_seconds": ann_s,
+        "float_snn_accuracy": snn_acc, "float_snn_epochs": args.snn_epochs, "float_snn_train_seconds": snn_s,
         "trained_accuracy": torch_rec.accuracy(y),
         "deployed_accuracy_reference": ref.accuracy(y), "reference_samples": int(x.shape[1]),
         "torch_vs_reference_mismatches": compare(torch_rec, ref)["mismatches"],

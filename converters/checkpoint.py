@@ -1,7 +1,9 @@
 """Checkpoint (or in-memory model) -> IR.
 
 The IR carries exactly the integers the model's eval forward uses (each synapse module's
-``to_ir()``, ``QuantConv.integer_bias`` and the LIF's vth, du, dv): conversion adds no rounding of its own. What the target cannot hold is refused
+``to_ir()``, ``QuantConv.integer_bias`` and the LIF's vth, du, dv, a learned threshold's deployed integer included) and the
+input's message bits (``Network.input_bits``: 1 for the rate code, b for b-bit direct input): conversion adds no
+rounding of its own. What the target cannot hold is refused
 by ``Network.validate`` with the layer, field, value and limit.
 """
 from __future__ import annotations
@@ -44,7 +46,7 @@ def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) ->
     shape = cfg["input_shape"] or (int(cfg["sizes"][0]),)
     net = Network(input_shape=tuple(shape), layers=layers, timesteps=int(cfg["timesteps"]),
                   meta={"quant": cfg["quant"], "bits": int(cfg["bits"]), "neuron": cfg["neuron"],
-                        **(meta or {})})
+                        **(meta or {})}, input_bits=model.input_bits)
     if not validate:
         net.check_structure()
         return net

@@ -124,9 +124,16 @@ def steps_needed(net: Network, n_samples: int) -> int:
     return n_samples * net.timesteps + max(net.depths())
 
 
-def _synapse_process(syn, port, lif_port, extra_delay: int, name: str):
+def message_bits(net: Network, src: str) -> int:
+    """``num_message_bits`` of the Lava synapse process fed by source ``src``: the input's bits for direct
+    (graded) input (``net.input_bits`` > 1: the process computes ``a = W @ s_in``), else 0 (binary spikes)."""
+    return net.input_bits if src == INPUT and net.input_bits > 1 else 0
+
+
+def _synapse_process(syn, port, lif_port, extra_delay: int, name: str, num_message_bits: int = 0):
     """Build the Lava process of one IR synapse population between two flat ports (each kind of Lava
-    process is imported when first needed: Conv's module alone takes 0.4 s, scipy.signal included)."""
+    process is imported when first needed: Conv's module alone takes 0.4 s, scipy.signal included).
+    ``num_message_bits`` > 0: the source sends graded spikes of that many bits (direct input)."""
     if extra_delay > 0:
         from lava.proc.sparse.process import DelaySparse
 
@@ -136,7 +143,8 @@ def _synapse_process(syn, port, lif_port, extra_delay: int, name: str):
         m = synapse_matrix(syn)
         data, e = lava_dense_weights(m.data, syn.weight_exp)
         m.data = data
-        proc = DelaySparse(weights=m, delays=extra_delay, weight_exp=e, num_weight_bits=8, name=name)
+        proc = DelaySparse(weights=m, delays=extra_delay, weight_exp=e, num_weight_bits=8,
+                           num_message_bits=num_message_bits, name=name)
         port.connect(proc.s_in)
         proc.a_out.connect(lif_port)
     elif syn.type == "conv":
@@ -144,21 +152,23 @@ def _synapse_process(syn, port, lif_port, extra_delay: int, name: str):
 
         c, h, w = syn.in_shape
         proc = Conv(weight=lava_conv_weights(syn.weight), input_shape=(w, h, c), stride=syn.stride[::-1],
-                    padding=syn.padding[::-1], groups=syn.groups, name=name)
+                    padding=syn.padding[::-1], groups=syn.groups, num_message_bits=num_message_bits, name=name)
         port.reshape((c, h, w)).transpose([2, 1, 0]).connect(proc.s_in)
         proc.a_out.transpose([2, 1, 0]).reshape((syn.n_out,)).connect(lif_port)
     else:
         from lava.proc.dense.process import Dense
 
         w, e = lava_dense_weights(syn.weight, syn.weight_exp)
-        proc = Dense(weights=w, weight_exp=e, num_weight_bits=8, name=name)
+        proc = Dense(weights=w, weight_exp=e, num_weight_bits=8, num_message_bits=num_message_bits, name=name)
         port.connect(proc.s_in)
         proc.a_out.connect(lif_port)
     return proc
 
 
 def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGraph:
-    """Graph that runs input spikes [T, N, n_in] sample after sample.
+    """Graph that runs input spikes [T, N, n_in] sample after sample (0/1 spikes, or ``net.input_bits``-bit
+    graded values for direct input: the RingBuffer sends them as int32 payloads and the input's synapses
+    take them with ``num_message_bits = net.input_bits``).
 
     Each recorded LIF's spikes go to an ``Extractor``, which streams one array per step to this
     process through a pipe (reading a sink RingBuffer with ``Var.get`` moves one element at a time
@@ -185,7 +195,8 @@ def build(net: Network, spikes: np.ndarray, record_all: bool = True) -> LavaGrap
             lif = LIFReset(**kw)
         for j, (src, syn) in enumerate(net.sources(i)):
             name = f"{layer.name}_{'synapse' if j == 0 else f'skip{j - 1}'}"
-            synapses.append(_synapse_process(syn, ports[src], lif.a_in, d - 1 - depth[src], name))
+            synapses.append(_synapse_process(syn, ports[src], lif.a_in, d - 1 - depth[src], name,
+                                             message_bits(net, src)))
         if layer.recurrent is not None:  # one Lava step of delay = the IR's one step (module docstring)
             rec = _synapse_process(layer.recurrent, lif.s_out, lif.a_in, 0, f"{layer.name}_recurrent")
             synapses.append(rec)

@@ -22,6 +22,7 @@ next sample through ``weight_rec``; the Lava worker zeroes the block's recurrent
 (``lava_worker.run_netx_in_process``), as it does for our own graph.
 
 What cannot be written, and why (each refused with the layer named):
+  * direct (graded) input (``Network.input_bits`` > 1): a netx file records no input message bits;
   * a negative ``weight_exp`` (main or recurrent): the floor of the shifted SUM cannot be folded into
     integer weights;
   * a recurrent synapse on a conv layer (netx has no recurrent conv block), or whose folded weights and the
@@ -45,6 +46,10 @@ NETX_BIAS_EXP = 6
 
 def netx_layers(net: Network) -> list[dict]:
     """Per layer the netx fields, or QsnnError naming the layer that netx cannot express."""
+    if net.input_bits > 1:
+        raise QsnnError(f"input: {net.input_bits}-bit direct (graded) input cannot be written to a netx file (it "
+                        "records no input message bits; lava-dl's Network takes input_message_bits as an argument "
+                        "and its Dense reads binary spikes unless told); run this network from the qsnn-lava IR")
     out = []
     for i, layer in enumerate(net.layers):
         where = f"layer {i} ({layer.name})"

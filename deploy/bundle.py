@@ -222,8 +222,9 @@ def write_bundle(net: Network, out, sample_input: np.ndarray, drc: dict, resourc
     out = check_bundle_out(out, inputs)
     sample_input = np.asarray(sample_input)
     if (sample_input.ndim != 3 or sample_input.shape[0] != net.timesteps or sample_input.shape[1] < 1
-            or sample_input.shape[2] != net.n_in or not np.isin(sample_input, (0, 1)).all()):
-        raise QsnnError(f"bundle sample input has shape {sample_input.shape}; it must be 0/1 spikes "
+            or sample_input.shape[2] != net.n_in or not np.isin(sample_input, range(net.input_max + 1)).all()):
+        what = "0/1 spikes" if net.input_bits == 1 else f"{net.input_bits}-bit direct input (0..{net.input_max})"
+        raise QsnnError(f"bundle sample input has shape {sample_input.shape}; it must be {what} "
                         f"[T={net.timesteps}, N >= 1, {net.n_in}]")
     sample_input = sample_input.astype(np.uint8)
     with atomic_dir(out, replaceable=replaceable_bundle) as tmp:
@@ -373,9 +374,10 @@ def modified_files(path, manifest: dict | None = None) -> list[str]:
     return [name for name, digest in sorted(manifest["files"].items()) if sha256(path / name) != digest]
 
 
-def _spike_array(path: Path, name: str, n: int) -> np.ndarray:
-    """Bundle array ``name`` as uint8 0/1 spikes [N, T, n]; its shape is checked against the file's size
-    before anything is read (memory-mapped), so a crafted header allocates nothing."""
+def _spike_array(path: Path, name: str, n: int, top: int = 1) -> np.ndarray:
+    """Bundle array ``name`` as uint8 spikes [N, T, n] with values in 0..``top`` (1: 0/1 spikes; 2^b - 1: b-bit
+    direct input); its shape is checked against the file's size before anything is read (memory-mapped), so a
+    crafted header allocates nothing."""
     try:
         a = np.load(path / name, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -386,8 +388,9 @@ def _spike_array(path: Path, name: str, n: int) -> np.ndarray:
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[0] < 1 or a.shape[2] != n:
         raise _bad(path, f"{name} holds {a.dtype} {list(a.shape)}; expected uint8 spikes [N >= 1, T, {n}]")
     a = np.array(a)
-    if a.max() > 1:
-        raise _bad(path, f"{name} holds values other than 0 and 1")
+    if a.max() > top:
+        raise _bad(path, f"{name} holds values other than 0 and 1" if top == 1 else
+                   f"{name} holds values above {top} (the network's direct input)")
     return a
 
 
@@ -402,7 +405,7 @@ def load_bundle(path, manifest: dict | None = None):
     actual = (net.timesteps, tuple(net.input_shape), [layer.neuron.n for layer in net.layers])
     if declared != actual:
         raise _bad(path, f"model.ir.h5 (T, input shape, layer sizes) = {actual} but the manifest says {declared}")
-    x = _spike_array(path, "sample_input.npy", net.n_in)
+    x = _spike_array(path, "sample_input.npy", net.n_in, net.input_max)
     expected = _spike_array(path, "expected_output.npy", net.layers[-1].neuron.n)
     if x.shape[:2] != expected.shape[:2] or x.shape[1] != net.timesteps:
         raise _bad(path, f"sample_input.npy {list(x.shape)} and expected_output.npy {list(expected.shape)} "

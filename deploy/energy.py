@@ -17,6 +17,9 @@ layer's own spikes::
     nnz_p[j]          = #{i : M_p[i, j] != 0}               (effective: nonzero weights only)
     synops_effective  = sum_p sum_t sum_j s_p[t, j] * nnz_p[j]     (one accumulate per nonzero synapse of a spike)
     synops_dense      = sum_p sum_t sum_j s_p[t, j] * fanout_p[j]  (all fan-out, zero weights included)
+    synops_graded     = the part of synops_effective whose source is direct (graded) input (``net.input_bits``
+                        > 1): s_p[t, j] = [x[t, j] != 0], and each event multiplies its b-bit payload by the
+                        weight (a multiply-accumulate, MAC), where a binary spike only adds the weight (AC)
     synapses          = sum_p sum_j fanout_p[j]   (dense: n_in * n; conv: pairs inside the padded map)
     dense_ops         = synapses * T              (NeuroBench "Dense": no activation or weight sparsity)
     neuron_updates    = n * T
@@ -29,6 +32,8 @@ layer's own spikes::
     memory_weight_bits = weights * weight_bits    (``metrics.model_size``'s memory_bits: QP-SNN Eq. 16,
                         M = sum P_q * B_q, over every stored weight; zeros are stored too)
     memory_state_bits  = n * (24 + 24)  (u and v are 24-bit registers on Loihi; per sample, batch 1)
+    spike_map_bits     = T * (n + sum_p n_in_p * bits_p)  (bits_p: input_bits for the network input, else 1)
+    ann_activations    = n + sum_p n_in_p                  (the ANN twin's activations written / inputs read)
 
 The ANN twin (the same network as a conventional ANN, ONCE per inference, not x T), per population by
 its kind (``qsnn_lava.metrics.synapse_kind``)::
@@ -43,13 +48,15 @@ its kind (``qsnn_lava.metrics.synapse_kind``)::
 
 "Active" counts synaptic EVENTS (a spike through a nonzero weight), so inputs that cancel to a = 0 still
 make the neuron active; a neuron driven only by its bias is active only when it spikes. Biases and
-thresholds are not counted in the memory footprint. The network input is already binary spikes, so every
-layer, the first included, does accumulates (ACs), not MACs; the cost of encoding pixels to spikes is
-not counted. The ANN twin's biases (folded BatchNorm) and activation functions are not counted.
+thresholds are not counted in the memory footprint. With the rate code the network input is already binary
+spikes, so every layer, the first included, does accumulates (ACs), not MACs; the cost of encoding pixels to
+spikes is not counted. With direct input the first layer's events are graded (``synops_graded``), each a
+MAC, charged at the table's ``graded_synop_pJ``. The ANN twin's biases (folded BatchNorm) and activation functions are not counted.
 
 Energy (``energy``), per layer, for an "snn" table::
 
-    E = synops_effective * synop_pJ + neuron_updates_active * neuron_update_active_pJ
+    E = (synops_effective - synops_graded) * synop_pJ + synops_graded * graded_synop_pJ
+        + neuron_updates_active * neuron_update_active_pJ
         + neuron_updates_idle * neuron_update_idle_pJ + spikes * spike_pJ
 
 and for an "ann" table ``E = ann_macs * mac_pJ + ann_adds * add_pJ`` (``add_pJ`` defaults to ``mac_pJ``
@@ -59,8 +66,11 @@ routing between tiles and I/O are not included in any table.
 Caveats worth repeating next to every number:
   * No per-operation energy of Loihi 2 has been published. ``loihi1`` is Loihi 1 (Davies et al., IEEE
     Micro 2018, Table 2), a pre-silicon SDF/SPICE estimate at 0.75 V, applied to this network.
-  * The 45 nm figures (Horowitz, ISSCC 2014) are per arithmetic operation only; memory accesses (10 pJ
-    per 64-bit access of an 8 KB cache, 5 pJ per 32-bit SRAM access) would dominate a real design.
+  * The arithmetic-only 45 nm tables (Horowitz, ISSCC 2014) leave out memory accesses (10 pJ per 64-bit
+    access of an 8 KB cache), which dominate a real design; the reviewed ``*_mem`` tables add them with one
+    rule for the SNN and the ANN (``traffic_bits``: a weight read per synop or MAC, the SNN's u and v read
+    and written per neuron update, activation maps) and charge arithmetic at the operand widths
+    (``int_add_pJ``, ``int_mult_pJ``: interpolated between Horowitz's 8- and 32-bit entries).
   * Published SNN energy models disagree by orders of magnitude; Yan et al. (arXiv 2409.08290) find an
     SNN at T = 5 must stay below about 5.7 % spike rate to beat an equivalent quantized ANN.
 """
@@ -87,7 +97,12 @@ REQUIRED = {
     "snn": ("synop_pJ", "neuron_update_active_pJ", "neuron_update_idle_pJ", "spike_pJ"),
     "ann": ("mac_pJ",),
 }
-OPTIONAL = {"ann": ("add_pJ",)}  # ann: pooling comparisons / adds and residual additions (default: mac_pJ)
+# ann: pooling comparisons / adds and residual additions (default: mac_pJ); snn: a graded (direct-input) synaptic
+# event, a multiply-accumulate (default: synop_pJ, for tables that publish no figure for it)
+# memory traffic (docs/energy.md "Memory traffic"): sram_bit_pJ per bit moved; the widths it applies to (snn:
+# weight_bits, default each layer's own, state_bits default 48; ann: weight_bits and activation_bits, default 8)
+OPTIONAL = {"ann": ("add_pJ", "sram_bit_pJ", "weight_bits", "activation_bits"),
+            "snn": ("graded_synop_pJ", "sram_bit_pJ", "weight_bits", "state_bits")}
 
 LOIHI1 = {
     "name": "loihi1",
@@ -100,7 +115,8 @@ LOIHI1 = {
     "neuron_update_idle_pJ": 52.0,  # 'inactive' neuron update
     "spike_pJ": 1.7,  # spike within a tile; tile hops (3.0 E-W / 4.0 N-S pJ) not counted
     "notes": "No per-op energy of Loihi 2 is published; these Loihi 1 figures are applied to this network. "
-             "Static power (about 104 mW per chip) and inter-tile hops are not included.",
+             "Static power (about 104 mW per chip) and inter-tile hops are not included. Loihi 1 has no graded "
+             "spikes: a direct-input event is charged as one synop (no published figure for it).",
 }
 
 CMOS45_SNN = {
@@ -109,6 +125,7 @@ CMOS45_SNN = {
     "label": "estimate, 45 nm CMOS arithmetic only",
     "source": "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm, 0.9 V",
     "synop_pJ": 0.1,  # 32-bit int add: nearest published width to the 24-bit membrane accumulator
+    "graded_synop_pJ": 3.2,  # a graded input event: 32-bit int mult (3.1 pJ) + add (0.1 pJ)
     # One LIF update = 2 multiplies (u and v decay) + 4 adds (u + a, v + u, + bias, threshold compare),
     # at the nearest published width (32 bit: mult 3.1 pJ, add 0.1 pJ): 2 * 3.1 + 4 * 0.1 = 6.6 pJ.
     # The datapath evaluates the same arithmetic whether or not input arrived, so idle = active.
@@ -151,6 +168,7 @@ CMOS45_SNN_FP32 = {
     "label": "estimate, 45 nm CMOS arithmetic only, float32 SNN",
     "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: fp32 add 0.9 pJ, fp32 mult 3.7 pJ",
     "synop_pJ": 0.9,  # a spike adds its fp32 weight to the fp32 current: one fp32 add
+    "graded_synop_pJ": 4.6,  # a graded input event: fp32 mult (3.7 pJ) + add (0.9 pJ)
     # The same LIF update in fp32: 2 multiplies (u and v decay) + 4 adds: 2 * 3.7 + 4 * 0.9 = 11.0 pJ.
     "neuron_update_active_pJ": 11.0,
     "neuron_update_idle_pJ": 11.0,
@@ -161,7 +179,113 @@ CMOS45_SNN_FP32 = {
              "Memory accesses excluded.",
 }
 
-TABLES = {t["name"]: t for t in (LOIHI1, CMOS45_SNN, CMOS45_SNN_FP32, ANN_FP32, ANN_INT8)}
+# ---------------------------------------------------------------------------------------------------
+# The reviewed 45 nm tables (issue #18): arithmetic at the operands' widths AND memory traffic, one rule for
+# the SNN and the ANN. Every entry below is an estimate composed from these published Horowitz (ISSCC 2014,
+# 45 nm, 0.9 V) figures; the derivation of each is in docs/energy.md ("The reviewed tables").
+# ---------------------------------------------------------------------------------------------------
+HOROWITZ_45NM = {  # pJ per operation, Horowitz ISSCC 2014, Fig. 1.1.9 (the table of operation energies)
+    "int_add_8": 0.03, "int_add_32": 0.1, "int_mult_8": 0.2, "int_mult_32": 3.1,
+    "fp_add_32": 0.9, "fp_mult_32": 3.7,
+    "cache_8kb_64bit": 10.0,  # one 64-bit access of an 8 KB SRAM cache
+}
+
+
+def int_add_pJ(bits: int) -> float:
+    """Estimated energy of a ``bits``-wide integer add: Horowitz's 8-bit (0.03 pJ) and 32-bit (0.1 pJ) adds
+    interpolated as a power law in the width (E = 0.03 * (bits/8)^0.868; 24 bit: 0.078 pJ). Not published."""
+    h = HOROWITZ_45NM
+    k = math.log(h["int_add_32"] / h["int_add_8"]) / math.log(32 / 8)
+    return h["int_add_8"] * (bits / 8) ** k
+
+
+def int_mult_pJ(a_bits: int, b_bits: int) -> float:
+    """Estimated energy of an ``a_bits`` x ``b_bits`` integer multiply: Horowitz's 8 x 8 (0.2 pJ) and 32 x 32
+    (3.1 pJ) multiplies interpolated as a power law in the product of the widths (an array multiplier's
+    partial products; E = 0.2 * (a*b/64)^0.988; 24 x 12: 0.88 pJ). Not published."""
+    h = HOROWITZ_45NM
+    k = math.log(h["int_mult_32"] / h["int_mult_8"]) / math.log(32 * 32 / 64)
+    return h["int_mult_8"] * (a_bits * b_bits / 64) ** k
+
+
+SRAM_BIT_PJ = HOROWITZ_45NM["cache_8kb_64bit"] / 64  # 0.156 pJ per bit read or written (reads = writes assumed)
+# one LIF step (qsnn_lava.dynamics.lif_step): u and v decay, each a 24-bit state times a 12-bit factor
+# (4096 - du - 1, 4096 - dv), then 4 adds at 24 bits: u + a, v + u, + bias, the threshold compare
+_LIF_UPDATE_INT = 2 * int_mult_pJ(24, 12) + 4 * int_add_pJ(24)
+_LIF_UPDATE_FP32 = 2 * HOROWITZ_45NM["fp_mult_32"] + 4 * HOROWITZ_45NM["fp_add_32"]
+
+CMOS45_SNN_MEM = {
+    "name": "cmos45_snn_mem",
+    "kind": "snn",
+    "label": "estimate, 45 nm CMOS arithmetic at operand width + SRAM traffic",
+    "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: int add 8/32 bit, int mult 8/32 bit (interpolated to the "
+              "operand widths), 8 KB cache 10 pJ per 64-bit access",
+    "synop_pJ": int_add_pJ(24),  # a binary spike adds its weight into the 24-bit u
+    "graded_synop_pJ": int_mult_pJ(8, 8) + int_add_pJ(24),  # a graded event: payload x weight, into u
+    "neuron_update_active_pJ": _LIF_UPDATE_INT,
+    "neuron_update_idle_pJ": _LIF_UPDATE_INT,  # a clocked datapath does the same arithmetic either way
+    "spike_pJ": 0.0,  # no interconnect figure in the source
+    "sram_bit_pJ": SRAM_BIT_PJ,
+    "state_bits": STATE_BITS,  # u and v read and written every step
+    "notes": "Per synop: one 24-bit add + one weight read at its trained bits; per neuron update: the LIF "
+             "arithmetic + u, v (48 bits) read and written; spike maps written and read at 1 bit (graded input "
+             "at its input_bits). All interpolated from Horowitz's table, not published figures.",
+}
+
+ANN_INT8_MEM = {
+    "name": "ann_int8_mem",
+    "kind": "ann",
+    "label": "estimate, 45 nm CMOS arithmetic at operand width + SRAM traffic",
+    "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: int8 mult 0.2 pJ + int32 add 0.1 pJ per MAC, 8 KB cache "
+              "10 pJ per 64-bit access",
+    "mac_pJ": HOROWITZ_45NM["int_mult_8"] + HOROWITZ_45NM["int_add_32"],  # int8 x int8 into a 32-bit accumulator
+    "add_pJ": HOROWITZ_45NM["int_add_8"],  # pooling comparisons, residual adds of int8 activations
+    "sram_bit_pJ": SRAM_BIT_PJ,
+    "weight_bits": 8,
+    "activation_bits": 8,
+    "twin": "cmos45_snn_mem",
+    "notes": "Per MAC: the int8 multiply, the 32-bit accumulate and one 8-bit weight read (no reuse, as for the "
+             "SNN's synops); activations written once and read once per consuming layer at 8 bits; the "
+             "accumulator is a register.",
+}
+
+ANN_FP32_MEM = {
+    "name": "ann_fp32_mem",
+    "kind": "ann",
+    "label": "estimate, 45 nm CMOS arithmetic + SRAM traffic",
+    "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: fp32 mult 3.7 pJ + add 0.9 pJ, 8 KB cache 10 pJ per 64-bit "
+              "access",
+    "mac_pJ": HOROWITZ_45NM["fp_mult_32"] + HOROWITZ_45NM["fp_add_32"],
+    "add_pJ": HOROWITZ_45NM["fp_add_32"],
+    "sram_bit_pJ": SRAM_BIT_PJ,
+    "weight_bits": 32,
+    "activation_bits": 32,
+    "twin": "cmos45_snn_mem",
+    "notes": "As ann_int8_mem with fp32 arithmetic, weights and activations.",
+}
+
+CMOS45_SNN_FP32_MEM = {
+    "name": "cmos45_snn_fp32_mem",
+    "kind": "snn",
+    "label": "estimate, 45 nm CMOS arithmetic + SRAM traffic, float32 SNN",
+    "source": "Horowitz, ISSCC 2014, 45 nm, 0.9 V: fp32 add 0.9 pJ, fp32 mult 3.7 pJ, 8 KB cache 10 pJ per "
+              "64-bit access",
+    "synop_pJ": HOROWITZ_45NM["fp_add_32"],
+    "graded_synop_pJ": HOROWITZ_45NM["fp_mult_32"] + HOROWITZ_45NM["fp_add_32"],
+    "neuron_update_active_pJ": _LIF_UPDATE_FP32,
+    "neuron_update_idle_pJ": _LIF_UPDATE_FP32,
+    "spike_pJ": 0.0,
+    "sram_bit_pJ": SRAM_BIT_PJ,
+    "weight_bits": 32,
+    "state_bits": 64,
+    "notes": "The same counts as the QSNN with fp32 weights (32-bit reads) and fp32 u, v (64 bits read and "
+             "written per update).",
+}
+
+ANN_FP32["twin"] = ANN_INT8["twin"] = "cmos45_snn"  # the arithmetic-only tables compare with each other
+
+TABLES = {t["name"]: t for t in (LOIHI1, CMOS45_SNN, CMOS45_SNN_FP32, ANN_FP32, ANN_INT8,
+                                 CMOS45_SNN_MEM, CMOS45_SNN_FP32_MEM, ANN_FP32_MEM, ANN_INT8_MEM)}
 
 
 def _check_table(table: dict, where: str) -> dict:
@@ -208,11 +332,13 @@ def load_cost_table(path) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 _POP_SUMMED = ("n_in", "weights", "nonzero_weights", "synapses", "nonzero_synapses", "input_spikes",
-               "synops_effective", "synops_dense", "dense_ops", "ann_macs", "ann_adds", "ann_params",
-               "memory_weight_bits")
+               "synops_effective", "synops_graded", "synops_dense", "dense_ops", "ann_macs", "ann_adds", "ann_params",
+               "memory_weight_bits", "input_map_bits")
 _SUMMED = ("weights", "nonzero_weights", "synapses", "nonzero_synapses", "input_spikes", "synops_effective",
+           "synops_graded",
            "synops_dense", "dense_ops", "neuron_updates", "neuron_updates_active", "neuron_updates_idle",
-           "spikes", "ann_macs", "ann_adds", "ann_params", "memory_weight_bits", "memory_state_bits")
+           "spikes", "ann_macs", "ann_adds", "ann_params", "memory_weight_bits", "memory_state_bits",
+           "spike_map_bits", "ann_activations")
 
 
 def _conv_geometry(syn) -> dict:
@@ -279,16 +405,20 @@ def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 256
             c = per_source[src]
             macs, adds = _ann_ops(syn, kind)
             nonzero = np.asarray(syn.weight) != 0
+            graded = src == INPUT and net.input_bits > 1  # direct input: every event is a MAC
             pops.append({
                 "source": src, "kind": kind, "n_in": int(syn.n_in),
                 "weights": size["weights"], "nonzero_weights": int(nonzero.sum()),
                 "synapses": int(fan.sum()), "nonzero_synapses": int(nnz.sum()),
                 "input_spikes": int(c.sum()) / N,
                 "synops_effective": synops(c, nnz) / N,
+                "synops_graded": synops(c, nnz) / N if graded else 0.0,
                 "synops_dense": synops(c, fan) / N,
                 "dense_ops": int(fan.sum()) * T,
                 "ann_macs": int(macs), "ann_adds": int(adds), "ann_params": size["parameters"],
                 "memory_weight_bits": size["memory_bits"],
+                # the source's map read once per step: 1 bit per spike, input_bits per graded input value
+                "input_map_bits": int(syn.n_in) * T * (net.input_bits if src == INPUT else 1),
             })
             masks.append((src, syn, torch.from_numpy(nonzero.astype(np.float32))))
         out = spikes[layer.name]
@@ -316,6 +446,11 @@ def count_ops(net: Network, inputs: np.ndarray, record: Record, chunk: int = 256
             "spikes": n_spikes / N,
             "firing_rate": n_spikes / (N * n * T),
             "memory_state_bits": n * STATE_BITS,
+            # memory traffic of the activations (docs/energy.md "Memory traffic"): the SNN writes its n-bit
+            # spike map every step and each population reads its source's map; the ANN twin writes its n
+            # activations once and reads each population's n_in inputs once
+            "spike_map_bits": n * T + row["input_map_bits"],
+            "ann_activations": n + n_in,
             "populations": pops,
         })
         layers.append(row)
@@ -350,14 +485,16 @@ def neurobench_metrics(counts: dict) -> dict:
 
     footprint: bytes of weights (at their trained bit width) plus neuron state (u, v: 24 bits each);
     activation_sparsity: zero fraction of all spiking layers' outputs; synaptic_operations: Effective_MACs
-    (0: every layer's input is binary spikes), Effective_ACs (= synops_effective) and Dense
+    (= synops_graded: the direct input's graded events; 0 with binary input), Effective_ACs (the other
+    synops_effective) and Dense
     (synapses * T per layer: every activation and every synapse, as NeuroBench defines it).
     """
     t = counts["total"]
     return {
         "footprint": t["memory_bytes"],
         "activation_sparsity": t["activation_sparsity"],
-        "synaptic_operations": {"Effective_MACs": 0.0, "Effective_ACs": t["synops_effective"],
+        "synaptic_operations": {"Effective_MACs": t["synops_graded"],
+                                "Effective_ACs": t["synops_effective"] - t["synops_graded"],
                                 "Dense": float(t["dense_ops"])},
     }
 
@@ -366,14 +503,37 @@ def neurobench_metrics(counts: dict) -> dict:
 # Energy
 # ---------------------------------------------------------------------------------------------------
 
+def traffic_bits(layer: dict, table: dict) -> dict:
+    """Bits moved to and from SRAM per inference by one counted layer under ``table`` (docs/energy.md "Memory
+    traffic"), the same rule for both kinds: every synaptic operation reads its weight (snn: each synop at
+    the table's ``weight_bits`` or the layer's own; ann: each MAC at ``weight_bits``); neuron state (snn: u and
+    v, ``state_bits``, read and written every neuron update; an ANN's accumulators are registers); activations
+    (snn: ``spike_map_bits``; ann: ``ann_activations`` values at ``activation_bits``, written once and read
+    once). Returns {"weight_read", "state_rw", "activations"} in bits."""
+    if table["kind"] == "ann":
+        return {"weight_read": layer["ann_macs"] * int(table.get("weight_bits", 8)),
+                "state_rw": 0,
+                "activations": layer["ann_activations"] * int(table.get("activation_bits", 8))}
+    w_bits = int(table.get("weight_bits", layer["weight_bits"]))
+    return {"weight_read": layer["synops_effective"] * w_bits,
+            "state_rw": layer["neuron_updates"] * 2 * int(table.get("state_bits", STATE_BITS)),
+            "activations": layer["spike_map_bits"]}
+
+
 def _layer_parts(layer: dict, table: dict) -> dict:
     if table["kind"] == "ann":
-        return {"mac": layer["ann_macs"] * table["mac_pJ"],
-                "add": layer["ann_adds"] * table.get("add_pJ", table["mac_pJ"])}
-    return {"synop": layer["synops_effective"] * table["synop_pJ"],
-            "neuron_update_active": layer["neuron_updates_active"] * table["neuron_update_active_pJ"],
-            "neuron_update_idle": layer["neuron_updates_idle"] * table["neuron_update_idle_pJ"],
-            "spike": layer["spikes"] * table["spike_pJ"]}
+        parts = {"mac": layer["ann_macs"] * table["mac_pJ"],
+                 "add": layer["ann_adds"] * table.get("add_pJ", table["mac_pJ"])}
+    else:
+        graded = layer.get("synops_graded", 0.0)
+        parts = {"synop": (layer["synops_effective"] - graded) * table["synop_pJ"],
+                 "graded_synop": graded * table.get("graded_synop_pJ", table["synop_pJ"]),
+                 "neuron_update_active": layer["neuron_updates_active"] * table["neuron_update_active_pJ"],
+                 "neuron_update_idle": layer["neuron_updates_idle"] * table["neuron_update_idle_pJ"],
+                 "spike": layer["spikes"] * table["spike_pJ"]}
+    if "sram_bit_pJ" in table:
+        parts.update({f"sram_{k}": bits * table["sram_bit_pJ"] for k, bits in traffic_bits(layer, table).items()})
+    return parts
 
 
 def energy(counts: dict, table: dict) -> dict:
@@ -381,7 +541,8 @@ def energy(counts: dict, table: dict) -> dict:
 
     snn tables: synops_effective * synop_pJ + active updates * neuron_update_active_pJ
     + idle updates * neuron_update_idle_pJ + spikes * spike_pJ; ann tables: ann_macs * mac_pJ
-    + ann_adds * add_pJ (add_pJ defaults to mac_pJ).
+    + ann_adds * add_pJ (add_pJ defaults to mac_pJ). A table with ``sram_bit_pJ`` adds the memory traffic
+    (``traffic_bits``) at that energy per bit: parts sram_weight_read, sram_state_rw, sram_activations.
     """
     _check_table(table, f"cost table '{table.get('name', '?')}'")
     layers = []
@@ -409,6 +570,34 @@ def compare_table(results: list) -> str:
         ratio = f"{e / ref:.3g}" if ref > 0 else ("1" if e == 0 else "inf")
         lines.append(f"| {r['table']} | {r['kind']} | {r['label']} | {r['total']['uJ']:.4g} | {ratio} |")
     return "\n".join(lines) + "\n"
+
+
+def verdicts(results: list, accuracy: float | None, ann_accuracy) -> list[str]:
+    """One line per ANN cost table in ``results`` (``energy()`` results), when both accuracies are known:
+    "cmos45_snn_mem vs ann_int8_mem: QSNN uses 0.4x the energy of the int8 ANN twin at 91.8 % vs 92.3 %".
+
+    Each ANN table is compared with its ``twin`` SNN table (the same cost model) when that is in ``results``,
+    else with the first SNN result. ``accuracy``: the QSNN's (a fraction); ``ann_accuracy``: the ANN twin's,
+    one fraction for every ANN table or {table name: fraction}. A table without a known accuracy gets no line;
+    no line either without an SNN result. Estimates, like the energies they divide."""
+    if accuracy is None or ann_accuracy is None:
+        return []
+    snn = [r for r in results if r["kind"] == "snn"]
+    lines = []
+    for r in results:
+        if r["kind"] != "ann" or not snn:
+            continue
+        acc = ann_accuracy.get(r["table"]) if isinstance(ann_accuracy, dict) else ann_accuracy
+        if acc is None:
+            continue
+        twin = TABLES.get(r["table"], {}).get("twin")
+        s = next((x for x in snn if x["table"] == twin), snn[0])
+        ratio = s["total"]["pJ"] / r["total"]["pJ"] if r["total"]["pJ"] > 0 else math.inf
+        what = {"ann_int8": "int8", "ann_int8_mem": "int8", "ann_fp32": "fp32", "ann_fp32_mem": "fp32"}.get(
+            r["table"], r["table"])
+        lines.append(f"{s['table']} vs {r['table']}: QSNN uses {ratio:.2g}x the energy of the {what} ANN twin "
+                     f"at {100 * accuracy:.1f} % vs {100 * acc:.1f} %")
+    return lines
 
 
 def energy_bar_chart(results: list, path=None):

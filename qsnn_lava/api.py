@@ -21,7 +21,7 @@ from .errors import QsnnError, about
 from .ir import Network
 from .record import Record
 
-DEFAULT_TABLES = ("loihi1", "cmos45_snn", "ann_fp32", "ann_int8")
+DEFAULT_TABLES = ("loihi1", "cmos45_snn", "ann_fp32", "ann_int8", "cmos45_snn_mem", "ann_int8_mem")
 MAX_INPUT_EVENTS = 1 << 31  # values in one input spike file (2 GiB as uint8)
 
 
@@ -192,9 +192,10 @@ def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denois
     return _load(name, data_dir, _positive_int(timesteps, "timesteps"), denoise, progress)
 
 
-def encode(split, timesteps: int, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode(split, timesteps: int, samples: int | None = None, input_bits: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The first ``samples`` of a split as (spikes [T, N, n_in] uint8, labels [N]): a deterministic rate
-    code of the intensities (event data are binned already).
+    code of the intensities (event data are binned already), or with ``input_bits`` 2..8 the direct code
+    (each intensity quantised to that many bits, the same value at every step; ``Network.input_bits``).
 
     Example:
         >>> import qsnn_lava as ql
@@ -204,14 +205,15 @@ def encode(split, timesteps: int, samples: int | None = None) -> tuple[np.ndarra
     """
     from .data import encoded
 
-    return encoded(split, _positive_int(timesteps, "timesteps"), _positive_int(samples, "samples", True))
+    return encoded(split, _positive_int(timesteps, "timesteps"), _positive_int(samples, "samples", True),
+                   input_bits=int(input_bits))
 
 
 def _test_inputs(net: Network, dataset: str, data_dir, denoise: bool, samples, progress: bool = False):
     data = load_dataset(dataset, data_dir, net.timesteps, denoise, progress)
     if data.n_in != net.n_in:
         raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs but the network takes {net.n_in}")
-    return encode(data.test, net.timesteps, samples)
+    return encode(data.test, net.timesteps, samples, net.input_bits)
 
 
 def read_spikes(path, net: Network) -> np.ndarray:
@@ -238,7 +240,7 @@ def read_spikes(path, net: Network) -> np.ndarray:
     if not isinstance(x, np.ndarray) or x.size > MAX_INPUT_EVENTS:
         raise QsnnError(f"'{path}' declares {getattr(x, 'size', '?')} values; input spikes hold at most "
                         f"{MAX_INPUT_EVENTS} (split the samples over several runs)")
-    x = check_spike_array(np.array(x), f"'{path}'")
+    x = check_spike_array(np.array(x), f"'{path}'", net.input_bits)
     shape = tuple(net.input_shape)
     if len(shape) > 1 and x.shape[-len(shape):] == shape:  # [T, C, H, W] or [N, T, C, H, W]: flatten
         x = x.reshape(*x.shape[:-len(shape)], net.n_in)
@@ -256,18 +258,21 @@ def read_spikes(path, net: Network) -> np.ndarray:
 # ---------------------------------------------------------------- train, convert
 def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None, denoise: bool = False,
           epochs: int = 30, lr: float = 1e-2, batch_size: int = 64, seed: int = 0, out=None, resume=None,
-          progress: bool = False, device: str = "auto", **options):
+          progress: bool = False, recipe: dict | None = None, device: str = "auto", **options):
     """Train a QSNN with quantization-aware BPTT on the exact integer dynamics it deploys with.
 
     ``config`` is a full model config (``qsnn_lava.models.make_config``), or give its keys as ``options``:
     arch ("mlp" | "vgg" | "resnet"), hidden (mlp widths), channels, bn, quant ("uniform" | "rescaw" |
     "sigmoid" | "ternary"), bits, first_bits, last_bits, theta (threshold in weight units), timesteps,
-    neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min. ``lr`` is Adam's learning rate (cosine
-    schedule over ``epochs``). With ``out`` a resumable checkpoint is written after every epoch and at the
-    end; ``resume`` (a checkpoint path) continues an interrupted run exactly. ``device``: "auto" (a GPU when
-    there is one), "cpu", "cuda" or "cuda:N". Started by torchrun (``torchrun --nproc_per_node N -m qsnn_lava
-    train ...``), each process trains its share of every global batch of ``batch_size`` with
-    DistributedDataParallel, and only rank 0 writes ``out`` (docs/training.md).
+    neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min, input ("rate" | "direct"), input_bits (direct:
+    2..8), learn_threshold. ``lr`` is Adam's learning rate (cosine schedule over ``epochs``). ``recipe``:
+    training options (``training.RECIPE_DEFAULTS``: weight_decay, warmup_epochs, label_smoothing, crop_pad,
+    flip; docs/training.md; synops_budget, synops_weight: the activity regulariser, docs/energy.md). With
+    ``out`` a resumable checkpoint is written after every epoch and at the end; ``resume`` (a checkpoint path)
+    continues an interrupted run exactly. ``device``: "auto" (a GPU when there is one), "cpu", "cuda" or
+    "cuda:N". Started by torchrun (``torchrun --nproc_per_node N -m qsnn_lava train ...``), each process trains
+    its share of every global batch of ``batch_size`` with DistributedDataParallel, and only rank 0 writes
+    ``out`` (docs/training.md).
 
     Returns the model in eval mode with ``.history`` (epoch, loss, train_acc, test_acc, seconds) and
     ``.meta`` (what a checkpoint stores).
@@ -300,6 +305,7 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
         cfg, meta = ckpt["config"], ckpt["meta"]
         dataset, seed = meta.get("dataset", dataset), meta.get("seed", seed)
         lr, batch_size = meta.get("lr", lr), meta.get("batch_size", batch_size)
+        recipe = meta.get("recipe", recipe)
         data = load_dataset(dataset, data_dir, int(cfg["timesteps"]), denoise, progress)
     else:
         timesteps = _positive_int(options.pop("timesteps", None) or (config or {}).get("timesteps", 8), "timesteps")
@@ -312,7 +318,10 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
             sizes = [data.n_in, *hidden, data.n_classes] if arch == "mlp" else [data.n_in, data.n_classes]
             cfg = make_config(sizes=sizes, input_shape=data.shape if arch != "mlp" else None,
                               timesteps=timesteps, **options)
-    meta = {"dataset": dataset, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
+    from .training import check_recipe
+
+    recipe = check_recipe(recipe)
+    meta = {"dataset": dataset, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size, "recipe": recipe}
     last = {"state": ckpt.get("training") if ckpt else None}
 
     def checkpoint_epoch(model, state):  # an interrupted run resumes from the last finished epoch
@@ -324,7 +333,7 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
     writer = ctx is None or ctx.is_main  # only rank 0 writes files
     try:
         model, hist = _train(cfg, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                             progress=progress, resume=ckpt, on_epoch=checkpoint_epoch,
+                             progress=progress, resume=ckpt, on_epoch=checkpoint_epoch, recipe=recipe,
                              device=ctx.device if ctx else resolve_device(device), dist=ctx)
     finally:
         stop(ctx)
@@ -390,7 +399,7 @@ def simulate(net, spikes=None, *, backend: str = "reference", dataset: str | Non
 def _check_spikes(spikes, net: Network) -> np.ndarray:
     from .data import check_spike_array
 
-    x = check_spike_array(np.asarray(spikes), "input spikes")
+    x = check_spike_array(np.asarray(spikes), "input spikes", net.input_bits)
     if x.ndim != 3 or x.shape[0] != net.timesteps or x.shape[2] != net.n_in or x.shape[1] < 1:
         raise QsnnError(f"input spikes have shape {x.shape}; this network takes [T={net.timesteps}, N, {net.n_in}]")
     return np.ascontiguousarray(x)
@@ -877,10 +886,13 @@ class EnergyReport:
     results: list
     neurobench: dict
     lava_counts_equal: bool | None = None
+    accuracy: float | None = None  # the QSNN's on the counted samples (reference), when their labels are known
+    verdicts: list = field(default_factory=list)  # one line per ANN table (deployment.energy.verdicts)
 
     def to_dict(self) -> dict:
         """The CLI's energy.json."""
-        out = {"counts": self.counts, "neurobench": self.neurobench, "energy": self.results}
+        out = {"counts": self.counts, "neurobench": self.neurobench, "energy": self.results,
+               "accuracy": self.accuracy, "verdicts": self.verdicts}
         if self.lava_counts_equal is not None:
             out["lava_counts_equal"] = self.lava_counts_equal
         return out
@@ -909,11 +921,15 @@ class EnergyReport:
 
 def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False, samples: int | None = None,
            spikes=None, tables=DEFAULT_TABLES, cost_tables=(), check_lava: bool = False,
-           progress: bool = False, device: str = "auto") -> EnergyReport:
+           progress: bool = False, device: str = "auto", ann_accuracy=None,
+           accuracy: float | None = None) -> EnergyReport:
     """Count operations on the reference simulator (exact: the deployed integers) and price them per
     inference with labelled cost tables (built-in names, or JSON files in ``cost_tables``).
     ``check_lava`` counts on Lava too and sets ``lava_counts_equal``. ``device`` ("auto", "cpu", "cuda",
-    "cuda:N") is where the reference simulation computes (the counts are the same on any).
+    "cuda:N") is where the reference simulation computes (the counts are the same on any). The QSNN's
+    ``accuracy`` (a fraction) is measured on the dataset's samples (or given, with your own ``spikes``); with
+    ``ann_accuracy`` (the ANN twin's: a fraction, or {table name: fraction}) the report adds one verdict line
+    per ANN table.
 
     Example:
         >>> import qsnn_lava as ql
@@ -935,15 +951,35 @@ def energy(net, *, dataset: str = "digits", data_dir=None, denoise: bool = False
     priced = [TABLES[t] for t in names] + [load_cost_table(p) for p in cost_tables]
     if not priced:
         raise QsnnError("no cost table given; name at least one")
+    from .deployment.energy import verdicts
+
+    for name, v in (ann_accuracy.items() if isinstance(ann_accuracy, dict) else [("ann_accuracy", ann_accuracy)]):
+        if v is not None:
+            _fraction(v, f"ann_accuracy of {name}" if name != "ann_accuracy" else name)
+    if accuracy is not None:
+        _fraction(accuracy, "accuracy")
     net_, _ = _network(net)
+    labels = None
     if spikes is None:
-        spikes, _ = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
+        spikes, labels = _test_inputs(net_, dataset, data_dir, denoise, samples, progress)
     spikes = _check_spikes(spikes, net_)
-    counts = count_ops(net_, spikes, get_backend("reference")(net_, spikes, progress=progress, device=device))
+    record = get_backend("reference")(net_, spikes, progress=progress, device=device)
+    counts = count_ops(net_, spikes, record)
+    if accuracy is None and labels is not None:
+        accuracy = record.accuracy(labels)
     same = None
     if check_lava:
         same = count_ops(net_, spikes, get_backend("lava")(net_, spikes, progress=progress)) == counts
-    return EnergyReport(counts, [price(counts, t) for t in priced], neurobench_metrics(counts), same)
+    results = [price(counts, t) for t in priced]
+    return EnergyReport(counts, results, neurobench_metrics(counts), same, accuracy,
+                        verdicts(results, accuracy, ann_accuracy))
+
+
+def _fraction(value, name: str) -> float:
+    """``value`` if it is a number in [0, 1], else QsnnError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
+        raise QsnnError(f"{name} = {value!r} must be a fraction in [0, 1] (0.923 for 92.3 %)")
+    return float(value)
 
 
 # ---------------------------------------------------------------- prune

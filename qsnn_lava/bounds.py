@@ -1,7 +1,8 @@
 """Where a network can leave Loihi's 24-bit state: a static bound from the weights, and runtime counts.
 
 Static bound per layer, over one sample window of T steps, from |rtz(x)| <= |x|:
-    A     = max over neurons of max(sum of positive, -sum of negative) weights, after weight_exp
+    A     = max over neurons of max(sum of positive, -sum of negative) weights, times the source's largest
+            value (1 for spikes, 2^b - 1 for b-bit direct input), after weight_exp
             (summed over a layer's synapse populations: skips and a recurrent synapse included, since
             the recurrent input at any step is at most its own row sums however the layer fired)
     |u_t| <= r_u |u_{t-1}| + 64 A           r_u = (4096 - du - 1) / 4096
@@ -28,7 +29,8 @@ def static_bounds(net: Network) -> dict:
     T = net.timesteps
     for i, layer in enumerate(net.layers):
         n = layer.neuron
-        a_max = sum(max_input(syn) for _, syn in net.populations(i))  # skips and recurrence add their worst case
+        # skips and recurrence add their worst case; the network input sends values up to net.input_max
+        a_max = sum(max_input(syn, net.source_max(src)) for src, syn in net.populations(i))
         b_max = int(np.abs(n.bias_mant).max()) << n.bias_exp if n.bias_mant.size else 0
         u_max, v_max = lif_bound(int(a_max), b_max, n.du, n.dv, T)  # exact rationals, rounded up
         # u wraps at u > 2^23 or u <= -2^23; the margin of 2 is conservative

@@ -72,10 +72,13 @@ def cmd_train(args) -> int:
         check_launch(args.device, args.nproc)
         return launch(_without_nproc(args.argv), args.nproc)
     options = {k: getattr(args, k) for k in ("arch", "hidden", "channels", "bn", "quant", "bits", "first_bits",
-                                             "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min")}
+                                             "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min",
+                                             "input", "input_bits", "learn_threshold")}
+    recipe = {k: getattr(args, k) for k in ("weight_decay", "warmup_epochs", "label_smoothing", "crop_pad", "flip",
+                                            "synops_budget", "synops_weight")}
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, seed=args.seed, out=args.out, resume=args.resume,
-                         progress=not args.quiet, device=args.device, **options)
+                         progress=not args.quiet, recipe=recipe, device=args.device, **options)
     if not _is_rank_zero():  # under torchrun: one process reports
         return 0
     hist = model.history
@@ -315,17 +318,35 @@ def cmd_energy(args) -> int:
         check_output(args.out, inputs=[args.target, *args.cost_table], kind="dir", names=["energy.json", "energy.png"])
     rep = _api().energy(args.target, dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise,
                         samples=args.samples, tables=args.tables, cost_tables=args.cost_table,
-                        check_lava=args.check_lava, progress=not args.quiet, device=args.device)
+                        check_lava=args.check_lava, progress=not args.quiet, device=args.device,
+                        ann_accuracy=_ann_accuracy(args.ann_accuracy))
     if rep.lava_counts_equal is not None:
         print(f"operation counts from Lava {'equal' if rep.lava_counts_equal else 'DIFFER from'} the reference's")
         if not rep.lava_counts_equal:
             return EXIT_MISMATCH
     print(f"energy per inference, {rep.counts['samples']} {args.dataset} samples (estimates from operation counts):")
     print(rep.table())
+    for line in rep.verdicts:
+        print(line + " (estimates)")
     if args.out:
         files = rep.save(args.out)
         print(f"wrote {files[0]}, {files[1]}")
     return 0
+
+
+def _ann_accuracy(values: list):
+    """``--ann-accuracy`` values (percent: "92.3" for every ANN table, or "ann_int8=92.3") -> a fraction, a
+    {table: fraction} dict, or None; QsnnError naming a value that is not a percentage."""
+    if not values:
+        return None
+    out = {}
+    for v in values:
+        name, _, pct = v.rpartition("=")
+        try:
+            out[name or None] = float(pct) / 100
+        except ValueError:
+            raise QsnnError(f"--ann-accuracy '{v}' is not a percentage; give e.g. 92.3 or ann_int8=92.3") from None
+    return out[None] if list(out) == [None] else {k: v for k, v in out.items() if k is not None}
 
 
 def cmd_demo(args) -> int:
@@ -464,6 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, default=1,
                    help="train in this many processes (torchrun, DistributedDataParallel; --batch-size is the "
                         "global batch): one per GPU, or gloo on CPUs (docs/training.md)")
+    t.add_argument("--input", default=None, choices=["rate", "direct"],
+                   help="network input: rate-coded 0/1 spikes (default) or direct graded intensities every step")
+    t.add_argument("--input-bits", type=int, default=None, help="direct input: bits per intensity (2..8; default 8)")
+    t.add_argument("--learn-threshold", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn a per-layer threshold, deployed as an integer vth (lif, mfp)")
+    t.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay on the weights (default 0)")
+    t.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up epochs, then cosine per batch (default 0: cosine per epoch)")
+    t.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (default 0)")
+    t.add_argument("--crop-pad", type=int, default=None, help="images: random crop after zero padding by this many "
+                   "pixels (default 0)")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="images: random horizontal flips")
+    t.add_argument("--synops-budget", type=float, default=None, help="activity regulariser: SynOps per inference "
+                   "allowed, counted on the training forward as the deployed network counts them (docs/energy.md)")
+    t.add_argument("--synops-weight", type=float, default=None, help="the regulariser's weight (default 1 with a "
+                   "budget; alone: the penalty per million SynOps)")
     _quiet(t)
 
     c = _command(sub, "convert", "checkpoint -> IR (versioned HDF5)", cmd_convert)
@@ -562,12 +600,15 @@ def build_parser() -> argparse.ArgumentParser:
                  cmd_energy)
     e.add_argument("target", metavar="IR_OR_CKPT", help="an IR file or a checkpoint")
     _data_options(e)
-    e.add_argument("--tables", default="loihi1,cmos45_snn,ann_fp32,ann_int8",
+    e.add_argument("--tables", default="loihi1,cmos45_snn,ann_fp32,ann_int8,cmos45_snn_mem,ann_int8_mem",
                    help="built-in cost tables, comma-separated (docs/energy.md lists them)")
     e.add_argument("--cost-table", action="append", default=[], help="your own cost table (JSON), repeatable")
     e.add_argument("--check-lava", action="store_true", help="also count on Lava and require equal counts")
     e.add_argument("--out", help="folder for energy.json and energy.png")
     _device(e, "the reference simulation")
+    e.add_argument("--ann-accuracy", action="append", default=[], metavar="[TABLE=]PCT",
+                   help="the ANN twin's accuracy in percent (for one ANN table: ann_int8_mem=92.3), repeatable; "
+                        "adds a verdict line per ANN table")
     _quiet(e)
 
     pr = _command(sub, "prune", "structured pruning (QP-SNN SVS, SCA or random): score, shrink, fine-tune",

@@ -28,6 +28,12 @@ Encoding ("rate-if"): a deterministic integrate-and-fire rate code on the intege
 pixel x in 0..L (L = 16 for digits) an accumulator starts at L // 2 and each step adds x; a spike is
 emitted and L subtracted whenever the accumulator reaches L. So a pixel fires about ``T * x / L``
 times, identically on every backend and run. Arrays are time-major: [T, N, n_in], uint8.
+
+Encoding ("direct", graded input, ``input_bits`` = b in 2..8): every step carries the pixel itself,
+quantised to b bits, ``q = floor((x * (2^b - 1) * 2 + L) / (2 L))`` (round half up, integers only), the
+same q at all T steps. Loihi 2 sends q as a graded spike's payload (``num_message_bits = b``) and the
+first synapse computes ``a = W @ q`` (docs/integer-semantics.md). A network records its input's message
+bits (``ir.Network.input_bits``): 1 means 0/1 spikes (the rate code, or event data), b > 1 the direct code.
 """
 from __future__ import annotations
 
@@ -235,24 +241,52 @@ def rate_encode(x: np.ndarray, levels: int, timesteps: int) -> np.ndarray:
     return out
 
 
-def encoded(split: Split, timesteps: int, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``samples`` of a split as (spikes [T, N, n_in], labels [N])."""
+INPUT_BITS_RANGE = (1, 8)  # message bits of the network input: 1 = 0/1 spikes, 2..8 = direct graded input
+
+
+def direct_encode(x: np.ndarray, levels: int, timesteps: int, bits: int) -> np.ndarray:
+    """Direct (graded) input: integer intensities [N, n] in 0..levels -> the same ``bits``-bit value at every
+    step, [T, N, n] uint8, ``q = (x * (2^bits - 1) * 2 + levels) // (2 * levels)`` (round half up)."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and (x.min() < 0 or x.max() > levels):
+        raise QsnnError(f"input intensities must lie in [0, {levels}], found [{x.min()}, {x.max()}]")
+    if not 2 <= bits <= INPUT_BITS_RANGE[1]:
+        raise QsnnError(f"input_bits = {bits}: direct input takes 2 to {INPUT_BITS_RANGE[1]} bits (1 bit is the "
+                        "0/1 spike input; use the rate code)")
+    q = ((x * ((1 << bits) - 1) * 2 + levels) // (2 * levels)).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(q, (timesteps,) + q.shape))
+
+
+def encode_intensities(x: np.ndarray, levels: int, timesteps: int, input_bits: int = 1) -> np.ndarray:
+    """Intensities [N, n] in 0..levels -> the network input [T, N, n] uint8: the rate code for
+    ``input_bits`` = 1, the direct code (``direct_encode``) for 2..8."""
+    return rate_encode(x, levels, timesteps) if input_bits == 1 else direct_encode(x, levels, timesteps, input_bits)
+
+
+def encoded(split: Split, timesteps: int, samples: int | None = None,
+            input_bits: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``samples`` of a split as (input [T, N, n_in], labels [N]): 0/1 spikes of the rate code
+    (``input_bits`` = 1; event data are binned already), or the direct code at ``input_bits`` = 2..8 bits."""
     n = len(split.y) if samples is None else int(samples)
     if n < 1 or n > len(split.y):
         raise QsnnError(f"samples = {samples} must be in [1, {len(split.y)}]")
+    if split.levels is None and input_bits != 1:
+        raise QsnnError(f"direct input (input_bits = {input_bits}) needs intensities; event data are spikes "
+                        "already (use the rate input, input_bits = 1)")
     if split.levels is None:  # event data, binned already
         x = split.head(n)
         if x.shape[1] != timesteps:
             raise QsnnError(f"the event data are binned into {x.shape[1]} time steps but the network "
                             f"runs {timesteps}; load the dataset with timesteps = {timesteps}")
         return np.ascontiguousarray(np.transpose(x, (1, 0, 2))).astype(np.uint8), split.y[:n]
-    return rate_encode(split.head(n), split.levels, timesteps), split.y[:n]
+    return encode_intensities(split.head(n), split.levels, timesteps, input_bits), split.y[:n]
 
 
-def check_spike_array(x, what: str) -> np.ndarray:
-    """``x`` as a uint8 array when it is a plain numeric array of 0s and 1s; otherwise a QsnnError naming
-    ``what`` (e.g. "'in.npy'"): structured, object, string and complex arrays, NaN and any value other
-    than 0 or 1 are refused. Shapes are the caller's to check.
+def check_spike_array(x, what: str, input_bits: int = 1) -> np.ndarray:
+    """``x`` as a uint8 array when it is a plain numeric array of 0s and 1s (of whole numbers in
+    [0, 2^input_bits - 1] for a direct-input network); otherwise a QsnnError naming ``what`` (e.g.
+    "'in.npy'"): structured, object, string and complex arrays, NaN and any other value are refused.
+    Shapes are the caller's to check.
 
     Example:
         >>> check_spike_array(np.array([[0.0, 1.0]]), "'x.npy'").dtype
@@ -268,6 +302,13 @@ def check_spike_array(x, what: str) -> np.ndarray:
         kind = kind if len(kind) <= 80 else kind[:77] + "..."
         raise QsnnError(f"{what} holds {kind}; input spikes must be a plain numeric array of 0s and 1s "
                         "(numpy.save of a 0/1 array)")
+    if input_bits > 1:
+        top = (1 << input_bits) - 1
+        bad = ~((x >= 0) & (x <= top) & (np.mod(x, 1) == 0)) if x.size else np.zeros(0, bool)
+        if bad.any():
+            raise QsnnError(f"{what} must hold whole numbers in [0, {top}] (the network's {input_bits}-bit direct "
+                            f"input), found {x[bad].flat[0]!r}; encode the input with input_bits = {input_bits}")
+        return x.astype(np.uint8)
     if x.size and not np.isin(x, (0, 1)).all():
         bad = x[~np.isin(x, (0, 1))].flat[0]
         raise QsnnError(f"{what} must hold binary spikes (0/1), found {bad!r}; threshold or binarise the input")

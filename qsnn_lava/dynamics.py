@@ -157,11 +157,15 @@ class _SpikeFn(torch.autograd.Function):
         return grad * (1.0 - x.abs() / w).clamp(min=0.0) / w, None
 
 
-def fire(v: torch.Tensor, vth: int) -> torch.Tensor:
-    """Spikes (0/1 in v's dtype) where ``v > vth << 6``; surrogate of width ``vth << 6`` when training."""
-    thr = vth << VTH_SHIFT
+def fire(v: torch.Tensor, vth) -> torch.Tensor:
+    """Spikes (0/1 in v's dtype) where ``v > vth << 6``; surrogate of width ``vth << 6`` when training.
+
+    ``vth`` is an int, or (training a learned threshold) a float tensor holding an integer, which then
+    receives the surrogate gradient through ``v - (vth << 6)``."""
     if _is_float(v):
-        return _SpikeFn.apply(v - thr, float(max(thr, 1 << VTH_SHIFT)))
+        thr = vth * (1 << VTH_SHIFT)  # exact: an integer times 64
+        return _SpikeFn.apply(v - thr, max(float(thr.detach()) if isinstance(thr, torch.Tensor) else float(thr), float(1 << VTH_SHIFT)))
+    thr = vth << VTH_SHIFT
     s = v > thr
     return s.to(v.dtype) if isinstance(s, torch.Tensor) else s.astype(v.dtype)
 
@@ -448,61 +452,73 @@ def shift_exp(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
     return acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
 
 
-# Partial sums of integer weights times 0/1 spikes are exact in float32 below 2^24, float64 below 2^53.
+# Partial sums of integer weights times integer inputs are exact in float32 below 2^24, float64 below 2^53.
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 _TF32_EXACT = 1 << 11  # TF32 keeps 11 significant bits of each float32 input
 
 
-def _exact_out(out_dtype: torch.dtype, bound: int) -> torch.dtype:
-    """float32 where asked for and every sum is below 2^24 (exact), else int64."""
-    return torch.float32 if out_dtype == torch.float32 and bound < _F32_EXACT else torch.int64
+def input_max(spikes: torch.Tensor) -> int:
+    """The largest |value| of an integer input tensor: 1 for 0/1 spikes, up to 2^b - 1 for b-bit graded input
+    (direct input), 0 when empty. It scales the accumulate bound below."""
+    return int(spikes.abs().max()) if spikes.numel() else 0
 
 
-def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0,
-                     out_dtype: torch.dtype = torch.int64) -> torch.Tensor:
-    """Synaptic input ``(spikes @ weight.T)`` shifted by ``weight_exp``; spikes [..., n_in], weight [n_out, n_in].
-
-    Integer weights are summed with a BLAS matmul, which is exact because every partial sum is bounded
-    by ``max_i sum_j |w_ij|``: float32 when that bound is below 2^24, float64 below 2^53, else int64.
-    The result is int64, or float32 holding the same integers when ``out_dtype`` is float32 and the bound is
-    below 2^24 (no conversion pass: the reference's fast path).
-    """
-    if weight.is_floating_point():
-        return shift_exp(spikes.to(weight.dtype) @ weight.t(), weight_exp)
-    bound = int(weight.abs().sum(dim=1).max()) if weight.numel() else 0
-    if bound >= _F64_EXACT:  # pragma: no cover - needs absurd weights; stay exact anyway (CPU int64 matmul)
-        return shift_exp((spikes.to(torch.int64).cpu() @ weight.t().cpu()).to(spikes.device), weight_exp)
-    ftype = exact_float(bound, weight)
-    out = _exact_out(out_dtype, bound) if ftype == torch.float32 else torch.int64
-    acc = (spikes.to(ftype) @ weight.t().to(ftype)).to(out)
-    return shift_exp(acc, weight_exp)
-
-
-def exact_float(bound: int, weight: torch.Tensor) -> torch.dtype:
-    """The float type in which integer ``weight`` times 0/1 spikes sums exactly when every partial sum is at
-    most ``bound`` in magnitude: float32 below 2^24, else float64 (below 2^53; the callers refuse more).
+def exact_float(bound: int, weight: torch.Tensor, max_in: int = 1) -> torch.dtype | None:
+    """The float type in which integer ``weight`` times integer inputs of magnitude at most ``max_in`` sums
+    exactly when every partial sum is at most ``bound`` in magnitude: float32 below 2^24, float64 below 2^53,
+    None beyond (the caller computes in int64 or refuses).
 
     On a GPU float32 matmuls may run in TF32, which keeps 11 significant bits of each input (accumulating in
-    float32): integer weights are exact there only up to 2^11 in magnitude, so larger ones take float64, and
-    so does everything when torch is told to allow reduced-precision float32 matmuls beyond TF32."""
+    float32): integer weights and inputs are exact there only below 2^11 in magnitude, so larger ones take
+    float64, and so does everything when torch is told to allow reduced-precision float32 matmuls beyond TF32."""
+    if bound >= _F64_EXACT:
+        return None
     if bound >= _F32_EXACT:
         return torch.float64
     if weight.device.type == "cpu":
         return torch.float32
-    tf32_exact = weight.numel() == 0 or int(weight.abs().max()) < _TF32_EXACT
+    tf32_exact = max_in < _TF32_EXACT and (weight.numel() == 0 or int(weight.abs().max()) < _TF32_EXACT)
     return torch.float32 if tf32_exact and torch.get_float32_matmul_precision() in ("highest", "high") \
         else torch.float64
 
 
+def _exact_out(out_dtype: torch.dtype, ftype: torch.dtype) -> torch.dtype:
+    """float32 where asked for and the sums were exact in float32, else int64."""
+    return torch.float32 if out_dtype == torch.float32 and ftype == torch.float32 else torch.int64
+
+
+def dense_accumulate(spikes: torch.Tensor, weight: torch.Tensor, weight_exp: int = 0,
+                     out_dtype: torch.dtype = torch.int64, max_in: int | None = None) -> torch.Tensor:
+    """Synaptic input ``(spikes @ weight.T)`` shifted by ``weight_exp``; spikes [..., n_in], weight [n_out, n_in].
+
+    ``spikes`` are 0/1 spikes or graded integer payloads (direct input). Integer weights are summed with a
+    BLAS matmul, which is exact because every partial sum is bounded by ``max_i sum_j |w_ij| * max_in``
+    (``max_in``: the largest |input|, measured by ``input_max`` when None): float32 when that bound is below
+    2^24 (``exact_float``), float64 below 2^53, else int64. The result is int64, or float32 holding the same
+    integers when ``out_dtype`` is float32 and the sums were float32 (no conversion pass: the reference's fast
+    path).
+    """
+    if weight.is_floating_point():
+        return shift_exp(spikes.to(weight.dtype) @ weight.t(), weight_exp)
+    m = input_max(spikes) if max_in is None else int(max_in)
+    row = int(weight.abs().sum(dim=1).max()) if weight.numel() else 0
+    ftype = exact_float(row * m, weight, m)
+    if ftype is None:  # pragma: no cover - needs absurd weights; stay exact anyway (CPU int64 matmul)
+        return shift_exp((spikes.to(torch.int64).cpu() @ weight.t().cpu()).to(spikes.device), weight_exp)
+    acc = (spikes.to(ftype) @ weight.t().to(ftype)).to(_exact_out(out_dtype, ftype))
+    return shift_exp(acc, weight_exp)
+
+
 def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), padding=(0, 0), groups: int = 1,
-                    weight_exp: int = 0, out_dtype: torch.dtype = torch.int64) -> torch.Tensor:
+                    weight_exp: int = 0, out_dtype: torch.dtype = torch.int64,
+                    max_in: int | None = None) -> torch.Tensor:
     """Synaptic input of a Conv synapse: ``conv2d(spikes, weight)`` (cross-correlation, zero padding),
     shifted by ``weight_exp``; spikes [..., C, H, W] -> [..., C_out, H_out, W_out].
 
     Exact for integer weights by the same argument as ``dense_accumulate``: every partial sum is bounded
-    by the largest per-channel sum of |w|, so float32 convolution is exact below 2^24, float64 below 2^53.
-    ``out_dtype`` as for ``dense_accumulate``.
+    by the largest per-channel sum of |w| times ``max_in`` (the largest |input|, measured when None), so
+    float32 convolution is exact below 2^24, float64 below 2^53. ``out_dtype`` as for ``dense_accumulate``.
     """
     import torch.nn.functional as F
 
@@ -511,11 +527,12 @@ def conv_accumulate(spikes: torch.Tensor, weight: torch.Tensor, stride=(1, 1), p
     if weight.is_floating_point():
         acc = F.conv2d(x.to(weight.dtype), weight, stride=tuple(stride), padding=tuple(padding), groups=groups)
     else:
-        bound = int(weight.abs().flatten(1).sum(1).max()) if weight.numel() else 0
-        if bound >= _F64_EXACT:  # pragma: no cover - absurd weights
-            raise ValueError("conv weights too large for an exact float convolution")
-        ftype = exact_float(bound, weight)
-        out = _exact_out(out_dtype, bound) if ftype == torch.float32 else torch.int64
+        m = input_max(x) if max_in is None else int(max_in)
+        row = int(weight.abs().flatten(1).sum(1).max()) if weight.numel() else 0
+        ftype = exact_float(row * m, weight, m)
+        if ftype is None:  # pragma: no cover - absurd weights
+            raise ValueError("conv weights times inputs too large for an exact float convolution")
+        out = _exact_out(out_dtype, ftype)
         if x.device.type == "cpu":
             acc = F.conv2d(x.to(ftype), weight.to(ftype), stride=tuple(stride), padding=tuple(padding),
                            groups=groups).to(out)

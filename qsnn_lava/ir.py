@@ -21,7 +21,7 @@ it a one-step delay (docs/integer-semantics.md, "Recurrent synapses").
 
 File layout (``/`` attributes ``format = "qsnn-lava-ir"``, ``version``)::
 
-    /attrs: format, version, timesteps, input_shape, meta (JSON)
+    /attrs: format, version, timesteps, input_shape, meta (JSON), input_bits (optional, default 1)
     /layers/<i>/attrs: name, weight_bits
     /layers/<i>/synapse/attrs: type ("dense"), weight_exp;   dataset weight (int16 [n_out, n_in])
                        or type ("conv"), weight_exp, in_shape, stride, padding, groups;
@@ -31,7 +31,10 @@ File layout (``/`` attributes ``format = "qsnn-lava-ir"``, ``version``)::
     /layers/<i>/neuron/attrs:  type ("lif"), vth, du, dv, bias_exp;  dataset bias_mant (int16 [n])
                                or type ("qmem"), the same plus mem_bits, mem_shift (CPU only)
 
-Version 1 files (no conv, no skips) and version 2 files (no recurrent synapses) are still read.
+Version 1 files (no conv, no skips) and version 2 files (no recurrent synapses) are still read. ``input_bits``
+is the message bits of the network input: 1 (0/1 spikes; files without the attribute read as 1) or 2..8 (direct
+input: graded spikes whose payload is a b-bit unsigned intensity; the first synapses compute ``a = W @ q``,
+Lava's ``num_message_bits = b``).
 
 Files are untrusted: ``Network.load`` checks every attribute's type and range and every dataset's dtype,
 shape and stored bytes against the others and against one Loihi 2 chip (``MAX_NEURONS`` per layer,
@@ -65,6 +68,7 @@ WEIGHT_EXP_RANGE = (-8, 7)
 INT32_SAFE = (1 << 31) - (1 << 23)  # |a << 6| must stay below this for Lava's int32 current update
 CONV_A_LIMIT = (1 << 23) - 1  # Lava's Conv wraps its output to 24 bits (proc/conv/models.py)
 INPUT = "input"  # the source name of the network input, for skip synapses
+INPUT_BITS_RANGE = (1, 8)  # message bits of the network input: 1 = 0/1 spikes, 2..8 = direct (graded) input
 MAX_DELAY = 62  # a skip's extra delay in steps: DelaySparse's per-synapse delay register (lava-semantics.md)
 
 # What a file or config may declare, checked before anything of that size is allocated.
@@ -155,12 +159,13 @@ def shift(x: int, e: int) -> int:
     return x << e if e >= 0 else x >> -e
 
 
-def max_input(syn) -> int:
+def max_input(syn, max_in: int = 1) -> int:
     """The largest |a| one step of a synapse population can send to any of its neurons (after weight_exp):
-    all positive or all negative weights of a neuron's row (per output channel for a conv) active."""
+    all positive or all negative weights of a neuron's row (per output channel for a conv) active, each input
+    at its largest value ``max_in`` (1 for 0/1 spikes, 2^b - 1 for b-bit direct input)."""
     pos, neg = syn.row_sums()
-    return max(abs(shift(int(pos.max(initial=0)), syn.weight_exp)),
-               abs(shift(int(neg.min(initial=0)), syn.weight_exp)))
+    return max(abs(shift(int(pos.max(initial=0)) * max_in, syn.weight_exp)),
+               abs(shift(int(neg.min(initial=0)) * max_in, syn.weight_exp)))
 
 
 @dataclass
@@ -206,18 +211,20 @@ class Dense:
         """Per output neuron: the sum of its positive and of its negative weights (before weight_exp)."""
         return np.clip(self.weight, 0, None).sum(axis=1), np.clip(self.weight, None, 0).sum(axis=1)
 
-    def violations(self, where: str) -> list:
+    def violations(self, where: str, max_in: int = 1) -> list:
         """The Violations of this synapse population at ``where`` (e.g. "layer 0 (fc1)"); [] when Loihi 2 holds it.
 
         Checked: every weight within ``weight_limits`` (8-bit magnitude, or 8 bits + sign with mixed signs),
-        weight_exp in [-8, 7], and the worst-case input of one neuron (the sum of its row's |weight|, shifted by
-        weight_exp) << 6 below 2^31 - 2^23, so Lava's int32 current update cannot overflow."""
+        weight_exp in [-8, 7], and the worst-case input of one neuron (the sum of its row's |weight| times the
+        largest input ``max_in``, shifted by weight_exp) << 6 below 2^31 - 2^23, so Lava's int32 current update
+        cannot overflow."""
         lo, hi = weight_limits(self.weight)
         out = check_range(where, "weight", self.weight, lo, hi,
                           "retrain with fewer weight bits (mixed-sign odd mantissas hold at most 7 bits "
                           "plus sign on Loihi 2)")
         out += check_range(where, "weight_exp", self.weight_exp, *WEIGHT_EXP_RANGE, "rescale weights and vth")
-        worst = shift(int(np.abs(self.weight).sum(axis=1).max()) if self.weight.size else 0, self.weight_exp)
+        worst = shift(int(np.abs(self.weight).sum(axis=1).max()) * max_in if self.weight.size else 0,
+                      self.weight_exp)
         out += check_range(where, "worst-case synaptic input << 6", worst << 6, 0, INT32_SAFE - 1,
                            "Lava's 32-bit current update would overflow; lower weight_exp or the weights")
         return out
@@ -310,12 +317,13 @@ class Conv:
         w = self.weight.reshape(self.weight.shape[0], -1)
         return np.clip(w, 0, None).sum(axis=1), np.clip(w, None, 0).sum(axis=1)
 
-    def violations(self, where: str) -> list:
+    def violations(self, where: str, max_in: int = 1) -> list:
         """The Violations of this synapse population at ``where``; [] when Lava's Conv computes it exactly.
 
         Checked: weights within ``weight_limits`` but at most [-128, 127] with mixed signs (the even 9-bit values
         need the exponent, which Lava's CPU Conv ignores), weight_exp = 0, and the largest per-channel sum of
-        positive (or negative) weights within 2^23 - 1 (Lava's Conv wraps its output to 24 bits)."""
+        positive (or negative) weights, times the largest input ``max_in``, within 2^23 - 1 (Lava's Conv wraps
+        its output to 24 bits)."""
         lo, hi = weight_limits(self.weight)
         if lo == -256:  # even 9-bit values need the exponent, which Lava's CPU Conv ignores
             lo, hi = -128, 127
@@ -324,7 +332,7 @@ class Conv:
         out += check_range(where, "weight_exp", self.weight_exp, 0, 0,
                            "Lava's CPU Conv model ignores weight_exp; fold the scale into vth and the bias")
         pos, neg = self.row_sums()
-        worst = int(max(pos.max(), -neg.min())) if self.weight.size else 0
+        worst = int(max(pos.max(), -neg.min())) * max_in if self.weight.size else 0
         out += check_range(where, "worst-case conv sum", worst, 0, CONV_A_LIMIT,
                            "Lava's Conv wraps its output to 24 bits; lower the weights")
         return out
@@ -598,7 +606,9 @@ class Network:
     are binary spikes, time-major.
 
     ``input_shape``: one sample's input, (n_in,) or (C, H, W); ``layers``: Layers in order; ``timesteps``:
-    time steps T per sample; ``meta``: JSON-serialisable facts about its origin (quantizer, bits, source).
+    time steps T per sample; ``meta``: JSON-serialisable facts about its origin (quantizer, bits, source);
+    ``input_bits``: message bits of the input, 1 for 0/1 spikes, 2..8 for direct (graded) input whose values
+    are unsigned b-bit integers (``input_max`` = 2^b - 1).
 
     Example:
         >>> import qsnn_lava as ql
@@ -614,10 +624,21 @@ class Network:
     layers: list
     timesteps: int
     meta: dict = field(default_factory=dict)
+    input_bits: int = 1
 
     def __post_init__(self):
         self.input_shape = tuple(int(d) for d in self.input_shape)
         self.timesteps = int(self.timesteps)
+        self.input_bits = int(self.input_bits)
+
+    @property
+    def input_max(self) -> int:
+        """The largest input value: 1 for 0/1 spikes, 2^b - 1 for b-bit direct input."""
+        return (1 << self.input_bits) - 1
+
+    def source_max(self, src: str) -> int:
+        """The largest value source ``src`` sends: ``input_max`` for the network input, 1 for a layer's spikes."""
+        return self.input_max if src == INPUT else 1
 
     @property
     def n_in(self) -> int:
@@ -645,6 +666,9 @@ class Network:
         if not 1 <= self.n_in <= MAX_NEURONS or min(self.input_shape, default=0) < 1:
             raise QsnnError(f"input_shape = {self.input_shape} must hold 1 to {MAX_NEURONS} inputs (one "
                             "Loihi 2 chip)")
+        if not INPUT_BITS_RANGE[0] <= self.input_bits <= INPUT_BITS_RANGE[1]:
+            raise QsnnError(f"input_bits = {self.input_bits} must be in [{INPUT_BITS_RANGE[0]}, {INPUT_BITS_RANGE[1]}] "
+                            "(1: 0/1 spikes; 2..8: direct graded input)")
         shapes = {INPUT: self.input_shape}
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
@@ -701,14 +725,14 @@ class Network:
             where = f"layer {i} ({layer.name})"
             for j, (src, syn) in enumerate(self.sources(i)):
                 at = where if j == 0 else f"{where} skip {j - 1}"
-                out += syn.violations(at)
+                out += syn.violations(at, self.source_max(src))
                 out += check_range(at, f"delay from '{src}' (steps)", depth[layer.name] - 1 - depth[src], 0,
                                    MAX_DELAY, "Loihi synapses delay at most 62 steps; let the skip bridge fewer "
                                    "layers")
             if layer.recurrent is not None:
                 out += layer.recurrent.violations(f"{where} recurrent")
             out += layer.neuron.violations(where)
-            out += _summed_input_violations(where, self.populations(i))
+            out += _summed_input_violations(where, [(src, syn, self.source_max(src)) for src, syn in self.populations(i)])
             if layer.neuron.type == Readout.type:
                 out += _readout_violations(where, self, layer.name)
         return out
@@ -734,6 +758,7 @@ class Network:
                 f.attrs["timesteps"] = self.timesteps
                 f.attrs["input_shape"] = np.asarray(self.input_shape, np.int64)
                 f.attrs["meta"] = json.dumps(self.meta, sort_keys=True)
+                f.attrs["input_bits"] = self.input_bits
                 for i, layer in enumerate(self.layers):
                     g = f.create_group(f"layers/{i}")
                     g.attrs["name"] = layer.name
@@ -799,6 +824,7 @@ def _read_network(f, r: "H5Reader") -> Network:
     timesteps = r.int(f, "timesteps", 1, MAX_TIMESTEPS)
     input_shape = r.ints_attr(f, "input_shape", (1, 2, 3), 1, MAX_NEURONS)
     r.count(f, "input_shape (inputs)", int(np.prod(input_shape)), MAX_NEURONS)
+    input_bits = r.int(f, "input_bits", *INPUT_BITS_RANGE) if r.raw(f, "input_bits", None) is not None else 1
     meta_text = r.str(f, "meta")
     try:
         meta = json.loads(meta_text)
@@ -817,7 +843,7 @@ def _read_network(f, r: "H5Reader") -> Network:
             skips=[_read_skip(k, r) for k in (r.numbered(g, "skips") if "skips" in g else [])],
             recurrent=_read_recurrent(g, r, version),
         ))
-    return Network(input_shape=input_shape, layers=layers, timesteps=timesteps, meta=meta)
+    return Network(input_shape=input_shape, layers=layers, timesteps=timesteps, meta=meta, input_bits=input_bits)
 
 
 def _read_recurrent(g, r: "H5Reader", version: int):
@@ -1012,9 +1038,10 @@ def _readout_violations(where: str, net: Network, name: str) -> list:
 
 
 def _summed_input_violations(where: str, sources: list) -> list:
-    """With several synapse populations into one LIF, their summed worst case must fit the int32 update."""
+    """With several synapse populations into one LIF, their summed worst case must fit the int32 update.
+    ``sources``: (name, synapse, largest input value) per population."""
     if len(sources) < 2:
         return []
-    worst = sum(max_input(syn) for _, syn in sources)
+    worst = sum(max_input(syn, m) for _, syn, m in sources)
     return check_range(where, "worst-case summed input << 6", worst << 6, 0, INT32_SAFE - 1,
                        "Lava's 32-bit current update would overflow; lower the weights")

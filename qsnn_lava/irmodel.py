@@ -218,7 +218,8 @@ def finetune(net: Network, x_train: np.ndarray, y_train: np.ndarray, x_test: np.
         bar = tqdm(total=epochs, desc="finetune", unit="epoch")
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        loss, train_acc = run_epoch(model, opt, xt, yt, batch_size, gen)
+        stats = run_epoch(model, opt, xt, yt, batch_size, gen)
+        loss, train_acc = stats["loss"], stats["train_acc"]
         sched.step()
         test_acc = evaluate(model, x_test).accuracy(y_test)
         for k, v in (("epoch", epoch + 1), ("loss", loss), ("train_acc", train_acc), ("test_acc", test_acc)):

@@ -11,6 +11,7 @@ has a next step to deliver it to (the synapse processes it either way)::
     fanout_p[j]  = #{i : M_p[i, j] is a synapse}    every weight that reaches input j, zeros included
     nnz_p[j]     = #{i : M_p[i, j] != 0}            nonzero weights only
     SynOps_p     = sum_t sum_j s_p[t, j] * nnz_p[j] one accumulate per (input spike, nonzero synapse) event
+                   (direct input: s_p[t, j] = [x[t, j] != 0], one event per nonzero graded spike)
 
 Model size (QP-SNN Eq. 16, M = sum_q P_q * B_q) per population, with B the layer's ``weight_bits``::
 
@@ -61,21 +62,29 @@ def fanouts(syn) -> tuple[np.ndarray, np.ndarray]:
     return fanout(syn, mask), fanout(syn, np.ones_like(mask))
 
 
-def synops(spikes_per_input: np.ndarray, fan: np.ndarray) -> int:
+def synops(spikes_per_input, fan: np.ndarray):
     """Synaptic events of one population: sum_j spikes_per_input[j] * fan[j].
 
     ``spikes_per_input``: int [n_in], spikes of each input j (summed over whatever steps and samples the caller
     wants counted); ``fan``: int [n_in], ``fanouts(syn)[0]`` for SynOps (nonzero synapses) or ``[1]`` for the
-    dense count. Returns an exact integer count (events, not per inference)."""
+    dense count. Returns an exact integer count (events, not per inference). A torch tensor of spike counts
+    (a training forward's, with surrogate gradients) gives a float64 tensor with its gradient: the same sum,
+    exact while the count stays below 2^53."""
+    if not isinstance(spikes_per_input, np.ndarray) and hasattr(spikes_per_input, "grad_fn"):
+        import torch
+
+        counts = spikes_per_input.to(torch.float64)
+        return counts @ torch.from_numpy(np.asarray(fan, np.int64)).to(torch.float64)
     return int(np.asarray(spikes_per_input, np.int64) @ np.asarray(fan, np.int64))
 
 
 def spikes_per_source(net: Network, inputs: np.ndarray, record) -> dict:
-    """{source name: int64 [n]}: spikes of each neuron summed over the T steps and N samples.
+    """{source name: int64 [n]}: spikes (events) of each neuron summed over the T steps and N samples.
 
     ``inputs``: input spikes [T, N, n_in] (the source ``ir.INPUT``); ``record``: a ``Record`` of ``net`` on them
-    (per layer [T, N, n], zero-delay time)."""
-    out = {INPUT: np.asarray(inputs).sum(axis=(0, 1), dtype=np.int64)}
+    (per layer [T, N, n], zero-delay time). An input event is a nonzero input: a spike, or for direct input a
+    graded spike with a nonzero payload (its value multiplies the weight; see ``deploy.energy``)."""
+    out = {INPUT: (np.asarray(inputs) != 0).sum(axis=(0, 1), dtype=np.int64)}
     for layer, s in zip(net.layers, record.spikes):
         out[layer.name] = np.asarray(s).sum(axis=(0, 1), dtype=np.int64)
     return out
@@ -92,6 +101,31 @@ def synops_per_layer(net: Network, inputs: np.ndarray, record) -> list[float]:
     n = np.asarray(inputs).shape[1]
     return [sum(synops(counts[src], fanouts(syn)[0]) / n for src, syn in net.populations(i))
             for i in range(len(net.layers))]
+
+
+def forward_synops(model, inputs, outputs) -> list:
+    """SynOps of each layer in ONE forward of a torch ``models.QSNN``, summed over T and the batch: the rule of
+    ``synops_per_layer`` applied to the forward's own spikes, for the activity regulariser (``training``).
+
+    ``inputs``: the forward's input [T, B, n_in] (an input event is a nonzero value, as ``spikes_per_source``);
+    ``outputs``: the forward's list of layer spikes [T, B, n] (training mode: float with surrogate gradients).
+    Each population's nnz comes from ``fanouts`` of its IR synapse (``to_ir()``: the integer weights the model
+    deploys), so in eval mode the counts equal ``synops_per_layer`` on the reference's Record of the same inputs
+    times B, exactly. Returns one float64 tensor per layer; its gradient reaches the spikes (d/ds_j = nnz_j;
+    the zero pattern of the weights is a constant). In training mode the count is exact for straight-through
+    quantizers without BatchNorm; BatchNorm (batch statistics) and the sigmoid quantizers' soft staircase make
+    the training forward's weights differ from the deployed ones, and the count follows the training spikes.
+    """
+    import torch
+
+    spikes = {INPUT: (inputs != 0).sum((0, 1)).to(torch.float64)}
+    spikes.update({layer.name: out.sum((0, 1)) for layer, out in zip(model.layers, outputs)})
+    per_layer = []
+    for i, layer in enumerate(model.layers):
+        main = INPUT if i == 0 else model.layers[i - 1].name
+        pops = [(main, layer.synapse), *zip(layer.skip_sources, layer.skips)]
+        per_layer.append(sum(synops(spikes[src].to(torch.float64), fanouts(m.to_ir())[0]) for src, m in pops))
+    return per_layer
 
 
 # ---------------------------------------------------------------- model size

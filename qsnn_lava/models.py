@@ -38,7 +38,11 @@ DEFAULT_CONFIG = {
     "widths": None,  # conv archs, optional: {conv layer name: output channels}, e.g. a pruned net (docs/pruning.md)
     "mem_bits": 4,  # qmem neuron: bits of the stored membrane
     "bias_exp_min": 0,  # conv archs with bn: smallest bias_exp of the folded bias (6: netx-exportable)
+    "input": "rate",  # "rate": 0/1 spikes of the rate code; "direct": graded intensities every step (data.py)
+    "input_bits": 8,  # direct input: bits of each intensity (2..8), the graded spikes' num_message_bits
+    "learn_threshold": False,  # learn a per-layer threshold scale (neurons.LIF), deployed as an integer vth
 }
+INPUTS = ("rate", "direct")
 
 ARCHS = ("mlp", "vgg", "resnet")
 NEURON_DEFAULTS = {"lif": {"du": 4095, "dv": 2048}, "mfp": {"du": 2047, "dv": 4095}, "qmem": {"du": 4095, "dv": 2048}}
@@ -47,7 +51,15 @@ ARCH_DEFAULTS = {"vgg": {"bn": True, "theta": 1.0}, "resnet": {"bn": True, "thet
 
 
 # keys added after the first checkpoints were written; older configs get these defaults
-LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths", "first_bits", "last_bits", "bias_exp_min")
+LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths", "first_bits", "last_bits", "bias_exp_min",
+              "input", "input_bits", "learn_threshold")
+
+
+def input_bits(cfg: dict) -> int:
+    """The message bits of the network input ``cfg`` describes: 1 for the rate code's 0/1 spikes, else its
+    ``input_bits`` (direct, graded input). What ``ir.Network.input_bits`` records."""
+    cfg = with_defaults(cfg)
+    return 1 if cfg["input"] == "rate" else int(cfg["input_bits"])
 
 
 def with_defaults(cfg: dict) -> dict:
@@ -122,6 +134,16 @@ def check_config(cfg: dict) -> None:
         raise QsnnError(f"theta = {_shown(theta)} must be a number in (0, {ir.VTH_MAX}] (the firing threshold "
                         "in weight units)")
     _whole(cfg["bias_exp_min"], "bias_exp_min", 0, 7, "bias_exp is 3-bit (0..7)")
+    if not isinstance(cfg["input"], str) or cfg["input"] not in INPUTS:
+        raise QsnnError(f"input {_shown(cfg['input'])} is not supported (known: {', '.join(INPUTS)})")
+    if cfg["input"] == "direct":
+        _whole(cfg["input_bits"], "input_bits", 2, 8, "direct input carries 2 to 8 bits per value (1 bit: use "
+               "the rate input)")
+    if not isinstance(cfg["learn_threshold"], (bool, np.bool_)):
+        raise QsnnError(f"learn_threshold = {_shown(cfg['learn_threshold'])} must be true or false")
+    if cfg["learn_threshold"] and cfg["neuron"] == "qmem":
+        raise QsnnError("learn_threshold does not apply to the qmem neuron (its stored membrane's position is set "
+                        "by vth); use --neuron lif or mfp, or a fixed theta")
     if cfg["neuron"] == "qmem":
         _whole(cfg["mem_bits"], "mem_bits", 2, 8, "the qmem membrane holds 2 to 8 bits")
 
@@ -425,7 +447,8 @@ def _neuron(cfg: dict, n: int, unit: float, name: str):
     vth = threshold_mantissa(float(cfg["theta"]), unit, name)
     if cfg["neuron"] == "qmem":
         return QMem(n, vth=vth, du=cfg["du"], dv=cfg["dv"], mem_bits=int(cfg["mem_bits"]))
-    return (MFP if cfg["neuron"] == "mfp" else LIF)(n, vth=vth, du=cfg["du"], dv=cfg["dv"])
+    return (MFP if cfg["neuron"] == "mfp" else LIF)(n, vth=vth, du=cfg["du"], dv=cfg["dv"],
+                                                     learn_vth=bool(cfg["learn_threshold"]))
 
 
 def _pool_neuron(n: int):
@@ -514,6 +537,11 @@ class QSNN(nn.Module):
             if dyn.exact_dtype(p, a_max, T) != torch.float32:
                 return False
         return True
+
+    @property
+    def input_bits(self) -> int:
+        """Message bits of this network's input: 1 (0/1 spikes, rate code) or 2..8 (direct graded input)."""
+        return input_bits(self.config)
 
     def set_epoch(self, epoch: int) -> None:
         """Advance per-epoch schedules (the sigmoid quantizer's temperature)."""

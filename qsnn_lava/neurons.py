@@ -5,6 +5,8 @@ import torch
 from torch import nn
 
 from . import dynamics as dyn
+from .ir import VTH_MAX
+from .quantizers import ste_round
 
 
 class LIF(nn.Module):
@@ -13,16 +15,39 @@ class LIF(nn.Module):
     The QP-SNN hard-reset LIF ``U[t] = tau U[t-1] + X[t]`` is ``du = 4095`` (the current keeps no
     memory, u = X << 6) and ``dv = 4096 * (1 - tau)`` (tau = 0.5 -> dv = 2048), compared as
     ``v > vth << 6`` (Loihi's strict comparison; the paper writes >=).
+
+    Learned threshold (``learn_vth``): the threshold is ``vth = round(vth0 * vth_scale)`` weight-mantissa
+    units, clipped to [1, 2^17 - 1], with ``vth_scale`` a learned per-layer parameter (initially 1) and
+    ``vth0`` the configured threshold. Training uses the same integer (straight-through rounding: the
+    forward value is the deployed integer, the gradient reaches ``vth_scale`` through the surrogate spike),
+    so trained = deployed stays exact; ``vth`` is always the deployed integer.
     """
 
-    def __init__(self, n: int, vth: int, du: int = 4095, dv: int = 2048):
+    def __init__(self, n: int, vth: int, du: int = 4095, dv: int = 2048, learn_vth: bool = False):
         super().__init__()
-        self.n, self.vth, self.du, self.dv = n, int(vth), int(du), int(dv)
+        self.n, self.vth0, self.du, self.dv = n, int(vth), int(du), int(dv)
+        self.vth_scale = nn.Parameter(torch.tensor(1.0)) if learn_vth else None
+
+    def threshold(self):
+        """The threshold mantissa this step uses: a float tensor holding the rounded integer (straight
+        through) while a learned threshold trains, else the int ``vth``."""
+        if self.vth_scale is None or not self.training:
+            return self.vth
+        return ste_round(self.vth0 * self.vth_scale).clamp(1, VTH_MAX)
+
+    @property
+    def vth(self) -> int:
+        """The deployed threshold mantissa (an int): ``vth0``, or ``round(vth0 * vth_scale)`` in [1, 2^17 - 1]
+        when learned."""
+        if self.vth_scale is None:
+            return self.vth0
+        return int(min(max(round(self.vth0 * float(self.vth_scale.detach())), 1), VTH_MAX))
 
     def params(self, bias=None) -> dyn.LIFParams:
         """The ``dynamics.LIFParams`` of this population; ``bias`` in internal units (``bias_mant << bias_exp``,
-        broadcastable to one step's [N, ...]; None means 0)."""
-        return dyn.LIFParams(vth=self.vth, du=self.du, dv=self.dv, bias=0 if bias is None else bias)
+        broadcastable to one step's [N, ...]; None means 0). ``dynamics.lif_run`` leaves out the u wrap and v
+        saturation where the window's own input proves them impossible (``dynamics.lif_bound``)."""
+        return dyn.LIFParams(vth=self.threshold(), du=self.du, dv=self.dv, bias=0 if bias is None else bias)
 
     def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
         """a: synaptic input [T, N, ...] (int64 exact, or float for training), ``bias`` broadcastable to
@@ -73,8 +98,9 @@ class MFP(LIF):
     accuracy is reported for, is the deployed network exactly.
     """
 
-    def __init__(self, n: int, vth: int, du: int = 2047, dv: int = 4095, parallel: bool = True):
-        super().__init__(n, vth=vth, du=du, dv=dv)
+    def __init__(self, n: int, vth: int, du: int = 2047, dv: int = 4095, parallel: bool = True,
+                 learn_vth: bool = False):
+        super().__init__(n, vth=vth, du=du, dv=dv, learn_vth=learn_vth)
         self.parallel = parallel  # False: train step by step on the exact dynamics (BPTT), for comparison
 
     def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
@@ -86,7 +112,7 @@ class MFP(LIF):
         keep = (dyn.DECAY_UNITY - self.du - 1) / dyn.DECAY_UNITY
         k = decay_kernel(a.shape[0], keep, a.dtype, a.device)
         h = torch.einsum("ti,i...->t...", k, a) * (1 << dyn.ACT_SHIFT)
-        return dyn.fire(h if bias is None else h + bias, self.vth)
+        return dyn.fire(h if bias is None else h + bias, self.threshold())
 
     def extra_repr(self) -> str:
         """The module's fields for its repr: n, vth, du, dv."""

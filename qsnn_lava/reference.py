@@ -42,17 +42,18 @@ def lif_params(neuron, bound: dict | None = None, device=None) -> dyn.LIFParams:
                          mem_bits=getattr(neuron, "mem_bits", 0), mem_shift=getattr(neuron, "mem_shift", 0))
 
 
-def accumulate(syn, s: torch.Tensor, out_dtype: torch.dtype = torch.int64) -> torch.Tensor:
+def accumulate(syn, s: torch.Tensor, out_dtype: torch.dtype = torch.int64, max_in: int | None = None) -> torch.Tensor:
     """Synaptic input of one IR synapse population ``syn`` (``ir.Dense`` or ``ir.Conv``) for flat spikes ``s``
-    [T, N, n_in] (0/1, any dtype) -> int64 [T, N, n_out], in weight-mantissa units shifted by ``weight_exp``
-    (the neuron adds a << 6 to u); float32 holding the same integers with ``out_dtype`` float32 where that is
-    exact (``dynamics.dense_accumulate``)."""
+    [T, N, n_in] (0/1 or graded direct input, any dtype; ``max_in`` its largest value, measured when None) ->
+    int64 [T, N, n_out], in weight-mantissa units shifted by ``weight_exp`` (the neuron adds a << 6 to u);
+    float32 holding the same integers with ``out_dtype`` float32 where that is exact
+    (``dynamics.dense_accumulate``)."""
     w = torch.from_numpy(syn.weight).to(s.device)
     if syn.type == "dense":
-        return dyn.dense_accumulate(s, w, syn.weight_exp, out_dtype)
+        return dyn.dense_accumulate(s, w, syn.weight_exp, out_dtype, max_in)
     if syn.type == "conv":
         a = dyn.conv_accumulate(s.reshape(*s.shape[:2], *syn.in_shape), w, syn.stride, syn.padding,
-                                syn.groups, syn.weight_exp, out_dtype)
+                                syn.groups, syn.weight_exp, out_dtype, max_in)
         return a.reshape(*s.shape[:2], -1)
     raise ValueError(f"no accumulate for synapse type '{syn.type}'")
 
@@ -88,7 +89,7 @@ def layer_inputs(net: Network, index: int, outputs: dict, out_dtype: torch.dtype
         out_dtype = torch.int64
     a = None
     for src, syn in sources:
-        x = accumulate(syn, outputs[src], out_dtype)
+        x = accumulate(syn, outputs[src], out_dtype, net.source_max(src))
         a = x if a is None else a + x
     return a
 
@@ -103,7 +104,7 @@ def recurrent_run(a_ff: torch.Tensor, rec, p: dyn.LIFParams, trace: bool = False
     spikes = torch.zeros_like(a_ff)
     us, vs = (torch.empty_like(a_ff), torch.empty_like(a_ff)) if trace else (None, None)
     for t in range(a_ff.shape[0]):
-        a = a_ff[t] if t == 0 else a_ff[t] + dyn.dense_accumulate(spikes[t - 1], w, rec.weight_exp)
+        a = a_ff[t] if t == 0 else a_ff[t] + dyn.dense_accumulate(spikes[t - 1], w, rec.weight_exp, max_in=1)
         spikes[t], state = dyn.lif_step(a, state, p, counts)
         if trace:
             us[t], vs[t] = state.u, state.v

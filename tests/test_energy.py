@@ -347,14 +347,97 @@ def test_bench_energy_script(tmp_path):
     out = run.stdout
     assert "not found" in out and "headline" in out
     rep = json.loads((tmp_path / "energy.json").read_text())
-    keys = [r["key"] for r in rep["targets"]]
-    assert keys == ["float_snn", "qsnn", "ann_fp32", "ann_int8", "qsnn_loihi1"]
+    keys = [(r["model"], r["key"]) for r in rep["targets"]]
+    assert keys == [("arith", k) for k in ("float_snn", "qsnn", "ann_fp32", "ann_int8", "qsnn_loihi1")] + \
+        [("mem", k) for k in ("float_snn", "qsnn", "ann_fp32", "ann_int8")]  # before and after the review
     for r in rep["targets"]:
         assert sum(r["layers"].values()) * 1e-6 == pytest.approx(r["uJ"])
-    by = {r["key"]: r for r in rep["targets"]}
+    by = {(r["model"], r["key"]): r for r in rep["targets"]}
     t = rep["qsnn"]["counts"]["total"]
-    assert by["ann_fp32"]["uJ"] == pytest.approx((t["ann_macs"] * 4.6 + t["ann_adds"] * 0.9) * 1e-6)
+    assert by["arith", "ann_fp32"]["uJ"] == pytest.approx((t["ann_macs"] * 4.6 + t["ann_adds"] * 0.9) * 1e-6)
     assert t["ann_adds"] > 0  # the residual additions
-    assert rep["ratios"]["ann_fp32_over_qsnn"] == pytest.approx(by["ann_fp32"]["uJ"] / by["qsnn"]["uJ"])
+    assert rep["ratios"]["arith"]["ann_fp32_over_qsnn"] == pytest.approx(
+        by["arith", "ann_fp32"]["uJ"] / by["arith", "qsnn"]["uJ"])
+    assert by["mem", "ann_int8"]["table"] == "ann_int8_mem" and by["mem", "qsnn"]["table"] == "cmos45_snn_mem"
     assert "| float SNN (fp32) |" in (tmp_path / "energy.md").read_text()
     assert (tmp_path / "energy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reviewed_tables_interpolate_horowitz():
+    """The reviewed tables' per-op energies pass through Horowitz's published 8- and 32-bit entries."""
+    assert en.int_add_pJ(8) == pytest.approx(0.03) and en.int_add_pJ(32) == pytest.approx(0.1)
+    assert en.int_mult_pJ(8, 8) == pytest.approx(0.2) and en.int_mult_pJ(32, 32) == pytest.approx(3.1)
+    assert 0.03 < en.TABLES["cmos45_snn_mem"]["synop_pJ"] == en.int_add_pJ(24) < 0.1
+    assert en.TABLES["cmos45_snn_mem"]["neuron_update_active_pJ"] == pytest.approx(
+        2 * en.int_mult_pJ(24, 12) + 4 * en.int_add_pJ(24))
+    assert en.TABLES["ann_int8_mem"]["mac_pJ"] == pytest.approx(0.2 + 0.1)  # int8 mult into an int32 accumulator
+    assert en.SRAM_BIT_PJ == 10 / 64
+
+
+def test_memory_traffic_for_both_kinds(hand):
+    """l0: 2 neurons, 3 inputs; l1: 1 neuron, 2 inputs; T = 3, 4-bit weights, SynOps 5.5 + 3."""
+    _, _, c = hand
+    assert [layer["spike_map_bits"] for layer in c["layers"]] == [2 * 3 + 3 * 3, 1 * 3 + 2 * 3]
+    assert [layer["ann_activations"] for layer in c["layers"]] == [2 + 3, 1 + 2]
+    t = en.TABLES["cmos45_snn_mem"]
+    e = en.energy(c, t)["total"]
+    bits = 8.5 * 4 + 9 * 2 * 48 + (15 + 9)  # weights read per synop, u and v read + written, spike maps
+    assert e["parts_pJ"]["sram_weight_read"] == pytest.approx(8.5 * 4 * en.SRAM_BIT_PJ)
+    assert e["pJ"] == pytest.approx(8.5 * t["synop_pJ"] + 9 * t["neuron_update_active_pJ"] + bits * en.SRAM_BIT_PJ)
+    a = en.energy(c, en.TABLES["ann_int8_mem"])["total"]
+    assert a["pJ"] == pytest.approx(8 * 0.3 + (8 * 8 + 8 * 8) * en.SRAM_BIT_PJ)  # MACs, weights, activations
+    assert a["parts_pJ"]["sram_state_rw"] == 0
+    f = en.energy(c, en.TABLES["cmos45_snn_fp32_mem"])["total"]["parts_pJ"]
+    assert f["sram_weight_read"] == pytest.approx(8.5 * 32 * en.SRAM_BIT_PJ)
+    assert f["sram_state_rw"] == pytest.approx(9 * 2 * 64 * en.SRAM_BIT_PJ)
+    assert "sram_weight_read" not in en.energy(c, en.TABLES["cmos45_snn"])["total"]["parts_pJ"]  # arithmetic only
+
+
+def test_verdict_lines(hand):
+    _, _, c = hand
+    res = [en.energy(c, en.TABLES[k]) for k in ("cmos45_snn", "ann_int8", "cmos45_snn_mem", "ann_int8_mem")]
+    lines = en.verdicts(res, 0.918, {"ann_int8_mem": 0.923})
+    ratio = res[2]["total"]["pJ"] / res[3]["total"]["pJ"]
+    assert lines == [f"cmos45_snn_mem vs ann_int8_mem: QSNN uses {ratio:.2g}x the energy of the int8 ANN twin "
+                     "at 91.8 % vs 92.3 %"]
+    assert len(en.verdicts(res, 0.918, 0.923)) == 2 and en.verdicts(res, None, 0.9) == []
+
+
+def test_api_and_cli_verdicts(hand):
+    import qsnn_lava as ql
+    from qsnn_lava.cli import _ann_accuracy
+
+    net, _, _ = hand
+    rep = ql.energy(net, spikes=X, tables=("cmos45_snn_mem", "ann_int8_mem"), accuracy=0.5, ann_accuracy=0.75)
+    assert rep.verdicts[0].endswith("at 50.0 % vs 75.0 %") and rep.to_dict()["verdicts"] == rep.verdicts
+    with pytest.raises(QsnnError, match="ann_accuracy = 92.3 must be a fraction"):
+        ql.energy(net, spikes=X, ann_accuracy=92.3)
+    assert _ann_accuracy(["92.3"]) == pytest.approx(0.923)
+    assert _ann_accuracy(["ann_int8=90", "ann_fp32=91"]) == {"ann_int8": 0.9, "ann_fp32": 0.91}
+    with pytest.raises(QsnnError, match="not a percentage"):
+        _ann_accuracy(["ninety"])
+
+
+def test_bench_energy_frontier_script(tmp_path):
+    """bench/energy_frontier.py end to end on digits at the smallest scale (T = 1, one epoch, no Lava): a
+    budget variant pulls in its base, every QSNN point deploys with 0 torch-vs-reference mismatches, the
+    ANN points are priced on the base's ANN-twin counts, and md, json and png are written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "energy_frontier.py"
+    run = subprocess.run([sys.executable, str(script), "--dataset", "digits", "--variants", "T1-budget",
+                          "--epochs", "1", "--ann-epochs", "1", "--lava-samples", "0", "--test-samples", "60",
+                          "--train-samples", "500",
+                          "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rep = json.loads((tmp_path / "energy_frontier.json").read_text())
+    names = [p["name"] for p in rep["points"]]
+    assert names == ["T1", "T1-budget", "float ANN", "int8 ANN"]
+    by = {p["name"]: p for p in rep["points"]}
+    assert by["T1-budget"]["synops_budget"] == pytest.approx(0.6 * by["T1"]["synops"])
+    assert all(by[n]["torch_vs_reference_mismatches"] == 0 and by[n]["test_samples"] == 60 for n in ("T1", "T1-budget"))
+    assert by["int8 ANN"]["uJ"] < by["float ANN"]["uJ"] and rep["pareto"] and "met" in rep["acceptance"]
+    assert "Pareto front" in (tmp_path / "energy_frontier.md").read_text()
+    assert (tmp_path / "energy_frontier.png").read_bytes()[:4] == b"\x89PNG"
