@@ -7,7 +7,8 @@ A bundle is a folder written under a temporary name and renamed into place when 
     model.ir.h5          the qsnn-lava IR (always)
     model.net            lava-dl netx HDF5, when netx can express the network (else the reason)
     sample_input.npy     a few input samples [N, T, n_in] (uint8 spikes)
-    expected_output.npy  the reference simulator's output-layer spikes for them [N, T, n_out]
+    expected_output.npy  the reference simulator's output for them [N, T, n_out]: output-layer spikes (uint8),
+                         or a readout output layer's voltages (int32)
     run.py               runs the network on Loihi 2 (Loihi2HwCfg) where lava-loihi is installed, on
                          Lava's CPU fixed_pt models elsewhere, and checks it against expected_output.npy
 
@@ -19,7 +20,7 @@ What is trusted: nothing in a bundle. ``validate_bundle`` is the one check of a 
 ``verify_bundle``, ``run.py`` and every loader: plain file names only, the folder's files exactly those
 the manifest lists (regular files, no links), so a bundle never makes us read outside its folder.
 ``verify_bundle`` then checks the hashes and re-runs the bundle's IR on its own sample input on each
-backend, comparing every output spike with ``expected_output.npy``.
+backend, comparing every output spike (or readout voltage) with ``expected_output.npy``.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import numpy as np
 
 from qsnn_lava.errors import QsnnError
 from qsnn_lava.io import atomic_dir, check_output
+from qsnn_lava.dynamics import V_LIMIT
 from qsnn_lava.ir import Network
 
 FORMAT = "qsnn-lava-bundle"
@@ -85,7 +87,8 @@ NUMERIC_SEMANTICS = {
               "v = sat24(rtz(v*(4096-dv)/4096) + u + (bias_mant<<bias_exp)); spike if v > vth<<6; v = 0 on spike",
     "synapse": "Dense: a = (sum w*s) << weight_exp (floor for negative), one step of delay per layer",
     "time": "arrays are time-major in zero-delay time; Lava layer i sees sample data from step i+2",
-    "readout": "class = argmax of output spike counts, ties to the lowest index",
+    "readout": "class = argmax of output spike counts (a non-spiking readout layer: of its voltage summed over "
+               "the steps), ties to the lowest index",
 }
 
 
@@ -234,7 +237,7 @@ def write_bundle(net: Network, out, sample_input: np.ndarray, drc: dict, resourc
             netx = {"file": "model.net"}
         except QsnnError as e:
             netx = {"file": None, "reason": str(e)}
-        expected = simulate(net, sample_input).spikes[-1]
+        expected = simulate(net, sample_input).output  # a readout's voltages, else spikes
         np.save(tmp / "sample_input.npy", np.transpose(sample_input, (1, 0, 2)))
         np.save(tmp / "expected_output.npy", np.transpose(expected, (1, 0, 2)))
         (tmp / "run.py").write_text(RUN_SCRIPT.replace("@PYTHON@", repr(sys.executable)))
@@ -374,10 +377,11 @@ def modified_files(path, manifest: dict | None = None) -> list[str]:
     return [name for name, digest in sorted(manifest["files"].items()) if sha256(path / name) != digest]
 
 
-def _spike_array(path: Path, name: str, n: int, top: int = 1) -> np.ndarray:
+def _spike_array(path: Path, name: str, n: int, top: int = 1, voltages: bool = False) -> np.ndarray:
     """Bundle array ``name`` as uint8 spikes [N, T, n] with values in 0..``top`` (1: 0/1 spikes; 2^b - 1: b-bit
-    direct input); its shape is checked against the file's size before anything is read (memory-mapped), so a
-    crafted header allocates nothing."""
+    direct input), or with ``voltages`` a readout's int32 voltages (within the 24-bit range); its shape is
+    checked against the file's size before anything is read (memory-mapped), so a crafted header allocates
+    nothing."""
     try:
         a = np.load(path / name, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -385,9 +389,14 @@ def _spike_array(path: Path, name: str, n: int, top: int = 1) -> np.ndarray:
     if not isinstance(a, np.ndarray):  # an .npz archive under an .npy name
         getattr(a, "close", lambda: None)()
         raise _bad(path, f"{name} is not a single .npy array")
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[0] < 1 or a.shape[2] != n:
-        raise _bad(path, f"{name} holds {a.dtype} {list(a.shape)}; expected uint8 spikes [N >= 1, T, {n}]")
+    dtype, what = (np.int32, "int32 voltages") if voltages else (np.uint8, "uint8 spikes")
+    if a.dtype != dtype or a.ndim != 3 or a.shape[0] < 1 or a.shape[2] != n:
+        raise _bad(path, f"{name} holds {a.dtype} {list(a.shape)}; expected {what} [N >= 1, T, {n}]")
     a = np.array(a)
+    if voltages:
+        if a.size and np.abs(a).max() > V_LIMIT:
+            raise _bad(path, f"{name} holds voltages beyond the 24-bit range")
+        return a
     if a.max() > top:
         raise _bad(path, f"{name} holds values other than 0 and 1" if top == 1 else
                    f"{name} holds values above {top} (the network's direct input)")
@@ -395,7 +404,8 @@ def _spike_array(path: Path, name: str, n: int, top: int = 1) -> np.ndarray:
 
 
 def load_bundle(path, manifest: dict | None = None):
-    """(IR Network, sample input [T, N, n_in], expected output spikes [T, N, n_out]) of a bundle, every
+    """(IR Network, sample input [T, N, n_in], expected output [T, N, n_out]: spikes, or a readout's voltages) of
+    a bundle, every
     shape checked against the IR, and the IR against the manifest's network summary."""
     path = Path(path)
     manifest = validate_bundle(path) if manifest is None else manifest
@@ -406,7 +416,8 @@ def load_bundle(path, manifest: dict | None = None):
     if declared != actual:
         raise _bad(path, f"model.ir.h5 (T, input shape, layer sizes) = {actual} but the manifest says {declared}")
     x = _spike_array(path, "sample_input.npy", net.n_in, net.input_max)
-    expected = _spike_array(path, "expected_output.npy", net.layers[-1].neuron.n)
+    expected = _spike_array(path, "expected_output.npy", net.layers[-1].neuron.n,
+                            voltages=net.layers[-1].neuron.type == "readout")
     if x.shape[:2] != expected.shape[:2] or x.shape[1] != net.timesteps:
         raise _bad(path, f"sample_input.npy {list(x.shape)} and expected_output.npy {list(expected.shape)} "
                          f"must both be [N, T={net.timesteps}, n]")
@@ -431,12 +442,13 @@ def _check_backends(backends) -> tuple:
     return names
 
 
-def _output_spikes(name: str, path: Path, manifest: dict, net: Network, x: np.ndarray, progress: bool):
-    """Output-layer spikes [T, N, n_out] of the bundle run on backend ``name``."""
+def _output(name: str, path: Path, manifest: dict, net: Network, x: np.ndarray, progress: bool):
+    """The output [T, N, n_out] of the bundle run on backend ``name``: output-layer spikes, or a readout's
+    voltages (``Record.output``)."""
     if name in ("reference", "lava"):
         from qsnn_lava.deployment.backends import get_backend
 
-        return get_backend(name)(net, x, progress=progress).spikes[-1]
+        return get_backend(name)(net, x, progress=progress).output
     netx = manifest["netx"]
     if netx["file"] is None:
         raise QsnnError(f"bundle '{path}' has no netx file ({netx.get('reason', 'netx cannot express it')}); "
@@ -473,7 +485,7 @@ def verify_bundle(path, backends=DEFAULT_BACKENDS, progress: bool = False) -> di
         net, x, expected = load_bundle(path, manifest)
         info["samples"] = int(x.shape[1])
         for name in names:
-            out = _output_spikes(name, path, manifest, net, x, progress)
+            out = _output(name, path, manifest, net, x, progress)
             info["mismatches"][name] = int((np.asarray(out) != expected).sum())
             info["where"][name] = WHERE[name]
     equivalent = not changed and all(n == 0 for n in info["mismatches"].values())

@@ -35,11 +35,16 @@ class Record:
         """Number of samples N (axis 1 of the output layer's spikes)."""
         return self.spikes[-1].shape[1]
 
+    @property
+    def output(self) -> np.ndarray:
+        """What the network outputs, [T, N, n_out]: the output layer's voltage (int32) when it is a readout, else
+        its spikes (uint8)."""
+        return self.voltages.get(self.layer_names[-1], self.spikes[-1])
+
     def predictions(self) -> np.ndarray:
         """Class = most output spikes, or for a readout output layer the largest voltage summed over the T steps;
         ties go to the lowest index (numpy argmax rule)."""
-        out = self.voltages.get(self.layer_names[-1], self.spikes[-1])
-        return np.argmax(out.sum(axis=0, dtype=np.int64), axis=-1)
+        return np.argmax(self.output.sum(axis=0, dtype=np.int64), axis=-1)
 
     def accuracy(self, labels: np.ndarray) -> float:
         """Fraction of samples whose prediction equals its label; ``labels`` [>= N] (only the first N are used)."""

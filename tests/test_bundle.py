@@ -416,6 +416,27 @@ def test_edited_expected_output_with_updated_hash_is_not_equivalent(bundle):
     assert not res["equivalent"] and res["bundle"]["mismatches"] == {"reference": 1}
 
 
+@pytest.mark.lava
+def test_readout_bundle_checks_voltages_on_reference_and_lava(tmp_path):
+    """A network ending in a non-spiking readout outputs voltages: the bundle stores them (int32), both backends
+    reproduce them exactly, and a voltage edited by one unit (hash updated) is caught."""
+    from qsnn_lava.ir import Dense, Layer, LIF, Network, Readout
+
+    rng = np.random.default_rng(7)
+    net = Network((6,), [Layer("h", Dense(rng.integers(-30, 31, (5, 6))), LIF(5, vth=20, du=400, dv=300)),
+                         Layer("ro", Dense(rng.integers(-40, 41, (3, 5))), Readout(3, du=900, dv=200))], 5).validate()
+    b = tmp_path / "b"
+    B.write_bundle(net, b, random_spikes(rng, net, 4), {"passed": True}, None, "cpu")
+    y = np.load(b / "expected_output.npy")
+    assert y.dtype == np.int32 and y.shape == (4, 5, 3) and np.abs(y).max() > 0
+    assert B.verify_bundle(b, ("reference", "lava"))["equivalent"]
+    y[0, -1, 0] += 1
+    np.save(b / "expected_output.npy", y)
+    rehash(b, "expected_output.npy")
+    res = B.verify_bundle(b, ("reference", "lava"))
+    assert not res["equivalent"] and res["bundle"]["mismatches"] == {"reference": 1, "lava": 1}
+
+
 def test_edited_file_without_hash_update_is_not_equivalent_and_nothing_runs(bundle):
     with h5py.File(bundle / "model.ir.h5", "a") as f:
         f["layers/0/neuron"].attrs["vth"] = 21
