@@ -820,7 +820,7 @@ def finetune(target, *, dataset: str | None = None, data_dir=None, denoise: bool
     if train_samples is not None and train_samples < len(data.train.y):
         idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data.train.y))[:train_samples])
         data = Dataset(data.name, subset(data.train, idx), data.test, data.n_in, data.n_classes, data.shape)
-    x_test, y_test = encode(data.test, T, samples)
+    x_test, y_test = encode(data.test, T, samples, obj.input_bits)
     settings = {"dataset": dataset, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
                 "train_samples": train_samples, "test_samples": int(x_test.shape[1])}
     if not is_model:
@@ -838,7 +838,7 @@ def _finetune_ir(net: Network, data, x_test, y_test, settings: dict, progress: b
     from .irmodel import finetune as _finetune
     from .reference import simulate as reference
 
-    x_train, y_train = encode(data.train, net.timesteps)
+    x_train, y_train = encode(data.train, net.timesteps, input_bits=net.input_bits)
     tuned, hist = _finetune(net, x_train, y_train, x_test, y_test, epochs=settings["epochs"], lr=settings["lr"],
                             batch_size=settings["batch_size"], seed=settings["seed"], biases=settings["biases"],
                             progress=progress)
@@ -1029,9 +1029,10 @@ def prune(model, *, criterion: str = "svs", ratio: float | None = None, ratios=N
     if data.n_in != int(model.config["sizes"][0]) or data.n_classes != int(model.config["sizes"][-1]):
         raise QsnnError(f"dataset '{dataset}' has {data.n_in} inputs and {data.n_classes} classes; the network "
                         f"takes {model.config['sizes'][0]} and has {model.config['sizes'][-1]} outputs")
-    scores = score_channels(model, scoring_batches(data, T, batches, batch_size, seed), criterion, seed)
+    scores = score_channels(model, scoring_batches(data, T, batches, batch_size, seed, model.input_bits), criterion,
+                            seed)
     pruned, groups = prune_model(model, scores, ratios)
-    x, y = encode(data.test, T, samples)
+    x, y = encode(data.test, T, samples, model.input_bits)
     acc_before = evaluate(model, x, device=device).accuracy(y)
     acc_pruned = evaluate(pruned, x, device=device).accuracy(y)
     hist = None

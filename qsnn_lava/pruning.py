@@ -407,10 +407,12 @@ def subset(split, idx):
     return Split(split.x[idx], split.y[idx], split.levels)
 
 
-def scoring_batches(data, timesteps: int, batches: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:
+def scoring_batches(data, timesteps: int, batches: int, batch_size: int, seed: int = 0,
+                    input_bits: int = 1) -> list[np.ndarray]:
     """``batches`` disjoint batches of ``batch_size`` training samples of ``data`` (a ``data.Dataset``), drawn
-    with ``seed``, rate-encoded over ``timesteps`` steps: a list of spike arrays [T, batch_size, n_in].
-    QsnnError when the dataset has too few training samples."""
+    with ``seed``, encoded over ``timesteps`` steps with the network's input code (``input_bits`` 1: the rate
+    code's 0/1 spikes; 2..8: direct input): a list of input arrays [T, batch_size, n_in]. QsnnError when the
+    dataset has too few training samples."""
     from .data import encoded
 
     if batches < 1 or batch_size < 1:
@@ -420,7 +422,7 @@ def scoring_batches(data, timesteps: int, batches: int, batch_size: int, seed: i
         raise QsnnError(f"{batches} batches of {batch_size} need {batches * batch_size} training samples; "
                         f"the dataset has {n}")
     idx = np.random.default_rng(seed).permutation(n)[:batches * batch_size]
-    return [encoded(subset(data.train, idx[b * batch_size:(b + 1) * batch_size]), timesteps)[0]
+    return [encoded(subset(data.train, idx[b * batch_size:(b + 1) * batch_size]), timesteps, input_bits=input_bits)[0]
             for b in range(batches)]
 
 

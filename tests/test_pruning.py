@@ -104,6 +104,14 @@ def test_synops_are_exact(vgg, mlp, digits):
 
 
 # ---------------------------------------------------------------- pruning
+def test_scoring_batches_use_the_networks_input_code(digits):
+    """A direct-input network is scored on the direct code it deploys with, not on rate-coded spikes."""
+    rate = P.scoring_batches(digits, 4, 1, 16)[0]
+    direct = P.scoring_batches(digits, 4, 1, 16, input_bits=4)[0]
+    assert rate.max() == 1 and 1 < direct.max() <= 15 and direct.shape == rate.shape
+    assert (direct == direct[:1]).all()  # the same intensity every step
+
+
 def test_pruning_shrinks_vgg_and_mlp(vgg, mlp, digits):
     batches = P.scoring_batches(digits, 4, 2, 32)
     x, _ = encoded(digits.test, 4, 16)
