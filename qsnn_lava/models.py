@@ -533,7 +533,7 @@ class QSNN(nn.Module):
             n = layer.neuron
             a_max = _input_max(layer.synapse) + sum(_input_max(m) for m in layer.skips)
             b_max = (4096 << 7) if getattr(layer.synapse, "bn", None) is not None else 0
-            p = dyn.LIFParams(vth=n.vth, du=n.du, dv=n.dv, bias=b_max)
+            p = dyn.LIFParams(vth=n.vth0, du=n.du, dv=n.dv, bias=b_max)  # the proof holds for any threshold
             if dyn.exact_dtype(p, a_max, T) != torch.float32:
                 return False
         return True
