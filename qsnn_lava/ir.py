@@ -536,7 +536,8 @@ class Layer:
 
 @dataclass
 class Network:
-    """A feed-forward spiking network; input and every layer's output are binary spikes, time-major.
+    """A feed-forward spiking network; every layer's output is binary spikes, the input 0/1 spikes or b-bit graded
+    values (``input_bits``), all time-major.
 
     ``input_shape``: one sample's input, (n_in,) or (C, H, W); ``layers``: Layers in order; ``timesteps``:
     time steps T per sample; ``meta``: JSON-serialisable facts about its origin (quantizer, bits, source);
