@@ -132,7 +132,7 @@ def main():
     ap.add_argument("--crop-pad", type=int, default=2)
     ap.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--eval-samples", type=int, default=2000, help="test images for the per-epoch accuracy")
-    ap.add_argument("--snn-epochs", type=int, default=2, help="epochs of the float SNN twin")
+    ap.add_argument("--snn-epochs", type=int, default=2, help="epochs of the float SNN twin (0: skip it)")
     ap.add_argument("--timesteps", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--bits", type=int, default=4)
@@ -173,7 +173,8 @@ def main():
     lava_cmp = compare(ref, lava)  # over the first n samples, the ones Lava ran
     ann = float_ann(model)
     ann_acc, ann_s = common.train_ann(ann, data, args.ann_epochs)
-    snn_acc, snn_s = common.train_ann(FloatSNN(model, net.timesteps), data, args.snn_epochs)
+    snn_acc, snn_s = (common.train_ann(FloatSNN(model, net.timesteps), data, args.snn_epochs) if args.snn_epochs
+                      else (None, None))  # --snn-epochs 0: skip the float SNN twin
     result = {
         "network": f"{cfg['arch']} {cfg['channels']}, {cfg['bits']}-bit {cfg['quant']}, BN folded, LIF, "
                    f"T = {cfg['timesteps']}, input {cfg['input']}"
