@@ -187,6 +187,7 @@ def main():
         "test_accuracy_per_epoch": per_epoch,
         "train_seconds": train_s, "train_cpu_seconds": cpu_s,
         "load_average_before_after_training": [round(load_before[0], 2), round(load_after[0], 2)],
+        "torch_threads": torch.get_num_threads(),  # OMP_NUM_THREADS=1 on a loaded machine: no spin-waiting
         "float_ann_accuracy": ann_acc, "float_ann_epochs": args.ann_epochs, "float_ann_train_seconds": ann_s,
         "float_snn_accuracy": snn_acc, "float_snn_epochs": args.snn_epochs, "float_snn_train_seconds": snn_s,
         "trained_accuracy": torch_rec.accuracy(y),
