@@ -146,6 +146,7 @@ def main():
     ap.add_argument("--checkpoint", help="evaluate this checkpoint instead of training")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # the checkpoint is saved into it before the evaluation
     data = load_dataset("fashion-mnist")
     recipe = {k: getattr(args, k) for k in ("warmup_epochs", "weight_decay", "label_smoothing", "crop_pad", "flip")}
     load_before = os.getloadavg()
