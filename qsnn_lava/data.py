@@ -46,6 +46,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import QsnnError, about
+from .ir import INPUT_BITS_RANGE
 
 # Event datasets: (sensor (W, H), downsample factor, classes); frames are binarised (count > 0 -> spike).
 EVENT_DATASETS = {"synthetic-saccades": (None, 1, 10), "nmnist": ((34, 34), 2, 10),
@@ -239,9 +240,6 @@ def rate_encode(x: np.ndarray, levels: int, timesteps: int) -> np.ndarray:
         acc -= fired * levels
         out[t] = fired
     return out
-
-
-INPUT_BITS_RANGE = (1, 8)  # message bits of the network input: 1 = 0/1 spikes, 2..8 = direct graded input
 
 
 def direct_encode(x: np.ndarray, levels: int, timesteps: int, bits: int) -> np.ndarray:

@@ -602,8 +602,9 @@ class Layer:
 
 @dataclass
 class Network:
-    """A spiking network (feed-forward with skips; a layer may feed itself back); input and every layer's output
-    are binary spikes, time-major.
+    """A spiking network (feed-forward with skips; a layer may feed itself back); every layer's output is binary
+    spikes (a readout's is its voltage), the input 0/1 spikes or b-bit graded values (``input_bits``), all
+    time-major.
 
     ``input_shape``: one sample's input, (n_in,) or (C, H, W); ``layers``: Layers in order; ``timesteps``:
     time steps T per sample; ``meta``: JSON-serialisable facts about its origin (quantizer, bits, source);

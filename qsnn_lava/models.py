@@ -62,6 +62,13 @@ def input_bits(cfg: dict) -> int:
     return 1 if cfg["input"] == "rate" else int(cfg["input_bits"])
 
 
+def input_scale(cfg: dict) -> int:
+    """The largest input value of ``cfg``'s input code, ``2^input_bits - 1`` (1 for 0/1 spikes). The first layer
+    reads its integer input as ``q / input_scale``, a real value in [0, 1]: its threshold and folded bias are
+    multiplied by it, its BatchNorm statistics are taken on ``q / input_scale`` (docs/training.md)."""
+    return (1 << input_bits(cfg)) - 1
+
+
 def with_defaults(cfg: dict) -> dict:
     """``cfg`` with any later-added key filled in from DEFAULT_CONFIG (older checkpoints still load)."""
     return {**{k: DEFAULT_CONFIG[k] for k in LATER_KEYS}, **cfg}
@@ -301,7 +308,7 @@ class QuantConv(QuantSynapse):
     """
 
     def __init__(self, in_shape: tuple, c_out: int, kernel: int, quant: str, bits: int, stride: int = 1,
-                 padding: int = 0, groups: int = 1, bn: bool = False, bias_exp_min: int = 0):
+                 padding: int = 0, groups: int = 1, bn: bool = False, bias_exp_min: int = 0, input_scale: int = 1):
         c_in = int(in_shape[0])
         super().__init__((c_out, c_in // groups, kernel, kernel), c_in // groups * kernel * kernel, quant, bits)
         self.in_shape, self.stride, self.padding, self.groups = tuple(in_shape), stride, padding, groups
@@ -310,6 +317,7 @@ class QuantConv(QuantSynapse):
         self.bn = nn.BatchNorm2d(c_out) if bn else None
         self.bias_exp_min = int(bias_exp_min)
         self.sum_across = None  # training in several processes: sums a tensor over all of them (distributed.py)
+        self.input_scale = int(input_scale)  # the first layer of a direct-input net: q / input_scale is in [0, 1]
 
     def _conv(self, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = s.reshape(*s.shape[:2], *self.in_shape)
@@ -320,7 +328,7 @@ class QuantConv(QuantSynapse):
         bn = self.bn
         if self.training and s is not None:
             with torch.no_grad():
-                a = self._conv(s, self.weight.to(s.dtype)).flatten(0, 1)
+                a = self._conv(s / self.input_scale, self.weight.to(s.dtype)).flatten(0, 1)
                 mean, var, n = batch_moments(a, self.sum_across)
                 bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean.float())
                 bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var.float() * n / max(n - 1, 1))
@@ -337,7 +345,7 @@ class QuantConv(QuantSynapse):
         if self.bn is None:
             return self.quantized(self.weight), (None, 0)
         inv, shift = self._scale_shift(s)
-        b = shift * (64.0 / self.unit)
+        b = shift * (64.0 * self.input_scale / self.unit)
         big = float(b.detach().abs().max())
         if not (math.isfinite(big) and bool(torch.isfinite(inv).all())):
             raise QsnnError("its BatchNorm state (weight, bias, running_mean, running_var) folds to a non-finite "
@@ -443,8 +451,10 @@ class SpikingLayer(nn.Module):
         return self.neuron(*self.synaptic_input(s, outputs))
 
 
-def _neuron(cfg: dict, n: int, unit: float, name: str):
-    vth = threshold_mantissa(float(cfg["theta"]), unit, name)
+def _neuron(cfg: dict, n: int, unit: float, name: str, scale: int = 1):
+    """The neuron population of a layer: vth = theta / unit (times ``scale``, the input scale of a direct-input
+    network's first layer), du, dv and the neuron kind of ``cfg``."""
+    vth = threshold_mantissa(float(cfg["theta"]), unit, name) * int(scale)
     if cfg["neuron"] == "qmem":
         return QMem(n, vth=vth, du=cfg["du"], dv=cfg["dv"], mem_bits=int(cfg["mem_bits"]))
     return (MFP if cfg["neuron"] == "mfp" else LIF)(n, vth=vth, du=cfg["du"], dv=cfg["dv"],
@@ -466,7 +476,8 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             bits = b_last if i == len(sizes) - 2 else b_first if i == 0 else b
             syn = QuantDense(n_in, n_out, q, bits)
-            layers.append(SpikingLayer(f"fc{i + 1}", syn, _neuron(cfg, n_out, syn.unit, f"fc{i + 1}")))
+            scale = input_scale(cfg) if i == 0 else 1
+            layers.append(SpikingLayer(f"fc{i + 1}", syn, _neuron(cfg, n_out, syn.unit, f"fc{i + 1}", scale)))
         return layers
     c1, c2 = (int(c) for c in cfg["channels"])
     layers, shape = [], tuple(int(d) for d in cfg["input_shape"])
@@ -475,14 +486,16 @@ def build_layers(cfg: dict) -> list[SpikingLayer]:
     def add(name, syn, neuron=None, skips=()):
         nonlocal shape
         n = int(np.prod(syn.out_shape))
-        layers.append(SpikingLayer(name, syn, neuron or _neuron(cfg, n, syn.unit, name), skips))
+        scale = getattr(syn, "input_scale", 1)
+        layers.append(SpikingLayer(name, syn, neuron or _neuron(cfg, n, syn.unit, name, scale), skips))
         shape = syn.out_shape
 
     def conv(name, c_out, stride=1, skips=()):
         c_out = int(widths.get(name, c_out))
-        bits = b_first if not layers else b
-        add(name, QuantConv(shape, c_out, 3, q, bits, stride=stride, padding=1, bn=cfg["bn"],
-                                  bias_exp_min=int(cfg["bias_exp_min"])), skips=skips)
+        first = not layers
+        add(name, QuantConv(shape, c_out, 3, q, b_first if first else b, stride=stride, padding=1, bn=cfg["bn"],
+                            bias_exp_min=int(cfg["bias_exp_min"]), input_scale=input_scale(cfg) if first else 1),
+            skips=skips)
 
     if arch == "vgg":  # conv - pool - conv - pool - fc
         conv("conv1", c1)

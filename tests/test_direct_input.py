@@ -131,8 +131,7 @@ def _three_way(model, digits, samples=12):
 @pytest.mark.lava
 @pytest.mark.parametrize("arch", ["mlp", "vgg"])
 def test_direct_input_torch_reference_lava(digits, arch):
-    theta = 16.0 if arch == "mlp" else None  # mlp: inputs up to 15 need a higher threshold to stay sparse
-    model = _trained(digits, arch, input="direct", input_bits=4, theta=theta)
+    model = _trained(digits, arch, input="direct", input_bits=4)
     net, x = _three_way(model, digits)
     assert net.input_bits == 4 and x.max() > 1
 
@@ -149,6 +148,17 @@ def test_learned_threshold_deploys_exactly(digits, tmp_path):
     net, _ = _three_way(loaded, digits)
     assert [layer.neuron.vth for layer in net.layers if layer.name.startswith(("conv", "fc"))] == \
         [n.vth for n in learned]
+
+
+def test_first_layer_reads_the_input_in_0_1():
+    """Direct input q in 0..15 is read as q / 15: the first layer's vth (and nothing after it) scales by 15."""
+    from qsnn_lava.models import QSNN
+
+    for arch, kw in (("mlp", dict(sizes=[64, 8, 10])), ("vgg", dict(sizes=[64, 10], input_shape=(1, 8, 8)))):
+        rate = QSNN(make_config(arch=arch, **kw))
+        direct = QSNN(make_config(arch=arch, input="direct", input_bits=4, **kw))
+        vr, vd = ([layer.neuron.vth for layer in m.layers] for m in (rate, direct))
+        assert vd[0] == 15 * vr[0] and vd[1:] == vr[1:]
 
 
 def test_learned_threshold_gets_a_gradient():
