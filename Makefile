@@ -71,6 +71,8 @@ bench: setup
 	$(VENV)/bin/python bench/ddp.py
 	@if $(VENV)/bin/python -c "import snntorch, spikingjelly" 2>/dev/null; then $(VENV)/bin/python bench/peers.py; \
 	 else echo "skipping bench/peers.py: pip install -e '.[peers]'"; fi
+	@if $(VENV)/bin/python -c "import snntorch" 2>/dev/null; then $(VENV)/bin/python bench/nir_digits.py; \
+	 else echo "skipping bench/nir_digits.py: pip install -e '.[frameworks]'"; fi
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then $(VENV)/bin/python bench/verify_fashion.py; \
 	 else echo "skipping bench/verify_fashion.py: apt-get install dataset-fashion-mnist"; fi
 

@@ -353,7 +353,7 @@ def main():
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     import snntorch
-    import spikingjelly
+    import spikingjelly  # noqa: F401 - present, or fail here with the install hint
 
     from qsnn_lava.io import installed_versions
 
