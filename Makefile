@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON_CORE)" ]; then \
 	  echo "error: no Python 3.10 to 3.13 found. Debian/Ubuntu: apt-get install python3 python3-venv;" \
 	       "pyenv: pyenv install 3.13"; exit 2; fi
-	$(call make_venv,$(PYTHON_CORE),$(VENV),test)
+	$(call make_venv,$(PYTHON_CORE),$(VENV),test$(comma)frameworks)
 
 # Lava's environment; skipped (with the way to get it) when no Python 3.10 exists.
 lava:
