@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import QsnnError, signals_deferred
+from .errors import QsnnError, proc_stat, signals_deferred
 from .record import Record
 
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -294,12 +294,8 @@ def _descendants(root: int) -> set:
 
 def _stat(pid: int):
     """(parent pid, start time) of a live process, None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in "ZX" else (int(fields[1]), int(fields[19]))
+    fields = proc_stat(pid)
+    return None if fields is None or fields[0] in "ZX" else (int(fields[1]), int(fields[19]))
 
 
 def _alive(procs: set) -> bool:

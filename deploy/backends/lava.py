@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from qsnn_lava.converters.lava_env import LAVA_SETUP_HINT, lava_importable
-from qsnn_lava.errors import QsnnError, signals_deferred
+from qsnn_lava.errors import QsnnError, proc_stat, signals_deferred
 from qsnn_lava.ir import Network
 from qsnn_lava.record import Record
 
@@ -75,12 +75,8 @@ def _worker_python() -> str:
 
 def _stat(pid: str):
     """(state, ppid, pgrp) of a process from /proc, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1]), int(fields[2])
+    fields = proc_stat(pid)
+    return None if fields is None else (fields[0], int(fields[1]), int(fields[2]))
 
 
 def _pids() -> list[str]:
