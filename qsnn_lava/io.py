@@ -143,7 +143,7 @@ def atomic_files(paths):
     finally:
         for tmp in tmps:
             if tmp.exists():
-                tmp.unlink()
+                tmp.unlink()  # our own temporary name, never renamed into place
 
 
 @contextlib.contextmanager
