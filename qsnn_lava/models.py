@@ -1,12 +1,13 @@
 """Quantized spiking networks whose eval forward is the deployed integer network, exactly.
 
 Training mode runs the same integer dynamics (qsnn_lava.dynamics) on float tensors holding integers
-(float32 where ``QSNN.float32_exact`` proves it exact, else float64) with straight-through rounding and
+(per layer float32 where ``QSNN.train_dtypes`` proves it exact, else float64) with straight-through rounding and
 surrogate spikes; eval mode runs them on int64 tensors. Both call the same
 functions with the same integer weights, so the accuracy of the eval model *is* the deployed accuracy.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -394,10 +395,14 @@ class SumPool(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Spikes ``s`` [T, N, ...] (read as [T, N, C, H, W]) -> the sums of each k x k block
-        [T, N, C, H // k, W // k], in ``s``'s dtype."""
-        w = torch.ones(self.in_shape[0], 1, self.k, self.k, dtype=s.dtype, device=s.device)
-        s = s.reshape(*s.shape[:2], *self.in_shape)
-        return dyn.conv_accumulate(s, w, (self.k,) * 2, (0, 0), self.in_shape[0])
+        [T, N, C, H // k, W // k], in ``s``'s dtype: the depthwise conv of ones as a reshape and a sum over
+        each block (the same integers; a rest of rows or columns beyond the last whole block is dropped, as
+        the stride-k conv drops it), several times faster than the conv and its backward."""
+        (c, h, w), k = self.in_shape, self.k
+        s = s.reshape(*s.shape[:2], c, h, w)[..., :h // k * k, :w // k * k]
+        blocks = s.reshape(*s.shape[:3], h // k, k, w // k, k)  # [T, N, C, H/k, k, W/k, k]
+        rows = functools.reduce(torch.add, blocks.unbind(4))  # adds of whole slices: faster than sum((4, 6))
+        return functools.reduce(torch.add, rows.unbind(-1))
 
     def to_ir(self):
         """The IR synapse: ``ir.sum_pool(in_shape, k)``, a depthwise Conv of ones."""
@@ -437,18 +442,23 @@ class SpikingLayer(nn.Module):
         """The neurons' shape: ``(n,)`` after a dense synapse, ``(C, H, W)`` after a conv or pool."""
         return self.synapse.out_shape
 
-    def synaptic_input(self, s: torch.Tensor, outputs: dict):
-        """(summed input of the main synapse and the skips, the folded-BN bias or None)."""
-        a = self.synapse(s)
+    def synaptic_input(self, s: torch.Tensor, outputs: dict, steady: bool = False):
+        """(summed input of the main synapse and the skips, the folded-BN bias or None). ``steady``: ``s`` is
+        the same at every step (direct input), so the main synapse runs on one step and its output is
+        repeated over T: the same integers (and BatchNorm moments) for 1/T of the work."""
+        a = self.synapse(s[:1] if steady else s)
         a, bias = a if isinstance(a, tuple) else (a, None)
+        if steady:
+            a = a.expand(s.shape[0], *a.shape[1:])
         for src, m in zip(self.skip_sources, self.skips):
             a = a + m(outputs[src]).to(a.dtype)
         return a, bias
 
-    def forward(self, s: torch.Tensor, outputs: dict) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, outputs: dict, steady: bool = False) -> torch.Tensor:
         """This layer's spikes [T, N, *out_shape] for the previous layer's spikes ``s`` [T, N, ...]; ``outputs``
-        maps source names (earlier layers, ``ir.INPUT``) to their spikes, for the skips."""
-        return self.neuron(*self.synaptic_input(s, outputs))
+        maps source names (earlier layers, ``ir.INPUT``) to their spikes, for the skips; ``steady`` as for
+        ``synaptic_input``."""
+        return self.neuron(*self.synaptic_input(s, outputs, steady))
 
 
 def _neuron(cfg: dict, n: int, unit: float, name: str, scale: int = 1):
@@ -532,24 +542,33 @@ class QSNN(nn.Module):
         check_config(cfg)
         cfg = self.config = with_defaults(cfg)
         self.layers = nn.ModuleList(build_layers(cfg))
-        # float32 where the worst case proves it exact (twice as fast as float64), else float64
+        # per layer: float32 where the worst case proves it exact (twice as fast as float64), else float64
+        self.layer_dtypes = self.train_dtypes()
         self.train_dtype = torch.float32 if self.float32_exact() else torch.float64
 
-    def float32_exact(self) -> bool:
-        """Whether float32 holds every integer of the training forward exactly, for 0/1 input spikes: for every
-        layer the worst case (each weight at the quantizer's largest mantissa, every input on, the folded
-        bias at its 13-bit, exp-7 limit) is proven by ``dynamics.exact_dtype`` (no 24-bit wrap or saturation,
-        every decay product |x| * odd(keep) < 2^24). ``forward`` trains on float64 for a batch whose input
-        exceeds 1."""
-        T = int(self.config["timesteps"])
-        for layer in self.layers:
+    def train_dtypes(self) -> list[torch.dtype]:
+        """Each layer's training dtype: float32 where it holds every integer of that layer's training forward
+        exactly, for inputs of the network's input code (0/1 spikes, or direct input up to ``input_scale``),
+        else float64. Proven per layer on the worst case (each weight at the quantizer's largest mantissa,
+        every input on at its largest value, the folded bias at its 13-bit, exp-7 limit) by
+        ``dynamics.exact_dtype`` (no 24-bit wrap or saturation, every decay product |x| * odd(keep) < 2^24).
+        A wide classifier (fan-in x mantissa beyond the bound) trains in float64 while the convolutions
+        before it stay in float32; spikes (0 and 1) cross between the two exactly."""
+        T, q_max = int(self.config["timesteps"]), input_scale(self.config)
+        out = []
+        for i, layer in enumerate(self.layers):
             n = layer.neuron
-            a_max = _input_max(layer.synapse) + sum(_input_max(m) for m in layer.skips)
+            a_max = (_input_max(layer.synapse) * (q_max if i == 0 else 1)
+                     + sum(_input_max(m) * (q_max if src == ir.INPUT else 1)
+                           for src, m in zip(layer.skip_sources, layer.skips)))
             b_max = (4096 << 7) if getattr(layer.synapse, "bn", None) is not None else 0
             p = dyn.LIFParams(vth=n.vth0, du=n.du, dv=n.dv, bias=b_max)  # the proof holds for any threshold
-            if dyn.exact_dtype(p, a_max, T) != torch.float32:
-                return False
-        return True
+            out.append(torch.float32 if dyn.exact_dtype(p, a_max, T) == torch.float32 else torch.float64)
+        return out
+
+    def float32_exact(self) -> bool:
+        """Whether every layer trains in float32 (``train_dtypes``)."""
+        return all(d == torch.float32 for d in self.layer_dtypes)
 
     @property
     def input_bits(self) -> int:
@@ -574,16 +593,20 @@ class QSNN(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Input spikes ``x`` [T, N, n_in] -> every layer's spikes, each flat [T, N, n].
 
-        Training mode computes in ``train_dtype`` (float, with surrogate gradients); eval mode in int64, the
+        Training mode computes each layer in its ``train_dtypes`` float (surrogate gradients); eval mode in int64, the
         deployed integer network exactly."""
         if self.training:
-            wide = self.train_dtype == torch.float32 and x.numel() and dyn.max_abs(x) > 1  # not 0/1 spikes
-            s = x.to(torch.float64 if wide else self.train_dtype)
+            wide = x.numel() and dyn.max_abs(x) > input_scale(self.config)  # outside the code train_dtypes proved
+            dtypes = [torch.float64] * len(self.layers) if wide else self.layer_dtypes
+            s = x.to(dtypes[0])
         else:
             s = x.to(torch.int64)
+            dtypes = [torch.int64] * len(self.layers)
         outputs, out = {ir.INPUT: s}, []
-        for layer in self.layers:
-            s = layer(s, outputs)
+        # direct input repeats the same values at every step: the first synapse then runs once (exact)
+        steady = self.config["input"] == "direct" and s.shape[0] > 1 and bool((s == s[:1]).all())
+        for i, (layer, dtype) in enumerate(zip(self.layers, dtypes)):
+            s = layer(s.to(dtype), outputs, steady=steady and i == 0)
             outputs[layer.name] = s
             out.append(s.flatten(2))
         return out

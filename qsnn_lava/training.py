@@ -1,7 +1,7 @@
 """Quantization-aware BPTT on the deployed integer dynamics.
 
 The forward pass is the integer network (float tensors holding integers, see qsnn_lava.dynamics and
-``QSNN.float32_exact``);
+``QSNN.train_dtypes``);
 gradients flow through straight-through rounding and the triangular surrogate spike. The loss is
 cross-entropy on the output layer's spike counts, the same quantity deployed inference classifies by,
 so the model that is evaluated is exactly the model that is deployed.

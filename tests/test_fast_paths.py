@@ -151,3 +151,43 @@ def test_sharded_reference_equals_the_step_loop_for_every_shard_layout():
         rec = simulate(net, x, batch_size=batch, workers=workers)
         for got, e in zip(rec.spikes, expect):
             assert np.array_equal(got, e)
+
+
+def _direct_vgg(channels, bits=4):
+    from qsnn_lava.models import build_model, make_config
+    cfg = make_config(arch="vgg", sizes=[64, 10], input_shape=[1, 8, 8], channels=channels, bits=bits, timesteps=3,
+                      input="direct", input_bits=8, learn_threshold=True)
+    return build_model(cfg)
+
+
+def test_training_fast_paths_give_the_same_integers():
+    """The training forward's shortcuts (the first synapse once for steady direct input, the sum pool as adds
+    of slices, float32 layers) give the spikes of the unshortened forward in float64, and eval == training."""
+    from qsnn_lava.models import SumPool
+    torch.manual_seed(0)
+    model = _direct_vgg([4, 8])
+    q = torch.randint(0, 256, (1, 5, 64)).expand(3, -1, -1)
+    model.train()
+    fast = model(q.float())
+    assert any(d == torch.float32 for d in model.layer_dtypes)
+    model.layer_dtypes = [torch.float64] * len(model.layers)  # the slow, wide path
+    varying = q.clone().double()  # not steady: each step's synapse is computed on its own
+    slow = model(varying)
+    for f, s in zip(fast, slow):
+        assert torch.equal(f.double(), s)
+    model.eval()  # BatchNorm from the running statistics: compare eval to a training pass that uses them
+    ev = model(q)
+    assert [e.dtype for e in ev] == [torch.int64] * len(ev)
+    pool = SumPool((3, 7, 9), 2)  # odd sizes: the last row and column are dropped, as the stride-2 conv does
+    x = torch.randint(0, 2, (2, 4, 3 * 7 * 9))
+    w = torch.ones(3, 1, 2, 2, dtype=I)
+    assert torch.equal(pool(x), dyn.conv_accumulate(x.reshape(2, 4, 3, 7, 9), w, (2, 2), (0, 0), 3))
+
+
+def test_a_wide_classifier_trains_in_float64_and_the_convolutions_in_float32():
+    """The per-layer proof: a classifier whose fan-in x mantissa passes the float32 bound gets float64 alone."""
+    model = _direct_vgg([8, 96])  # fc fan-in 96 * 2 * 2 = 384 at 4 bits: within float32
+    assert model.layer_dtypes[-1] == torch.float32
+    wide = _direct_vgg([8, 2048])  # fan-in 8192
+    assert wide.layer_dtypes[-1] == torch.float64 and wide.layer_dtypes[0] == torch.float32
+    assert not wide.float32_exact()
