@@ -147,41 +147,104 @@ def load_fashion_mnist(data_dir=None) -> Dataset:
     return Dataset("fashion-mnist", split["train"], split["test"], n_in=784, n_classes=10, shape=(1, 28, 28))
 
 
+BIN_CHUNK = 32  # samples per task of a parallel binning
+
+
 def bin_samples(samples, n: int, sensor, timesteps: int, downsample: int, denoise: bool = False,
-                progress: str | None = None) -> np.ndarray:
+                progress: str | None = None, workers: int = 1) -> np.ndarray:
     """The first ``n`` (events, label) pairs of ``samples`` -> spikes [n, T, n_in] (uint8) of binarised
     count frames. An event outside the sensor is refused naming its file (``samples.files``, when the
-    samples have them). ``progress``: the tqdm bar's label, or None for no bar."""
+    samples have them). ``progress``: the tqdm bar's label, or None for no bar.
+
+    ``workers`` > 1: where every sample is one file (``samples.read_one``), the files are read and binned
+    by that many worker processes in chunks of ``BIN_CHUNK`` samples, assembled in order: the same array.
+    The workers are ended on return, on an error (the first, naming its file) and on Ctrl-C or SIGTERM."""
     from .events import events_to_frames
 
     files = getattr(samples, "files", None) or [None] * n
     w, h = (int(s) for s in sensor)
     out = np.zeros((n, timesteps, 2 * -(-h // downsample) * -(-w // downsample)), np.uint8)
-    pairs = islice(samples, n)
+    bar = None
     if progress is not None:
         from tqdm import tqdm
 
-        pairs = tqdm(pairs, total=n, desc=progress, unit="sample", leave=False)
-    for i, ((events, _), path) in enumerate(zip(pairs, files)):
-        with about(path) if path is not None else contextlib.nullcontext():
-            f = events_to_frames(events, sensor, timesteps, downsample=downsample, denoise=denoise)
-        out[i] = (f > 0).reshape(timesteps, -1)
-    return out
+        bar = tqdm(total=n, desc=progress, unit="sample", leave=False)
+    try:
+        if workers > 1 and getattr(samples, "read_one", None) is not None and n > BIN_CHUNK:
+            _bin_parallel(out, samples.read_one, files[:n], (sensor, timesteps, downsample, denoise), workers, bar)
+            return out
+        for i, ((events, _), path) in enumerate(zip(islice(samples, n), files)):
+            with about(path) if path is not None else contextlib.nullcontext():
+                f = events_to_frames(events, sensor, timesteps, downsample=downsample, denoise=denoise)
+            out[i] = (f > 0).reshape(timesteps, -1)
+            if bar is not None:
+                bar.update(1)
+        return out
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _bin_files(read_one, paths, how) -> np.ndarray:
+    """One worker's task in ``bin_samples``: read and bin the files ``paths`` -> [len(paths), T, n_in]."""
+    from .events import events_to_frames
+
+    sensor, timesteps, downsample, denoise = how
+    frames = []
+    for path in paths:
+        with about(path):
+            f = events_to_frames(read_one(path), sensor, timesteps, downsample=downsample, denoise=denoise)
+        frames.append((f > 0).reshape(timesteps, -1).astype(np.uint8))
+    return np.stack(frames)
+
+
+def _worker_signals() -> None:
+    """A binning worker: Ctrl-C is the parent's to handle (it ends the pool), SIGTERM ends the worker; the
+    mask the parent held while starting it is lifted."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _bin_parallel(out: np.ndarray, read_one, paths: list, how: tuple, workers: int, bar) -> None:
+    """Fill ``out`` with the binned ``paths`` using a pool of ``workers`` fresh (spawned) processes."""
+    import multiprocessing as mp
+
+    from .errors import signals_deferred
+
+    chunks = [(lo, paths[lo:lo + BIN_CHUNK]) for lo in range(0, len(paths), BIN_CHUNK)]
+    with signals_deferred():  # a Ctrl-C cannot leave the pool half-started
+        pool = mp.get_context("spawn").Pool(min(workers, len(chunks)), initializer=_worker_signals)
+    try:
+        pending = [(lo, pool.apply_async(_bin_files, (read_one, chunk, how))) for lo, chunk in chunks]
+        for lo, res in pending:
+            block = res.get()
+            out[lo:lo + len(block)] = block
+            if bar is not None:
+                bar.update(len(block))
+    finally:
+        with signals_deferred():
+            pool.terminate()  # the workers are ended whatever happened (an error, Ctrl-C, SIGTERM)
+            pool.join()
 
 
 def frames_split(samples, sensor, timesteps: int, downsample: int, denoise: bool = False,
-                 progress: str | None = None) -> Split:
+                 progress: str | None = None, workers: int = 1) -> Split:
     """``events.Samples`` (or a list of (events, label) pairs) -> a spike Split [N, T, n_in] of binarised
-    count frames, binned lazily (see ``Split.lazy``)."""
+    count frames, binned lazily (see ``Split.lazy``) by ``workers`` processes (``bin_samples``)."""
     labels = samples.labels if hasattr(samples, "labels") else [label for _, label in samples]
     if not labels:
         raise QsnnError("the event dataset has no samples in this split")
     return Split.lazy(np.asarray(labels, np.int64),
-                      lambda n: bin_samples(samples, n, sensor, timesteps, downsample, denoise, progress))
+                      lambda n: bin_samples(samples, n, sensor, timesteps, downsample, denoise, progress, workers))
 
 
-def load_events(name: str, data_dir, timesteps: int, denoise: bool = False, progress: bool = False) -> Dataset:
-    """An event dataset whose splits are listed now and binned when used (see ``Split.lazy``)."""
+def load_events(name: str, data_dir, timesteps: int, denoise: bool = False, progress: bool = False,
+                workers: int = 1) -> Dataset:
+    """An event dataset whose splits are listed now and binned when used (see ``Split.lazy``), by
+    ``workers`` processes where each sample is a file of its own (``bin_samples``)."""
     from . import events as ev
 
     sensor, k, n_classes = EVENT_DATASETS[name]
@@ -199,7 +262,7 @@ def load_events(name: str, data_dir, timesteps: int, denoise: bool = False, prog
         if name == "dvsgesture" and not (Path(data_dir) / "trials_to_train.txt").exists():
             readers["dvsgesture"] = ev.dvsgesture_npy_samples  # the common .npy copy
         splits = {part: frames_split(readers[name](data_dir, part), sensor, timesteps, k, denoise,
-                                     f"{name} {part}" if progress else None)
+                                     f"{name} {part}" if progress else None, workers)
                   for part in ("train", "test")}
     w, h = sensor  # (W, H), frames are (2, ceil(H / k), ceil(W / k))
     shape = (2, -(-h // k), -(-w // k))
@@ -208,11 +271,12 @@ def load_events(name: str, data_dir, timesteps: int, denoise: bool = False, prog
 
 
 def load_dataset(name: str, data_dir=None, timesteps: int = 8, denoise: bool = False,
-                 progress: bool = False) -> Dataset:
+                 progress: bool = False, workers: int = 1) -> Dataset:
     """A dataset by name; event datasets are binned into ``timesteps`` frames (optionally denoised) when
-    their samples are used, with a progress bar if ``progress``."""
+    their samples are used, with a progress bar if ``progress``, by ``workers`` processes (``bin_samples``;
+    the images are in memory already and ignore it)."""
     if name in EVENT_DATASETS:
-        return load_events(name, data_dir, timesteps, denoise, progress)
+        return load_events(name, data_dir, timesteps, denoise, progress, workers)
     if name == "digits":
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split

@@ -101,11 +101,14 @@ class Samples:
     time (again on every new iteration), so taking the first n samples reads only their files.
 
     ``labels[i]`` and ``files[i]`` (the file sample i is read from; several gesture segments share one
-    recording) are known without reading any events; ``len()`` is the number of samples.
+    recording) are known without reading any events; ``len()`` is the number of samples. ``read_one``: where
+    each sample is one whole file, the function reading it (lets ``data.bin_samples`` read in parallel).
     """
 
-    def __init__(self, labels, files, read_events: Callable[[], Iterator[np.ndarray]]):
+    def __init__(self, labels, files, read_events: Callable[[], Iterator[np.ndarray]],
+                 read_one: Callable[[Path], np.ndarray] | None = None):
         self.labels, self.files, self._read_events = list(labels), list(files), read_events
+        self.read_one = read_one  # set when each sample is one whole file: ``read_one(files[i])`` reads sample i
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -373,7 +376,7 @@ def nmnist_files(root, split: str) -> list[tuple[Path, int]]:
 
 
 def _file_samples(files: list[tuple[Path, int]], read: Callable[[Path], np.ndarray]) -> Samples:
-    return Samples([label for _, label in files], [f for f, _ in files], lambda: (read(f) for f, _ in files))
+    return Samples([label for _, label in files], [f for f, _ in files], lambda: (read(f) for f, _ in files), read)
 
 
 def nmnist_samples(root, split: str) -> Samples:

@@ -74,3 +74,12 @@ def orphaned_shm(candidates: set) -> set:
     """Those of ``candidates`` that still exist in /dev/shm while no living process maps them (left
     behind). Segments of other programs running meanwhile are mapped, or already gone."""
     return (candidates & shm()) - shm_mapped()
+
+
+def slow_read(path):
+    """An N-MNIST reader that takes its time (a slow disk): lets a test signal a parallel binning mid-way.
+    Module level, so that spawned worker processes can import it."""
+    from qsnn_lava.events import read_nmnist_bin
+
+    time.sleep(0.2)
+    return read_nmnist_bin(path)

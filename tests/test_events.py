@@ -1,6 +1,7 @@
 """Event readers on small files the tests write in each real on-disk format, frame binning, denoising
 and the (synthetic) saccade generator. Nothing is downloaded."""
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -360,3 +361,77 @@ def test_dvsgesture_npy_copy_through_the_loader(tmp_path):
     data = load_dataset("dvsgesture", tmp_path, timesteps=2)
     assert data.train.y.tolist() == [2, 10] and data.test.y.tolist() == [0]  # 1..11 -> 0..10; user 24 is test
     assert data.n_in == 2 * 32 * 32 and int(data.test.x.sum()) == 2
+
+
+# --- parallel binning (data.bin_samples with workers) -------------------------------------------------
+
+def write_random_nmnist(root, split, n, seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        d = root / split / str(i % 10)
+        d.mkdir(parents=True, exist_ok=True)
+        k = int(rng.integers(5, 400))
+        recs = list(zip(rng.integers(0, 34, k), rng.integers(0, 34, k), rng.integers(0, 2, k),
+                        np.sort(rng.integers(0, 300_000, k))))
+        (d / f"{i:05d}.bin").write_bytes(nmnist_bytes(recs))
+
+
+def test_parallel_binning_gives_the_same_spikes_and_names_a_bad_file(tmp_path):
+    """Two worker processes bin N-MNIST files into the same array as one process; a truncated file is named
+    in the one error, and no worker outlives the call."""
+    import os
+    from pathlib import Path
+
+    from qsnn_lava.data import BIN_CHUNK, bin_samples
+    from procs import descendants
+
+    write_random_nmnist(tmp_path, "Train", 3 * BIN_CHUNK + 5)
+    samples = E.nmnist_samples(tmp_path, "train")
+    n = len(samples)
+    one = bin_samples(samples, n, E.NMNIST_SENSOR, 4, 2)
+    two = bin_samples(samples, n, E.NMNIST_SENSOR, 4, 2, workers=2)
+    assert one.any() and np.array_equal(one, two)
+    bad = samples.files[2 * BIN_CHUNK + 1]
+    bad.write_bytes(bad.read_bytes()[:-2])
+    with pytest.raises(QsnnError, match=f"'{bad}'.*truncated"):
+        bin_samples(samples, n, E.NMNIST_SENSOR, 4, 2, workers=2)
+    left = [pid for pid in descendants(os.getpid())
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]  # lives as long as we do
+    assert left == []
+
+
+def test_sigterm_ends_the_binning_workers(tmp_path):
+    """SIGTERM during a parallel binning (files read slowly): the process, its workers and multiprocessing's
+    resource tracker are gone in seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from procs import descendants, still_alive, wait_for
+
+    write_random_nmnist(tmp_path, "Train", 200)
+    tests = str(Path(__file__).parent)
+    script = (f"import sys; sys.path.insert(0, {tests!r})\n"
+              "import signal\n"
+              "from qsnn_lava import events as E\n"
+              "from qsnn_lava.cli import _on_sigterm\n"
+              "from qsnn_lava.data import bin_samples\n"
+              "from procs import slow_read\n"
+              "signal.signal(signal.SIGTERM, _on_sigterm)\n"
+              f"s = E.nmnist_samples({str(tmp_path)!r}, 'train')\n"
+              "s.read_one = slow_read\n"
+              "bin_samples(s, len(s), E.NMNIST_SENSOR, 4, 2, workers=2)\n"
+              "print('finished')\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the pool's two workers (spawn also starts a resource tracker)
+        running = wait_for(lambda: (lambda d: d if len(d) >= 3 else None)(descendants(p.pid)), 60, "the workers")
+        time.sleep(0.5)
+        os.kill(p.pid, signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+        assert "finished" not in out
+        wait_for(lambda: still_alive(running) == [], 5, "the binning workers to end")
+    finally:
+        p.kill()
