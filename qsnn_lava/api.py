@@ -174,12 +174,13 @@ def _model(target):
 
 # ---------------------------------------------------------------- data
 def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denoise: bool = False,
-                 progress: bool = False):
+                 progress: bool = False, workers: int = 1):
     """A dataset by name (``qsnn_lava.data.DATASETS``): train and test splits, input size, classes, shape.
 
     digits is embedded (scikit-learn); fashion-mnist reads Debian's dataset-fashion-mnist or ``data_dir``;
     event datasets read the recordings in ``data_dir`` and bin them into ``timesteps`` frames when their
-    samples are first used (only the samples used are read; a progress bar with ``progress``).
+    samples are first used (only the samples used are read; a progress bar with ``progress``), by
+    ``workers`` processes where each sample is a file (N-MNIST, N-Caltech101, the DVS Gesture .npy copy).
 
     Example:
         >>> import qsnn_lava as ql
@@ -189,7 +190,8 @@ def load_dataset(name: str = "digits", data_dir=None, timesteps: int = 8, denois
     """
     from .data import load_dataset as _load
 
-    return _load(name, data_dir, _positive_int(timesteps, "timesteps"), denoise, progress)
+    return _load(name, data_dir, _positive_int(timesteps, "timesteps"), denoise, progress,
+                 _positive_int(workers, "workers"))
 
 
 def encode(split, timesteps: int, samples: int | None = None, input_bits: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +260,8 @@ def read_spikes(path, net: Network) -> np.ndarray:
 # ---------------------------------------------------------------- train, convert
 def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None, denoise: bool = False,
           epochs: int = 30, lr: float = 1e-2, batch_size: int = 64, seed: int = 0, out=None, resume=None,
-          progress: bool = False, recipe: dict | None = None, device: str = "auto", **options):
+          progress: bool = False, recipe: dict | None = None, device: str = "auto", data_workers: int = 1,
+          **options):
     """Train a QSNN with quantization-aware BPTT on the exact integer dynamics it deploys with.
 
     ``config`` is a full model config (``qsnn_lava.models.make_config``), or give its keys as ``options``:
@@ -267,7 +270,8 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
     neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min, input ("rate" | "direct"), input_bits (direct:
     2..8), learn_threshold. ``lr`` is Adam's learning rate (cosine schedule over ``epochs``). ``recipe``:
     training options (``training.RECIPE_DEFAULTS``: weight_decay, warmup_epochs, label_smoothing, crop_pad,
-    flip; docs/training.md; synops_budget, synops_weight: the activity regulariser, docs/energy.md). With
+    flip; docs/training.md; synops_budget, synops_weight: the activity regulariser, docs/energy.md).
+    ``data_workers``: processes that read and bin an event dataset's files (``load_dataset``'s workers). With
     ``out`` a resumable checkpoint is written after every epoch and at the end; ``resume`` (a checkpoint path)
     continues an interrupted run exactly. ``device``: "auto" (a GPU when there is one), "cpu", "cuda" or
     "cuda:N". Started by torchrun (``torchrun --nproc_per_node N -m qsnn_lava train ...``), each process trains
@@ -288,6 +292,7 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
     from .models import make_config
     from .training import train as _train
 
+    workers = _positive_int(workers, "workers", allow_none=True)
     if not under_torchrun():
         resolve_device(device)  # a bad device is refused before any work
     epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
@@ -306,10 +311,10 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
         dataset, seed = meta.get("dataset", dataset), meta.get("seed", seed)
         lr, batch_size = meta.get("lr", lr), meta.get("batch_size", batch_size)
         recipe = meta.get("recipe", recipe)
-        data = load_dataset(dataset, data_dir, int(cfg["timesteps"]), denoise, progress)
+        data = load_dataset(dataset, data_dir, int(cfg["timesteps"]), denoise, progress, data_workers)
     else:
         timesteps = _positive_int(options.pop("timesteps", None) or (config or {}).get("timesteps", 8), "timesteps")
-        data = load_dataset(dataset, data_dir, timesteps, denoise, progress)
+        data = load_dataset(dataset, data_dir, timesteps, denoise, progress, data_workers)
         if config is not None:
             cfg = make_config(**{**config, **{k: v for k, v in options.items() if k != "hidden"}})
         else:
@@ -369,12 +374,15 @@ def convert(model, meta: dict | None = None, validate: bool = True) -> Network:
 
 # ---------------------------------------------------------------- run, verify
 def simulate(net, spikes=None, *, backend: str = "reference", dataset: str | None = None, data_dir=None,
-             denoise: bool = False, samples: int | None = None, progress: bool = False) -> Record:
+             denoise: bool = False, samples: int | None = None, progress: bool = False,
+             workers: int | None = None) -> Record:
     """Run a network on one backend ("reference": the exact integer simulator; "lava": Lava's
     bit-accurate CPU models in a worker process; "torch": the model's eval forward, needs the model).
 
     ``spikes`` are [T, N, n_in] (0/1); without them the test split of ``dataset`` is used (the Record's
-    ``info["labels"]`` then holds the labels). Returns every layer's spikes [T, N, n] as a Record.
+    ``info["labels"]`` then holds the labels). ``workers``: the reference's sample shards run on that many
+    threads (default torch's thread count), Lava's on that many worker processes (default 1); the spikes are
+    the same for any number. Returns every layer's spikes [T, N, n] as a Record.
 
     Example:
         >>> import qsnn_lava as ql, numpy as np
@@ -385,12 +393,13 @@ def simulate(net, spikes=None, *, backend: str = "reference", dataset: str | Non
     """
     if backend not in backend_names():
         raise QsnnError(f"unknown backend '{backend}' (known: {', '.join(backend_names())})")
+    workers = _positive_int(workers, "workers", allow_none=True)
     net_, model = _network(net)
     labels = None
     if spikes is None:
         spikes, labels = _test_inputs(net_, dataset or "digits", data_dir, denoise, samples, progress)
     spikes = _check_spikes(spikes, net_)
-    rec = _run_backends(net_, model, spikes, [backend], progress)[0]
+    rec = _run_backends(net_, model, spikes, [backend], progress, workers=workers)[0]
     if labels is not None:
         rec.info["labels"] = labels
     return rec
@@ -405,7 +414,8 @@ def _check_spikes(spikes, net: Network) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: bool, device=None) -> list:
+def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: bool, device=None,
+                  workers: int | None = None) -> list:
     from .deployment.backends import get_backend
     from .training import evaluate
 
@@ -417,7 +427,7 @@ def _run_backends(net: Network, model, spikes: np.ndarray, backends, progress: b
                                 "from the backends")
             records.append(evaluate(model, spikes, device=device))
         else:
-            records.append(get_backend(name)(net, spikes, progress=progress, device=device))
+            records.append(get_backend(name)(net, spikes, progress=progress, device=device, workers=workers))
     return records
 
 
@@ -502,7 +512,8 @@ def _check_backends(backends) -> list:
 
 
 def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = False, samples: int | None = None,
-           backends=None, against=None, progress: bool = False, device: str = "auto") -> VerifyResult:
+           backends=None, against=None, progress: bool = False, device: str = "auto",
+           workers: int | None = None) -> VerifyResult:
     """Run the same inputs on several backends and compare every spike event, layer by layer.
 
     ``target`` is a model, a checkpoint, an IR (file or Network) or a bundle folder. ``backends`` default
@@ -512,7 +523,8 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     is diagnosed with u/v traces and a likely cause. ``device`` ("auto", "cpu", "cuda", "cuda:N") is where the
     torch model and the reference compute (Lava runs on the CPU). Started by torchrun, each process runs its
     contiguous share of the samples on every backend and the spikes are gathered back: every process gets
-    the report of all samples, the same as one process's.
+    the report of all samples, the same as one process's. ``workers`` as for ``simulate`` (the reference's
+    threads, Lava's worker processes).
 
     Example:
         >>> import qsnn_lava as ql
@@ -525,6 +537,7 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     from .deployment.verify import report
     from .distributed import resolve_device, start, stop, under_torchrun
 
+    workers = _positive_int(workers, "workers", allow_none=True)
     if not under_torchrun():
         resolve_device(device)  # a bad device is refused before any work
     if isinstance(target, (str, Path)) and is_bundle(target):
@@ -544,7 +557,8 @@ def verify(target, *, dataset: str = "digits", data_dir=None, denoise: bool = Fa
     ctx = start(device)  # under torchrun: this process's share of the samples; else None
     try:
         part = spikes[:, ctx.shard(spikes.shape[1])] if ctx else spikes
-        records = _run_backends(net, model, part, names, progress, ctx.device if ctx else resolve_device(device))
+        records = _run_backends(net, model, part, names, progress, ctx.device if ctx else resolve_device(device),
+                                workers)
         if ctx:
             records = [ctx.gather_record(r) for r in records]
     finally:

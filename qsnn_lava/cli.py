@@ -78,7 +78,8 @@ def cmd_train(args) -> int:
                                             "synops_budget", "synops_weight")}
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, seed=args.seed, out=args.out, resume=args.resume,
-                         progress=not args.quiet, recipe=recipe, device=args.device, **options)
+                         progress=not args.quiet, recipe=recipe, device=args.device, data_workers=args.data_workers,
+                         **options)
     if not _is_rank_zero():  # under torchrun: one process reports
         return 0
     hist = model.history
@@ -139,7 +140,7 @@ def cmd_simulate(args) -> int:
         raise QsnnError(f"'{args.ir}' is a checkpoint; simulate runs an IR: `qsnn-lava convert {args.ir} -o IR`")
     spikes = api.read_spikes(args.input, net) if args.input else None
     rec = api.simulate(net, spikes, backend=args.backend, dataset=args.dataset, data_dir=args.data_dir,
-                       denoise=args.denoise, samples=args.samples, progress=not args.quiet)
+                       denoise=args.denoise, samples=args.samples, progress=not args.quiet, workers=args.workers)
     msg = f"{args.backend}: {rec.samples} samples in {rec.info['seconds']:.2f} s"
     if "labels" in rec.info:
         msg += f", accuracy {100 * rec.accuracy(rec.info['labels']):.2f} %"
@@ -166,7 +167,7 @@ def cmd_verify(args) -> int:
                      names=["report.json", "report.html", "raster.png", "mismatch_heatmap.png"])
     res = api.verify(args.target, dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise,
                      samples=args.samples, backends=args.backends, against=args.against, progress=not args.quiet,
-                     device=args.device)
+                     device=args.device, workers=args.workers)
     if not _is_rank_zero():  # under torchrun: one process reports
         return 0 if res.equivalent else EXIT_MISMATCH
     rep = res.report
@@ -426,6 +427,12 @@ def _quiet(p) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def _workers(p) -> None:
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="the reference's sample shards on N threads (default: torch's thread count), Lava's on N "
+                        "worker processes (default 1); the spikes are the same for any N")
+
+
 def _device(p, what: str) -> None:
     p.add_argument("--device", default="auto", help=f"where {what} runs: auto (a GPU when there is one), cpu, "
                                                      "cuda or cuda:N")
@@ -482,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--resume", help="continue the interrupted run saved in this checkpoint (--out may be it)")
     _device(t, "training")
+    t.add_argument("--data-workers", type=int, default=1, metavar="N",
+                   help="processes that read and bin an event dataset's files (N-MNIST, N-Caltech101, the DVS "
+                        "Gesture .npy copy); the binned spikes are the same for any N")
     t.add_argument("--nproc", type=int, default=1,
                    help="train in this many processes (torchrun, DistributedDataParallel; --batch-size is the "
                         "global batch): one per GPU, or gloo on CPUs (docs/training.md)")
@@ -515,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(s)
     s.add_argument("--input", help="input spikes .npy, [T, n_in] or [N, T, n_in] (or the input's C, H, W)")
     s.add_argument("--output", help="write the output layer's spikes [N, T, n] as .npy")
+    _workers(s)
     _quiet(s)
 
     v = _command(sub, "verify", "compare backends spike by spike (exit 0 equal, 1 not, 2 bad input)", cmd_verify)
@@ -527,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(torch side from CKPT, reference and Lava from the IR)")
     v.add_argument("--out", help="folder for report.json, report.html and plots")
     _device(v, "the torch model and the reference")
+    _workers(v)
     _quiet(v)
 
     dp = _command(sub, "deploy", "design-rule check, resource estimate and a deployment bundle", cmd_deploy)

@@ -29,8 +29,10 @@ def test_the_whole_journey_through_the_api(model, tmp_path, capsys):
 
     x, y = ql.encode(ql.load_dataset("digits", timesteps=6).test, timesteps=6, samples=12)
     ref = ql.simulate(net, x, backend="reference")
-    lava = ql.simulate(net, x, backend="lava")
+    lava = ql.simulate(net, x, backend="lava", workers=2)  # two Lava processes, six samples each
     assert all(np.array_equal(a, b) for a, b in zip(ref.spikes, lava.spikes))
+    threads = ql.simulate(net, x, backend="reference", workers=3)
+    assert all(np.array_equal(a, b) for a, b in zip(ref.spikes, threads.spikes))
 
     res = ql.verify(tmp_path / "m.pt", samples=12)
     assert res.equivalent and res.report["spike_mismatches"] == {"trained_vs_reference": 0, "reference_vs_lava": 0}
@@ -61,6 +63,7 @@ def test_bad_input_raises_qsnn_error_and_never_exits(model, tmp_path):
         lambda: ql.verify(model, backends=("reference", "reference")),
         lambda: ql.verify(model, backends=("reference",)),
         lambda: ql.simulate(model, backend="gpu"),
+        lambda: ql.simulate(model, workers=0), lambda: ql.verify(model, workers=1.5),
         lambda: ql.load(tmp_path / "missing.pt"),
         lambda: ql.load(tmp_path),
         lambda: ql.save(object(), tmp_path / "x"),

@@ -46,10 +46,12 @@ def test_simulate_ir_with_input_file(trained):
     outs = []
     for backend in ("reference", "lava"):
         code, out, err = cli("simulate", trained / "m.h5", "--backend", backend, "--input", trained / "in.npy",
-                             "--output", trained / f"{backend}.npy", "-q")
+                             "--output", trained / f"{backend}.npy", "-q", "--workers", 2)
         assert code == 0, err
         outs.append(np.load(trained / f"{backend}.npy"))
     assert outs[0].shape == (3, 8, 10) and np.array_equal(outs[0], outs[1])
+    code, out, err = cli("simulate", trained / "m.h5", "--input", trained / "in.npy", "--workers", 0)
+    assert code == 2 and "workers = 0" in err and "Traceback" not in err
 
 
 def test_verify_ir_cannot_use_torch(trained):
