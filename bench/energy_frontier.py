@@ -281,8 +281,6 @@ def main(argv=None):
             import qsnn_lava as ql
 
             src, ratio = how["prune"]
-            # pruning.scoring_batches rate-encodes its scoring batches: for a direct-input net the SVS ranking
-            # is computed on another input code (approximate); the pruned, fine-tuned point is deployed exactly
             try:
                 model = ql.prune(models[src], criterion="svs", ratio=ratio, finetune_epochs=args.finetune_epochs,
                                  dataset=args.dataset, data_dir=args.data_dir, train_samples=args.train_samples,
