@@ -10,6 +10,7 @@ the first --test-samples test images, with each run's wall and CPU time:
   recipe    + the recipe (warm-up + cosine per batch, AdamW decay, random flips)
   recipe-rate  the recipe and learned thresholds with the rate input (what direct input is worth on top)
   recipe+crop+ls  the recipe plus label smoothing 0.1 and random crops (pad 2)
+  readout   the recipe with the output layer a non-spiking readout (class = largest voltage sum, no ties)
 Writes bench/results/ablation.{json,md}. Usage: python bench/ablation.py [--epochs 2] [--train-samples 10000]
 """
 import argparse
@@ -35,6 +36,7 @@ VARIANTS = {
     "recipe": ({"input": "direct", "learn_threshold": True}, RECIPE),
     "recipe-rate": ({"input": "rate", "learn_threshold": True}, RECIPE),
     "recipe+crop+ls": ({"input": "direct", "learn_threshold": True}, MORE),
+    "readout": ({"input": "direct", "learn_threshold": True, "readout": True}, RECIPE),
 }
 
 

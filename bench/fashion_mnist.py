@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import common  # the sibling bench/common.py
+import numpy as np
 import torch
 from torch import nn
 
@@ -121,6 +122,20 @@ class FloatSNN(nn.Module):
         return s.reshape(t, b, -1).sum(0)
 
 
+def output_ties(rec, y) -> dict:
+    """How the spike-count classification meets its limit: the output layer's counts over T (at most T), the
+    share of samples whose top count is shared by several classes (argmax then takes the lowest index), the
+    accuracy on those, and the accuracy if each tie went to the true class whenever it is among the tied."""
+    counts = rec.spikes[-1].astype(np.int64).sum(0)  # [N, n_classes]
+    top = counts.max(1)
+    tied = (counts == top[:, None]).sum(1) > 1
+    right = counts.argmax(1) == y
+    among = counts[np.arange(len(y)), y] == top
+    return {"tie_rate": float(tied.mean()), "accuracy_on_ties": float(right[tied].mean()) if tied.any() else None,
+            "accuracy_if_ties_broken_right": float((right | (tied & among)).mean()),
+            "samples_by_top_count": np.bincount(top, minlength=rec.spikes[-1].shape[0] + 1).tolist()}
+
+
 def main():
     """Parse the command line, run the bench (module docstring) and write its results under ``--out``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -194,7 +209,7 @@ def main():
         "torch_threads": torch.get_num_threads(),  # OMP_NUM_THREADS=1 on a loaded machine: no spin-waiting
         "float_ann_accuracy": ann_acc, "float_ann_epochs": args.ann_epochs, "float_ann_train_seconds": ann_s,
         "float_snn_accuracy": snn_acc, "float_snn_epochs": args.snn_epochs, "float_snn_train_seconds": snn_s,
-        "trained_accuracy": torch_rec.accuracy(y),
+        "trained_accuracy": torch_rec.accuracy(y), "output_ties": output_ties(torch_rec, y),
         "deployed_accuracy_reference": ref.accuracy(y), "reference_samples": int(x.shape[1]),
         "torch_vs_reference_mismatches": compare(torch_rec, ref)["mismatches"],
         "deployed_accuracy_lava": lava.accuracy(y[:n]), "lava_samples": n,

@@ -13,15 +13,16 @@ from pathlib import Path
 
 from qsnn_lava.errors import QsnnError, about
 from qsnn_lava.io import load_checkpoint
-from qsnn_lava.ir import LIF, Layer, Network, QMem, Skip
+from qsnn_lava.ir import LIF, Layer, Network, QMem, Readout, Skip
 from qsnn_lava.models import QSNN, build_model
+from qsnn_lava.neurons import Readout as ReadoutNeuron
 
 
 def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) -> Network:
     """The IR of ``model`` (in eval mode): the integers its eval forward uses, with no rounding of its own.
 
     Each layer gets the synapse's ``to_ir()``, the folded BatchNorm bias (``integer_bias``) where there is one,
-    and the neuron's vth, du, dv (and mem_bits, mem_shift for qmem). ``meta`` is added to the network's
+    and the neuron's vth, du, dv (and mem_bits, mem_shift for qmem; an ``ir.Readout`` for a readout output). ``meta`` is added to the network's
     meta (quant, bits, neuron). With ``validate`` the register widths are checked (QsnnError "cannot deploy
     this model: ..."); without, only the structure."""
     layers = []
@@ -38,6 +39,8 @@ def model_to_ir(model: QSNN, meta: dict | None = None, validate: bool = True) ->
             synapse=synapse,
             neuron=(QMem(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp,
                          mem_bits=n.mem_bits, mem_shift=n.mem_shift) if hasattr(n, "mem_bits")
+                    else Readout(n=n.n, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp)
+                    if isinstance(n, ReadoutNeuron)
                     else LIF(n=n.n, vth=n.vth, du=n.du, dv=n.dv, bias_mant=bias_mant, bias_exp=bias_exp)),
             weight_bits=layer.synapse.bits,
             skips=[Skip(src, m.to_ir()) for src, m in zip(layer.skip_sources, layer.skips)],

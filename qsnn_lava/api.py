@@ -268,7 +268,7 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
     arch ("mlp" | "vgg" | "resnet"), hidden (mlp widths), channels, bn, quant ("uniform" | "rescaw" |
     "sigmoid" | "ternary"), bits, first_bits, last_bits, theta (threshold in weight units), timesteps,
     neuron ("lif" | "mfp" | "qmem"), mem_bits, bias_exp_min, input ("rate" | "direct"), input_bits (direct:
-    2..8), learn_threshold. ``lr`` is Adam's learning rate (cosine schedule over ``epochs``). ``recipe``:
+    2..8), learn_threshold, readout (the output layer a non-spiking readout). ``lr`` is Adam's learning rate (cosine schedule over ``epochs``). ``recipe``:
     training options (``training.RECIPE_DEFAULTS``: weight_decay, warmup_epochs, label_smoothing, crop_pad,
     flip; docs/training.md; synops_budget, synops_weight: the activity regulariser, docs/energy.md).
     ``data_workers``: processes that read and bin an event dataset's files (``load_dataset``'s workers). With
@@ -292,7 +292,6 @@ def train(config: dict | None = None, *, dataset: str = "digits", data_dir=None,
     from .models import make_config
     from .training import train as _train
 
-    workers = _positive_int(workers, "workers", allow_none=True)
     if not under_torchrun():
         resolve_device(device)  # a bad device is refused before any work
     epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")

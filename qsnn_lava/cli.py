@@ -73,7 +73,7 @@ def cmd_train(args) -> int:
         return launch(_without_nproc(args.argv), args.nproc)
     options = {k: getattr(args, k) for k in ("arch", "hidden", "channels", "bn", "quant", "bits", "first_bits",
                                              "last_bits", "theta", "timesteps", "neuron", "mem_bits", "bias_exp_min",
-                                             "input", "input_bits", "learn_threshold")}
+                                             "input", "input_bits", "learn_threshold", "readout")}
     recipe = {k: getattr(args, k) for k in ("weight_decay", "warmup_epochs", "label_smoothing", "crop_pad", "flip",
                                             "synops_budget", "synops_weight")}
     model = _api().train(dataset=args.dataset, data_dir=args.data_dir, denoise=args.denoise, epochs=args.epochs,
@@ -500,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-bits", type=int, default=None, help="direct input: bits per intensity (2..8; default 8)")
     t.add_argument("--learn-threshold", action=argparse.BooleanOptionalAction, default=None,
                    help="learn a per-layer threshold, deployed as an integer vth (lif, mfp)")
+    t.add_argument("--readout", action=argparse.BooleanOptionalAction, default=None,
+                   help="the output layer a non-spiking readout: class = the largest voltage summed over T "
+                        "(spike counts saturate at T and tie; docs/training.md)")
     t.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay on the weights (default 0)")
     t.add_argument("--warmup-epochs", type=float, default=None,
                    help="linear warm-up epochs, then cosine per batch (default 0: cosine per epoch)")

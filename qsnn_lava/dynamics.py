@@ -154,7 +154,8 @@ class _SpikeFn(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         w = ctx.width
-        return grad * (1.0 - x.abs() / w).clamp(min=0.0) / w, None
+        # grad * max(1 - |x| / w, 0) / w, the same roundings, in place on one temporary
+        return x.abs().div_(w).neg_().add_(1.0).clamp_(min=0.0).mul_(grad).div_(w), None
 
 
 def fire(v: torch.Tensor, vth) -> torch.Tensor:
@@ -228,7 +229,8 @@ def lif_step(a: torch.Tensor, state: LIFState, p: LIFParams, counts: dict | None
     ``"u_wraps"`` and ``"v_saturations"`` entries. If ``probe`` is a dict, its ``"v_pre_reset"`` is set
     to this step's voltage before the spike's reset (what QP-SNN's SCA pruning score measures).
     """
-    u = rtz_decay(state.u, p.du + 1) + a * (1 << ACT_SHIFT)
+    drive = a * (1 << ACT_SHIFT)
+    u = drive if p.du + 1 == DECAY_UNITY else rtz_decay(state.u, p.du + 1) + drive  # du = 4095: no memory
     if p.can_wrap:
         u_raw, u = u, wrap_u(u)
         if counts is not None:

@@ -178,6 +178,10 @@ class IRModel(nn.Module):
             out.append(spikes)
         return out
 
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The training loss's logits: the output layer's spike counts over T (readouts are refused)."""
+        return out.sum(0)
+
     def to_ir(self, validate: bool = True) -> Network:
         """The fine-tuned IR: the network's copy with the learned integers (validated unless told not to)."""
         net = Network(self.net.input_shape, [lp.to_ir() for lp in self.layer_params], self.net.timesteps,

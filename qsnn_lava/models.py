@@ -1,8 +1,8 @@
 """Quantized spiking networks whose eval forward is the deployed integer network, exactly.
 
 Training mode runs the same integer dynamics (qsnn_lava.dynamics) on float tensors holding integers
-(per layer float32 where ``QSNN.train_dtypes`` proves it exact, else float64) with straight-through rounding and
-surrogate spikes; eval mode runs them on int64 tensors. Both call the same
+(per layer float32 where ``QSNN.train_dtypes`` proves it exact, else float64) with straight-through rounding
+and surrogate spikes; eval mode runs them on int64 tensors. Both call the same
 functions with the same integer weights, so the accuracy of the eval model *is* the deployed accuracy.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from . import dynamics as dyn
 from . import ir
 from .errors import QsnnError
-from .neurons import LIF, MFP, QMem
+from .neurons import LIF, MFP, QMem, Readout
 from .quantizers import (QUANT_NAMES, SIGMOID_QUANTS, SigmoidSum, quantize, ste_round, threshold_mantissa,
                          utilisation)
 
@@ -42,6 +42,7 @@ DEFAULT_CONFIG = {
     "input": "rate",  # "rate": 0/1 spikes of the rate code; "direct": graded intensities every step (data.py)
     "input_bits": 8,  # direct input: bits of each intensity (2..8), the graded spikes' num_message_bits
     "learn_threshold": False,  # learn a per-layer threshold scale (neurons.LIF), deployed as an integer vth
+    "readout": False,  # the output layer a non-spiking readout (neurons.Readout, ir.Readout): class = max voltage sum
 }
 INPUTS = ("rate", "direct")
 
@@ -53,7 +54,7 @@ ARCH_DEFAULTS = {"vgg": {"bn": True, "theta": 1.0}, "resnet": {"bn": True, "thet
 
 # keys added after the first checkpoints were written; older configs get these defaults
 LATER_KEYS = ("input_shape", "channels", "bn", "mem_bits", "widths", "first_bits", "last_bits", "bias_exp_min",
-              "input", "input_bits", "learn_threshold")
+              "input", "input_bits", "learn_threshold", "readout")
 
 
 def input_bits(cfg: dict) -> int:
@@ -154,6 +155,8 @@ def check_config(cfg: dict) -> None:
                         "by vth); use --neuron lif or mfp, or a fixed theta")
     if cfg["neuron"] == "qmem":
         _whole(cfg["mem_bits"], "mem_bits", 2, 8, "the qmem membrane holds 2 to 8 bits")
+    if not isinstance(cfg["readout"], (bool, np.bool_)):
+        raise QsnnError(f"readout = {_shown(cfg['readout'])} must be true or false")
 
 
 def _shown(value) -> str:
@@ -477,7 +480,17 @@ def _pool_neuron(n: int):
 
 
 def build_layers(cfg: dict) -> list[SpikingLayer]:
-    """The named architecture's layers (see docs/architectures.md)."""
+    """The named architecture's layers (see docs/architectures.md); with ``readout`` the output layer's
+    neurons are a non-spiking ``Readout`` (its du, dv; the class is the largest voltage summed over T)."""
+    layers = _arch_layers(cfg)
+    if cfg["readout"]:
+        out = layers[-1].neuron
+        layers[-1].neuron = Readout(out.n, out.vth0, du=out.du, dv=out.dv)
+    return layers
+
+
+def _arch_layers(cfg: dict) -> list[SpikingLayer]:
+    """The layers of ``cfg``'s architecture, every one spiking."""
     q, b, arch = cfg["quant"], int(cfg["bits"]), cfg["arch"]
     b_first, b_last = int(cfg["first_bits"] or b), int(cfg["last_bits"] or b)
     sizes = [int(n) for n in cfg["sizes"]]
@@ -544,7 +557,6 @@ class QSNN(nn.Module):
         self.layers = nn.ModuleList(build_layers(cfg))
         # per layer: float32 where the worst case proves it exact (twice as fast as float64), else float64
         self.layer_dtypes = self.train_dtypes()
-        self.train_dtype = torch.float32 if self.float32_exact() else torch.float64
 
     def train_dtypes(self) -> list[torch.dtype]:
         """Each layer's training dtype: float32 where it holds every integer of that layer's training forward
@@ -570,6 +582,15 @@ class QSNN(nn.Module):
         """Whether every layer trains in float32 (``train_dtypes``)."""
         return all(d == torch.float32 for d in self.layer_dtypes)
 
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The training loss's logits from the output layer's output [T, N, n_classes]: its spike counts, or for
+        a readout its voltage summed over T in units of its threshold (vth << 6; a fixed positive scale, so the
+        argmax, which is what deploys, is that of the voltage sum)."""
+        n = self.layers[-1].neuron
+        if isinstance(n, Readout):
+            return out.sum(0) / float(n.vth0 << dyn.VTH_SHIFT)
+        return out.sum(0)
+
     @property
     def input_bits(self) -> int:
         """Message bits of this network's input: 1 (0/1 spikes, rate code) or 2..8 (direct graded input)."""
@@ -593,8 +614,8 @@ class QSNN(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Input spikes ``x`` [T, N, n_in] -> every layer's spikes, each flat [T, N, n].
 
-        Training mode computes each layer in its ``train_dtypes`` float (surrogate gradients); eval mode in int64, the
-        deployed integer network exactly."""
+        Training mode computes each layer in its ``train_dtypes`` float (surrogate gradients); eval mode in
+        int64, the deployed integer network exactly."""
         if self.training:
             wide = x.numel() and dyn.max_abs(x) > input_scale(self.config)  # outside the code train_dtypes proved
             dtypes = [torch.float64] * len(self.layers) if wide else self.layer_dtypes

@@ -55,6 +55,18 @@ class LIF(nn.Module):
         return dyn.lif_run(a, self.params(bias))
 
 
+class Readout(LIF):
+    """A non-spiking readout population (``ir.Readout``): the CUBA LIF's u and v, never fired or reset, whose
+    output is its voltage v [T, N, ...] (internal units; float holding integers while training, int64 in
+    eval), through ``dynamics.lif_run`` at ``dynamics.NO_FIRE_VTH`` like the reference's readouts. ``vth``
+    (the spiking threshold it replaces) only scales the training logits (``QSNN.logits``)."""
+
+    def forward(self, a: torch.Tensor, bias=None) -> torch.Tensor:
+        """Synaptic input ``a`` [T, N, ...] -> the voltage after each step [T, N, ...]."""
+        p = dyn.LIFParams(vth=dyn.NO_FIRE_VTH, du=self.du, dv=self.dv, bias=0 if bias is None else bias)
+        return dyn.lif_run(a, p, trace=True)[2]
+
+
 class QMem(LIF):
     """The qmem neuron (the baseline MFP-QSNN criticises): a LIF whose voltage is stored in ``mem_bits``
     bits after every step, at the finest bit position whose top level reaches the threshold

@@ -20,6 +20,7 @@ from .distributed import Context, to_cpu
 from .errors import QsnnError
 from .metrics import forward_synops
 from .models import QSNN, build_model
+from .neurons import Readout
 from .record import Record
 
 
@@ -43,16 +44,23 @@ def evaluate(model, spikes: np.ndarray, batch_size: int = 256, dist: Context | N
     model.to(device)
     t0 = time.perf_counter()
     part = spikes[:, dist.shard(spikes.shape[1])] if dist else spikes
+    readout = isinstance(model.layers[-1].neuron, Readout)  # its output is a voltage (int32 fits: 24-bit v)
     chunks = []
     with torch.no_grad():
         for lo in range(0, max(part.shape[1], 1), batch_size):  # an empty share still gives empty arrays
             layer_out = model(torch.from_numpy(part[:, lo:lo + batch_size].astype(np.int64)).to(device))
-            chunks.append([s.cpu().numpy().astype(np.uint8) for s in layer_out])
+            chunks.append([s.cpu().numpy().astype(np.int32 if readout and i == len(layer_out) - 1 else np.uint8)
+                           for i, s in enumerate(layer_out)])
     model.to(home)
     outs = [np.concatenate(per_layer, axis=1) for per_layer in zip(*chunks)]
     if dist:
         outs = dist.gather(outs)
-    return Record("torch", [layer.name for layer in model.layers], outs, info={"seconds": time.perf_counter() - t0})
+    names = [layer.name for layer in model.layers]
+    volts = {}
+    if readout:  # as the reference records a readout: its voltage, and all-zero spikes
+        volts[names[-1]] = outs[-1]
+        outs[-1] = np.zeros(outs[-1].shape, np.uint8)
+    return Record("torch", names, outs, info={"seconds": time.perf_counter() - t0}, voltages=volts)
 
 
 RECIPE_DEFAULTS = {
@@ -169,7 +177,7 @@ def run_epoch(model, opt, inputs, yt: torch.Tensor, batch_size: int, gen: torch.
         mine = idx[dist.shard(len(idx))] if dist else idx  # this process's share of the global batch
         x, y = batch(mine).to(device), yt[mine].to(device)
         outs = forward(x)
-        counts = outs[-1].sum(0)
+        counts = model.logits(outs[-1])  # spike counts, or a readout's voltage sum
         loss = F.cross_entropy(counts, y, label_smoothing=label_smoothing) if len(mine) else counts.sum() * 0.0
         if penalty is not None and len(mine):
             term, s = penalty(model, x, outs)
