@@ -43,7 +43,7 @@ from qsnn_lava.training import evaluate, train
 SNN_TABLE, INT8_TABLE, FP32_TABLE = "cmos45_snn_mem", "ann_int8_mem", "ann_fp32_mem"
 ARITH = {"snn": "cmos45_snn", "int8": "ann_int8", "fp32": "ann_fp32"}
 BASE = {"arch": "vgg", "channels": [16, 32], "bits": 4, "timesteps": 4, "input": "direct", "input_bits": 8,
-        "learn_threshold": True}
+        "learn_threshold": True, "readout": True}  # readout: at T = 1 or 2 a spike-count output is mostly ties
 RECIPE = {"warmup_epochs": 0.3, "weight_decay": 5e-4, "label_smoothing": 0.1, "crop_pad": 2, "flip": True}
 # name: (config overrides, {"budget": fraction of the named variant's deployed SynOps} or {"prune": SVS ratio
 # of the named variant}); a variant that depends on another runs after it
@@ -269,6 +269,7 @@ def main(argv=None):
         dep = next(iter(VARIANTS[v][1].values()), None)
         if dep and dep[0] not in names:
             names.insert(names.index(v), dep[0])
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # each variant's checkpoint is saved as it finishes
     data = subset(load_dataset(args.dataset, args.data_dir), args.train_samples, args.test_samples, args.seed)
     t_start = time.perf_counter()
     points, models, counts_of = [], {}, {}
