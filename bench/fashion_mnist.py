@@ -8,7 +8,8 @@ images, then
     Lava (fixed_pt) on the first --lava-samples, spike-compared with the reference,
   * the float ANN of the same shape (ReLU, float32 weights, BatchNorm, max pooling, analog input),
   * the float SNN of the same shape (float32 weights and membranes, BatchNorm, the same LIF (hard reset,
-    decay 1/2, threshold 1), max pooling of spikes, the analog input at every step, spike-count readout),
+    decay 1/2, threshold 1), max pooling of spikes, the analog input at every step, spike-count output, or
+    with --readout the output layer's voltage summed over T, as the QSNN),
   * model size per QP-SNN Eq. 16 (sum of parameters x bits) against the same network at 32 bits,
   * training wall time and CPU time (the machine may be shared: the load average is recorded too).
 Needs `apt-get install dataset-fashion-mnist`. Writes bench/results/fashion_mnist.{json,md} and the
@@ -102,19 +103,24 @@ class FloatSNN(nn.Module):
     def __init__(self, model, timesteps: int):
         super().__init__()
         self.twin, self.T = float_ann(model), int(timesteps)
+        self.readout = bool(model.config.get("readout"))  # as the QSNN: the output layer's voltage sum
 
     def forward(self, x):
         t, b = self.T, x.shape[0]
         s = x.reshape(1, b, *self.twin.shape).expand(t, -1, -1, -1, -1).reshape(t * b, *self.twin.shape)
-        for m in self.twin.mods:
+        for i, m in enumerate(self.twin.mods):
             a = m(s)
             if isinstance(m, nn.MaxPool2d):  # the max of spikes is the spiking pool's output
                 s = a
                 continue
             a = a.reshape(t, b, *a.shape[1:])
+            last_readout = self.readout and i == len(self.twin.mods) - 1
             v, out = torch.zeros_like(a[0]), []
             for step in range(t):
                 v = 0.5 * v + a[step]
+                if last_readout:  # no fire, no reset: the voltage is the output
+                    out.append(v)
+                    continue
                 spk = _Spike.apply(v - 1.0)
                 v = v * (1.0 - spk)
                 out.append(spk)
