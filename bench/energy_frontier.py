@@ -297,7 +297,8 @@ def main(argv=None):
                 recipe["synops_budget"] = frac * counts_of[src]["total"]["synops_effective"]
                 extra["synops_budget"] = recipe["synops_budget"]
             model, _ = train(cfg, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             recipe=recipe, progress=False, eval_samples=1000)  # deploy_point measures all
+                             recipe=recipe, progress=False,
+                             eval_samples=min(1000, len(data.test.y)))  # deploy_point measures all
         extra["train_seconds"] = time.perf_counter() - t0
         models[name] = model
         point, counts_of[name] = deploy_point(name, model, data, args.lava_samples, extra)

@@ -145,22 +145,6 @@ def test_two_gloo_processes_train_as_one_process_with_the_same_global_batch(tmp_
         {k: c["per_layer"] for k, c in one_rep["comparisons"].items()}
 
 
-def test_two_process_training_resumes_to_the_same_checkpoint(tmp_path):
-    """torchrun, 2 gloo processes: one epoch, then --resume to two, gives the checkpoint that two epochs in one
-    run give (rank 0's resumable state restores the optimizer, schedule, shuffling and BatchNorm of every
-    process: they are identical across ranks)."""
-    args = [a if a != "1" else "2" for a in TINY_ARGS]  # --epochs 2 (no other argument is "1")
-    straight, half = tmp_path / "straight.pt", tmp_path / "half.pt"
-    assert launch(["train", *args, "--out", str(straight), "--device", "cpu", "-q"], 2) == 0
-    assert launch(["train", *TINY_ARGS, "--out", str(half), "--device", "cpu", "-q"], 2) == 0
-    assert launch(["train", *args, "--resume", str(half), "--out", str(half), "--device", "cpu", "-q"], 2) == 0
-    a, b = load_checkpoint(straight), load_checkpoint(half)
-    assert a["training"]["epoch"] == b["training"]["epoch"] == 2
-    for k, v in a["state_dict"].items():
-        assert torch.equal(b["state_dict"][k], v), k
-    assert a["training"]["history"]["test_acc"] == b["training"]["history"]["test_acc"]
-
-
 def test_sigterm_stops_torchrun_and_every_training_process(tmp_path):
     """`qsnn-lava train --nproc 2` under SIGTERM: the launcher, torchrun and both workers are gone within
     seconds; exit 143."""
