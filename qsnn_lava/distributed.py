@@ -145,7 +145,7 @@ class Context:
 
     def gather_record(self, rec: Record) -> Record:
         """A backend's Record of this process's share of the samples -> the Record of all samples, on every
-        process: spikes gathered in rank order, run-time overflow counts (``info["overflow"]``) summed,
+        process: spikes (and readout voltages) gathered in rank order, run-time overflow counts (``info["overflow"]``) summed,
         ``info["seconds"]`` the slowest process's."""
         import torch.distributed as dist
 
@@ -155,7 +155,8 @@ class Context:
         if "overflow" in rec.info:
             info["overflow"] = {layer: {k: sum(i["overflow"][layer][k] for i in infos) for k in counts}
                                 for layer, counts in rec.info["overflow"].items()}
-        return Record(rec.backend, rec.layer_names, self.gather(rec.spikes), info)
+        volts = dict(zip(rec.voltages, self.gather(list(rec.voltages.values()))))  # a readout layer's voltage
+        return Record(rec.backend, rec.layer_names, self.gather(rec.spikes), info, volts)
 
     def wrap(self, model: torch.nn.Module):
         """``model`` in DistributedDataParallel (its forward and backward average the gradients), with every

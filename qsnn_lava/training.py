@@ -3,8 +3,9 @@
 The forward pass is the integer network (float tensors holding integers, see qsnn_lava.dynamics and
 ``QSNN.train_dtypes``);
 gradients flow through straight-through rounding and the triangular surrogate spike. The loss is
-cross-entropy on the output layer's spike counts, the same quantity deployed inference classifies by,
-so the model that is evaluated is exactly the model that is deployed.
+cross-entropy on the output layer's spike counts (or, for a readout output layer, its voltage summed over T:
+``QSNN.logits``), the same quantity deployed inference classifies by, so the model that is evaluated is
+exactly the model that is deployed.
 """
 from __future__ import annotations
 
