@@ -15,13 +15,24 @@ def _stat(pid):
     return fields[0], int(fields[1]), int(fields[19])
 
 
+def _resource_tracker(pid) -> bool:
+    """Whether ``pid`` is multiprocessing's resource tracker: a helper that a process using spawned workers
+    (data.bin_samples) keeps for its own lifetime and that ends with it; not a process left running."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"multiprocessing.resource_tracker" in f.read()
+    except OSError:
+        return False
+
+
 def descendants(root: int) -> dict:
-    """Live descendants of process ``root``: {pid: start time} (the start time tells a reused pid apart)."""
+    """Live descendants of process ``root``: {pid: start time} (the start time tells a reused pid apart),
+    multiprocessing's resource tracker left out (``_resource_tracker``)."""
     table = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             st = _stat(d)
-            if st and st[0] not in "ZX":
+            if st and st[0] not in "ZX" and not _resource_tracker(d):
                 table[int(d)] = st
     out, frontier = {}, {root}
     while frontier:
