@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import common  # the sibling bench/common.py
+from fashion_mnist import RECIPE  # the sibling bench/fashion_mnist.py
 
 from qsnn_lava.converters.checkpoint import model_to_ir
 from qsnn_lava.data import Dataset, encoded, load_dataset
@@ -27,7 +28,6 @@ from qsnn_lava.pruning import subset
 from qsnn_lava.reference import simulate
 from qsnn_lava.training import evaluate, train
 
-RECIPE = {"warmup_epochs": 0.3, "weight_decay": 5e-4, "flip": True}  # the recipe bench/fashion_mnist.py uses
 MORE = {**RECIPE, "label_smoothing": 0.1, "crop_pad": 2}
 VARIANTS = {
     "base": ({"input": "rate", "learn_threshold": False}, {}),

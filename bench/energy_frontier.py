@@ -1,8 +1,8 @@
 """Accuracy-energy frontier on Fashion-MNIST: QSNN variants against the float and int8 ANN of the same shape.
 
 Each QSNN variant (time steps T, SVS pruning, weight bits, first-layer width, a SynOps budget; ``VARIANTS``)
-is trained with the recipe of bench/fashion_mnist.py (direct 8-bit input, learned thresholds, AdamW, warm-up
-+ cosine, label smoothing, crops and flips), converted, and DEPLOYED: its accuracy is the reference
+is trained with the recipe and learning rate of bench/fashion_mnist.py (``RECIPE``, ``LR``: direct 8-bit input,
+learned thresholds, AdamW, warm-up + cosine, flips), converted, and DEPLOYED: its accuracy is the reference
 simulator's on the test images, spike-compared with the torch model (trained = deployed: 0 mismatches
 required) and with real Lava on the first --lava-samples (0 mismatches required). Its counts
 (deploy.energy.count_ops on the same test images) are priced with the reviewed 45 nm tables (cmos45_snn_mem:
@@ -28,7 +28,7 @@ from pathlib import Path
 import common  # the sibling bench/common.py
 import numpy as np
 import torch
-from fashion_mnist import float_ann  # the sibling bench/fashion_mnist.py
+from fashion_mnist import LR, RECIPE, float_ann  # the sibling bench/fashion_mnist.py
 from torch import nn
 
 from qsnn_lava.converters.checkpoint import model_to_ir
@@ -44,7 +44,6 @@ SNN_TABLE, INT8_TABLE, FP32_TABLE = "cmos45_snn_mem", "ann_int8_mem", "ann_fp32_
 ARITH = {"snn": "cmos45_snn", "int8": "ann_int8", "fp32": "ann_fp32"}
 BASE = {"arch": "vgg", "channels": [16, 32], "bits": 4, "timesteps": 4, "input": "direct", "input_bits": 8,
         "learn_threshold": True, "readout": True}  # readout: at T = 1 or 2 a spike-count output is mostly ties
-RECIPE = {"warmup_epochs": 0.3, "weight_decay": 5e-4, "label_smoothing": 0.1, "crop_pad": 2, "flip": True}
 # name: (config overrides, {"budget": fraction of the named variant's deployed SynOps} or {"prune": SVS ratio
 # of the named variant}); a variant that depends on another runs after it
 VARIANTS = {
@@ -255,7 +254,7 @@ def main(argv=None):
     ap.add_argument("--train-samples", type=int, default=None, help="a seeded draw of this many (default: all)")
     ap.add_argument("--test-samples", type=int, default=None, help="the first n test images (default: all)")
     ap.add_argument("--lava-samples", type=int, default=50)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results")
