@@ -45,7 +45,8 @@ ARITH = {"snn": "cmos45_snn", "int8": "ann_int8", "fp32": "ann_fp32"}
 BASE = {"arch": "vgg", "channels": [16, 32], "bits": 4, "timesteps": 4, "input": "direct", "input_bits": 8,
         "learn_threshold": True, "readout": True}  # readout: at T = 1 or 2 a spike-count output is mostly ties
 # name: (config overrides, {"budget": fraction of the named variant's deployed SynOps} or {"prune": SVS ratio
-# of the named variant}); a variant that depends on another runs after it
+# of the named variant} or {"epochs_factor": times --epochs}); a variant that depends on another runs after it.
+# T1-x3: at T = 1 an epoch costs about a quarter of a T = 4 one, so 3x the epochs is still less training compute.
 VARIANTS = {
     "T4": ({}, {}),
     "T2": ({"timesteps": 2}, {}),
@@ -57,6 +58,8 @@ VARIANTS = {
     "T1-budget": ({"timesteps": 1}, {"budget": ("T1", 0.6)}),
     "T4-svs0.5": ({}, {"prune": ("T4", 0.5)}),
     "T1-svs0.5": ({"timesteps": 1}, {"prune": ("T1", 0.5)}),
+    "T1-x3": ({"timesteps": 1}, {"epochs_factor": 3}),
+    "T1-x3-svs0.5": ({"timesteps": 1}, {"prune": ("T1-x3", 0.5)}),
 }
 
 
@@ -215,8 +218,9 @@ def plot(points: list, front: list, path) -> None:
 def markdown(args, points: list, front: list, acc: dict) -> str:
     """The report: the scale of the run, one row per point, the front and the acceptance check."""
     md = [f"# Accuracy-energy frontier, {args.dataset}", "",
-          f"Scale of this run: {args.train_samples or 'all'} training images, {args.epochs} epoch(s) per QSNN, "
-          f"{args.ann_epochs} for the ANN, {points[0]['test_samples']} test images, Lava on the first "
+          f"Scale of this run: {args.train_samples or 'all'} training images, {args.epochs} epoch(s) per QSNN "
+          f"(times a variant's epochs_factor; pruned ones: + {args.finetune_epochs} fine-tune), {args.ann_epochs} "
+          f"for the ANN, {points[0]['test_samples']} test images, Lava on the first "
           f"{args.lava_samples}. Energies are estimates: counts x the reviewed 45 nm tables ({SNN_TABLE}, "
           f"{INT8_TABLE}, {FP32_TABLE}: arithmetic + SRAM traffic; docs/energy.md); 'arith' is the arithmetic-only "
           "table before the review.", "",
@@ -265,7 +269,7 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
     for v in list(names):  # a variant's base runs first
-        dep = next(iter(VARIANTS[v][1].values()), None)
+        dep = VARIANTS[v][1].get("budget", VARIANTS[v][1].get("prune"))
         if dep and dep[0] not in names:
             names.insert(names.index(v), dep[0])
     Path(args.out).mkdir(parents=True, exist_ok=True)  # each variant's checkpoint is saved as it finishes
@@ -295,7 +299,9 @@ def main(argv=None):
                 src, frac = how["budget"]
                 recipe["synops_budget"] = frac * counts_of[src]["total"]["synops_effective"]
                 extra["synops_budget"] = recipe["synops_budget"]
-            model, _ = train(cfg, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            epochs = args.epochs * how.get("epochs_factor", 1)
+            extra["epochs"] = epochs
+            model, _ = train(cfg, data, epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              recipe=recipe, progress=False,
                              eval_samples=min(1000, len(data.test.y)))  # deploy_point measures all
         extra["train_seconds"] = time.perf_counter() - t0
@@ -306,7 +312,8 @@ def main(argv=None):
               f"{point['synops']:.4g}, torch/ref {point['torch_vs_reference_mismatches']}, ref/Lava "
               f"{point['reference_vs_lava_mismatches']} ({point['train_seconds']:.0f} s)", flush=True)
         save_checkpoint(Path(args.out) / f"{args.stem}_{name}.pt", model.config, model.state_dict(),
-                        {"dataset": args.dataset, "epochs": args.epochs, "variant": name})
+                        {"dataset": args.dataset, "epochs": extra.get("epochs", args.finetune_epochs),
+                         "variant": name})
     base = names[0]
     ann = float_ann(models[base])
     acc_fp32, ann_s = common.train_ann(ann, data, args.ann_epochs, seed=args.seed)
