@@ -154,7 +154,9 @@ class LavaWorker:
         try:
             request = dict(request, progress_fd=write_fd, client_pid=os.getpid())
             (self.workdir / "request.json").write_text(json.dumps(request))
-            env = dict(os.environ)
+            # one thread per Lava process: Lava's Conv model convolves with torch, a small op per step in each
+            # of its processes, whose idle OpenMP threads would spin-wait on the cores the others need
+            env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             if len(str(self.workdir)) <= MAX_TMPDIR_CHARS:  # Lava's temporary files go with the request
                 env["TMPDIR"] = str(self.workdir)
             with open(self.workdir / "worker.log", "wb") as log, signals_deferred():
