@@ -213,8 +213,8 @@ def _netx_recurrent_boundaries(net, timesteps: int, n_samples: int) -> dict:
 
 
 def probe() -> dict:
-    """This interpreter's Python and package versions, whether Lava imports, and whether lava-loihi
-    (Loihi 2 hardware) is installed."""
+    """This interpreter's Python and package versions, whether Lava imports, whether lava-loihi (Loihi 2
+    hardware) is installed, and the OpenMP thread count its processes run with."""
     from qsnn_lava.converters.lava_env import import_lava
 
     from qsnn_lava.io import installed_versions
@@ -229,7 +229,7 @@ def probe() -> dict:
     except ImportError:
         loihi_installed = False
     return {"executable": sys.executable, "versions": versions, "loihi_installed": loihi_installed,
-            "lava_import_s": import_s}
+            "lava_import_s": import_s, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 # -- the request ----------------------------------------------------------------------------------------

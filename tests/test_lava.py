@@ -147,6 +147,7 @@ def test_worker_reports_versions_and_keeps_lava_noise_out_of_the_protocol():
     p = probe()
     assert p["versions"]["lava-nc"] == "0.10.0" and p["versions"]["python"].startswith("3.10")
     assert p["loihi_installed"] in (True, False)
+    assert p["omp_num_threads"] == "1"  # Lava's processes each convolve with torch: one thread each, no spinning
 
 
 def _fake_python(tmp_path, body):
