@@ -58,6 +58,8 @@ VARIANTS = {
     "T1-budget": ({"timesteps": 1}, {"budget": ("T1", 0.6)}),
     "T4-svs0.5": ({}, {"prune": ("T4", 0.5)}),
     "T1-svs0.5": ({"timesteps": 1}, {"prune": ("T1", 0.5)}),
+    "T1-fixedvth": ({"timesteps": 1, "learn_threshold": False}, {}),  # at T = 1 a learned vth drifts down
+    "T1-fixedvth-budget": ({"timesteps": 1, "learn_threshold": False}, {"budget": ("T1-fixedvth", 0.6)}),
     "T1-x3": ({"timesteps": 1}, {"epochs_factor": 3}),
     "T1-x3-svs0.5": ({"timesteps": 1}, {"prune": ("T1-x3", 0.5)}),
 }
