@@ -49,8 +49,11 @@ def cli_env(tmpdir, **extra):
                                              (signal.SIGTERM, 143, "qsnn-lava: terminated")])
 def test_signal_during_lava_run_stops_everything(tmp_path, tmpdir_short, sig, code, line):
     shm_before = shm()
+    # SIGINT at its default, as under a terminal: a suite started in the background of a non-interactive
+    # shell (`make test &`) runs with SIGINT ignored, which its children would inherit
     cli = subprocess.Popen(simulate_command(tmp_path, 3000), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, start_new_session=True, env=cli_env(tmpdir_short))
+                           text=True, start_new_session=True, env=cli_env(tmpdir_short),
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         running = wait_for(lambda: len(descendants(cli.pid)) >= LAVA_PROCESSES + 1 and descendants(cli.pid),
                            120, "the Lava worker and its processes")
